@@ -1,0 +1,167 @@
+"""NodeBlueprint: the provider-neutral intent for one node, and the pure planning around it.
+
+Everything that reaches a template passes through these models first, so a hostile forest
+id, name, address or credential is rejected here with ``TemplateInputError`` and never
+rendered.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import secrets
+from collections.abc import Sequence
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+)
+
+from morpheus.errors import TemplateInputError
+from morpheus.models import Capacity, Ports, host_for_url
+
+Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")]
+LabelValue = Annotated[
+    str, StringConstraints(pattern=r"^(?:[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")
+]
+SafePath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._/+-]{0,4000}$")]
+Size = Annotated[str, StringConstraints(pattern=r"^\d+[KMGT]?$")]
+HttpUrl = Annotated[
+    str, StringConstraints(pattern=r"^https?://[A-Za-z0-9._~:/?#\[\]@!$&()*+,;=%-]+$")
+]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+
+
+def _check_host(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        if _HOSTNAME.match(value):
+            return value
+    raise ValueError("must be an IP address or a DNS host name")
+
+
+Host = Annotated[str, AfterValidator(_check_host)]
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Peer(Frozen):
+    """Where one node's cluster port is reached."""
+
+    host: Host
+    port: int = Field(default=6222, ge=1, le=65535)
+
+
+class RouteCredentials(Frozen):
+    """The per-forest user that NATS routes authenticate with."""
+
+    username: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    password: SecretStr
+
+    @classmethod
+    def generate(cls) -> RouteCredentials:
+        return cls(username="morpheus-route", password=SecretStr(secrets.token_urlsafe(32)))
+
+
+class JetStreamLimits(Frozen):
+    max_memory: Size = "1G"
+    max_file: Size = "10G"
+
+
+class NatsInstall(Frozen):
+    """Where a machine gets nats-server from (the local provider uses its own binary)."""
+
+    version: Annotated[str, StringConstraints(pattern=r"^\d+\.\d+\.\d+$")]
+    download_url: HttpUrl | None = None
+    sha256: Sha256 | None = None
+
+
+class NimsForestApp(Frozen):
+    download_url: HttpUrl | None = None
+    sha256: Sha256 | None = None
+    registry_url: HttpUrl | None = None
+    callback_url: HttpUrl | None = None
+
+
+class NodeBlueprint(Frozen):
+    """Everything a provider needs to bring up one node, independent of the platform."""
+
+    forest_id: Name
+    run_id: Name
+    node_id: Name
+    node_name: Name
+    index: int = Field(ge=1)
+    cluster_name: Name
+    host: Host
+    ports: Ports = Field(default_factory=Ports)
+    client_listen: Host = "127.0.0.1"
+    monitor_listen: Host = "0.0.0.0"  # noqa: S104 - the provider firewall limits who reaches it
+    cluster_listen: Host = "::"
+    peers: tuple[Peer, ...] = ()
+    credentials: RouteCredentials | None = None
+    jetstream: JetStreamLimits = Field(default_factory=JetStreamLimits)
+    store_dir: SafePath = "/var/lib/nats/jetstream"
+    nats: NatsInstall
+    nimsforest: NimsForestApp | None = None
+    capacity: Capacity | None = None
+    labels: dict[Name, LabelValue] = Field(default_factory=dict)
+
+    @property
+    def clustered(self) -> bool:
+        """A one-node forest runs standalone: a lone cluster block never becomes healthy."""
+        return len(self.peers) >= 2
+
+    @property
+    def self_peer(self) -> Peer:
+        return Peer(host=self.host, port=self.ports.cluster)
+
+    def route_urls(self) -> list[str]:
+        """The route mesh as NATS URLs, credentials percent-encoded, self included."""
+        if self.credentials is None:
+            return [f"nats-route://{host_for_url(p.host)}:{p.port}" for p in self.peers]
+        user = quote(self.credentials.username, safe="")
+        password = quote(self.credentials.password.get_secret_value(), safe="")
+        return [
+            f"nats-route://{user}:{password}@{host_for_url(p.host)}:{p.port}" for p in self.peers
+        ]
+
+
+def build_blueprint(**fields: Any) -> NodeBlueprint:
+    """A validated blueprint; a value unsafe for a template raises ``TemplateInputError``."""
+    try:
+        return NodeBlueprint(**fields)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(part) for part in error["loc"])
+        raise TemplateInputError(
+            f"refusing to render node configuration: {key}: {error['msg']}"
+        ) from None
+
+
+def route_mesh(active: Sequence[Peer], reserved: Sequence[Peer]) -> tuple[Peer, ...]:
+    """Routes for a node: the forest's active nodes plus those reserved in this run, once each."""
+    seen: dict[tuple[str, int], Peer] = {}
+    for peer in (*active, *reserved):
+        seen.setdefault((peer.host, peer.port), peer)
+    return tuple(seen.values())
+
+
+def labels_for(forest_id: str, node_id: str | None, run_id: str) -> dict[str, str]:
+    """The labels every created thing carries so the platform can say what belongs where."""
+    labels = {"managed-by": "morpheus", "forest": forest_id, "run": run_id}
+    if node_id is not None:
+        labels["node"] = node_id
+    return labels

@@ -1,0 +1,275 @@
+"""The ``morpheus`` command.
+
+Commands import what they use inside their bodies so ``--help`` and completion stay fast.
+
+Exit codes: 0 success; 1 failure (config, provider, registry, readiness); 2 usage error;
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from morpheus.services import Context
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+app = typer.Typer(
+    name="morpheus",
+    help="Plant and tend forests of clustered NATS + NimsForest nodes.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+class State:
+    """Options of the top-level callback, shared with the commands."""
+
+    def __init__(self, config: Path | None, quiet: bool) -> None:
+        self.config = config
+        self.quiet = quiet
+        self._context: Context | None = None
+
+    def context(self) -> Context:
+        """Settings, state directory and registry, built once, on first use."""
+        if self._context is None:
+            from morpheus.registry import Registry
+            from morpheus.services import Context
+            from morpheus.settings import load_settings, state_dir
+
+            loaded = load_settings(self.config)
+            directory = state_dir()
+            self._context = Context(
+                settings=loaded.settings,
+                state_dir=directory,
+                registry=Registry.in_state_dir(directory),
+            )
+        return self._context
+
+
+def _state(ctx: typer.Context) -> State:
+    state = ctx.find_root().obj
+    assert isinstance(state, State)
+    return state
+
+
+def _version(value: bool) -> None:
+    if value:
+        from morpheus import __version__
+
+        typer.echo(f"morpheus {__version__}")
+        raise typer.Exit()
+
+
+def complete_forest_id(incomplete: str) -> list[str]:
+    """Forest ids from the registry, read with plain sqlite3 so completion stays fast."""
+    import os
+    import sqlite3
+
+    from morpheus.settings import state_dir
+
+    path = state_dir(os.environ) / "registry.sqlite3"
+    if not path.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as db:
+            rows = db.execute("SELECT id FROM forests ORDER BY id").fetchall()
+    except sqlite3.Error:
+        return []
+    return [row[0] for row in rows if row[0].startswith(incomplete)]
+
+
+ForestArgument = Annotated[
+    str,
+    typer.Argument(
+        help="Forest id, as `morpheus list` shows it.", autocompletion=complete_forest_id
+    ),
+]
+OutputOption = Annotated[
+    OutputFormat, typer.Option("--output", "-o", help="table for people, json for scripts.")
+]
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask; for scripts.")]
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Config file (default: first of $MORPHEUS_CONFIG, "
+            "./config.yaml, $XDG_CONFIG_HOME/morpheus/config.yaml, ~/.morpheus/config.yaml, "
+            "/etc/morpheus/config.yaml).",
+            dir_okay=False,
+        ),
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only results and errors.")
+    ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Plant and tend forests of clustered NATS + NimsForest nodes."""
+    ctx.obj = State(config, quiet)
+
+
+@app.command()
+def plant(
+    ctx: typer.Context,
+    target: Annotated[
+        str,
+        typer.Argument(help="local, cloud (the configured cloud provider), or a provider name."),
+    ],
+    size: Annotated[
+        str | None, typer.Argument(help="small (1 node), medium (3) or large (5).")
+    ] = None,
+    nodes: Annotated[
+        int | None,
+        typer.Option("--nodes", "-n", min=1, max=500, help="Number of nodes instead of a size."),
+    ] = None,
+    yes: YesOption = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the plan; create nothing.")
+    ] = False,
+    keep_on_failure: Annotated[
+        bool,
+        typer.Option("--keep-on-failure", help="Keep what a failed plant created, for inspection."),
+    ] = False,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Create a forest of NATS nodes that cluster with each other."""
+    from morpheus.cli import output as out
+    from morpheus.services import no_progress
+    from morpheus.services.plant import PlantRequest, plan
+    from morpheus.services.plant import plant as plant_forest
+
+    state = _state(ctx)
+    context = state.context()
+    request = PlantRequest(target=target, size=size, nodes=nodes, keep_on_failure=keep_on_failure)
+    plant_plan = plan(context, request)
+    if dry_run or (plant_plan.provider.costs_money and not yes):
+        out.show_plan(plant_plan)
+        if dry_run:
+            return
+        _confirm("Create these machines?")
+    with out.NodeProgress(enabled=not state.quiet and output == OutputFormat.table) as progress:
+        result = plant_forest(
+            context, plant_plan, request, progress if not state.quiet else no_progress
+        )
+    out.show_planted(result, output)
+
+
+@app.command(name="list")
+def list_forests(ctx: typer.Context, output: OutputOption = OutputFormat.table) -> None:
+    """List the forests in the registry."""
+    from morpheus.cli import output as out
+
+    context = _state(ctx).context()
+    out.show_forests(context.registry.list_forests(), context.registry, output)
+
+
+@app.command()
+def status(
+    ctx: typer.Context, forest: ForestArgument, output: OutputOption = OutputFormat.table
+) -> None:
+    """Show a forest's nodes: platform state, NATS health, peers, addresses and events."""
+    from morpheus.cli import output as out
+    from morpheus.services.status import forest_status
+
+    out.show_status(forest_status(_state(ctx).context(), forest), output)
+
+
+@app.command()
+def teardown(ctx: typer.Context, forest: ForestArgument, yes: YesOption = False) -> None:
+    """Delete a forest: every node, process, file and record of it."""
+    from morpheus.cli import output as out
+    from morpheus.services import no_progress
+    from morpheus.services.teardown import teardown as teardown_forest
+
+    state = _state(ctx)
+    context = state.context()
+    found = context.registry.get_forest(forest)
+    if not yes:
+        if not sys.stdin.isatty():
+            _fail("teardown asks for confirmation: pass --yes when not at a terminal", EXIT_USAGE)
+        typed = typer.prompt(f"This deletes {found.id} and all its nodes. Type its id to confirm")
+        if typed.strip() != found.id:
+            _fail("the id did not match; nothing was deleted", EXIT_FAILURE)
+    with out.NodeProgress(enabled=not state.quiet) as progress:
+        removal = teardown_forest(context, found.id, progress if not state.quiet else no_progress)
+    out.show_removal(found.id, removal)
+    if removal.failed:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+@app.command()
+def providers(output: OutputOption = OutputFormat.table) -> None:
+    """List the installed provider plugins."""
+    from morpheus.cli import output as out
+    from morpheus.provider import installed_providers
+
+    out.show_providers(installed_providers(), output)
+
+
+@config_app.command("check")
+def config_check(ctx: typer.Context, output: OutputOption = OutputFormat.table) -> None:
+    """Validate the configuration and show where each value came from (secrets masked)."""
+    from morpheus.cli import output as out
+    from morpheus.settings import load_settings
+
+    out.show_config(load_settings(_state(ctx).config), output)
+
+
+def _confirm(question: str) -> None:
+    if not sys.stdin.isatty():
+        _fail(
+            "this creates machines that cost money: pass --yes to confirm from a script", EXIT_USAGE
+        )
+    if not typer.confirm(question, default=False):
+        _fail("nothing was created", EXIT_FAILURE)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    from morpheus.cli.output import error
+
+    error(message)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Entry point: run the app and turn Morpheus errors into one line and an exit code."""
+    from morpheus.errors import MorpheusError
+
+    try:
+        app()
+    except MorpheusError as exc:
+        from morpheus.cli.output import error
+
+        error(str(exc))
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        from morpheus.cli.output import error
+
+        error("interrupted")
+        sys.exit(EXIT_INTERRUPTED)

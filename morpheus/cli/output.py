@@ -1,0 +1,298 @@
+"""Rendering for people (rich tables, live progress) and for scripts (stable JSON).
+
+JSON shapes are documented in docs/cli.md and only ever gain keys.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from morpheus.cli.app import OutputFormat
+    from morpheus.models import Forest, Node
+    from morpheus.provider import ProviderInfo
+    from morpheus.registry import Registry
+    from morpheus.services.plant import PlantPlan, PlantResult
+    from morpheus.services.provision import Removal
+    from morpheus.services.status import ForestView
+    from morpheus.settings import LoadedSettings
+
+
+def _console(stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    plain = "NO_COLOR" in os.environ or not stream.isatty()
+    return Console(file=stream, no_color=plain, highlight=False, soft_wrap=True)
+
+
+def error(message: str) -> None:
+    """One line on stderr; red at a terminal."""
+    _console(stderr=True).print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+
+
+def _json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _is_json(output: OutputFormat) -> bool:
+    return output.value == "json"
+
+
+class NodeProgress:
+    """Live per-node state while a command waits; plain lines when not at a terminal."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.states: dict[str, str] = {}
+        self.console = _console(stderr=True)
+        self.live: Live | None = None
+
+    def __enter__(self) -> NodeProgress:
+        if self.enabled and self.console.is_terminal:
+            self.live = Live(self._table(), console=self.console, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self.live is not None:
+            self.live.__exit__(kind, value, traceback)
+
+    def _table(self) -> Table:
+        table = Table(box=None, show_header=False, pad_edge=False)
+        for node_id, words in self.states.items():
+            table.add_row(f"  {node_id}", words)
+        return table
+
+    def __call__(self, node_id: str, words: str) -> None:
+        if not self.enabled:
+            return
+        self.states[node_id] = words
+        if self.live is not None:
+            self.live.update(self._table())
+        else:
+            self.console.print(f"  {node_id}  {words}", markup=False)
+
+
+def forest_dict(forest: Forest, nodes: list[Node] | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": forest.id,
+        "provider": forest.provider,
+        "size": forest.size,
+        "location": forest.location,
+        "status": forest.status.value,
+        "created_at": forest.created_at.isoformat(),
+        "last_expansion": forest.last_expansion.isoformat() if forest.last_expansion else None,
+        "cluster_name": forest.cluster_name,
+    }
+    if nodes is not None:
+        data["node_count"] = len(nodes)
+    return data
+
+
+def node_dict(node: Node) -> dict[str, Any]:
+    return {
+        "id": node.id,
+        "name": node.name,
+        "status": node.status.value,
+        "provider_id": node.provider_id,
+        "host": node.host,
+        "addresses": node.addresses,
+        "ports": node.ports.model_dump(),
+        "monitor_url": node.monitor_url,
+        "capacity": node.capacity.model_dump() if node.capacity else None,
+        "location": node.location,
+        "created_at": node.created_at.isoformat(),
+    }
+
+
+def show_plan(plan: PlantPlan) -> None:
+    console = _console()
+    console.print(f"Plan: {plan.size} forest of {plan.node_count} node(s) on {plan.provider.name}")
+    for line in plan.lines:
+        console.print(f"  {line.label}: {line.value}", markup=False)
+
+
+def show_planted(result: PlantResult, output: OutputFormat) -> None:
+    if _is_json(output):
+        _json({"forest": forest_dict(result.forest), "nodes": [node_dict(n) for n in result.nodes]})
+        return
+    console = _console()
+    console.print(f"🌲 Planted {result.forest.id}: {len(result.nodes)} node(s) active")
+    for node in result.nodes:
+        console.print(f"  {node.name}  {node.host}  monitor {node.monitor_url}", markup=False)
+    console.print(
+        f"See it with `morpheus status {result.forest.id}`; remove it with "
+        f"`morpheus teardown {result.forest.id}`.",
+        markup=False,
+    )
+
+
+def show_forests(forests: list[Forest], registry: Registry, output: OutputFormat) -> None:
+    rows = [(forest, registry.nodes(forest.id)) for forest in forests]
+    if _is_json(output):
+        _json([forest_dict(forest, nodes) for forest, nodes in rows])
+        return
+    console = _console()
+    if not rows:
+        console.print("No forests. Plant one with `morpheus plant local small`.", markup=False)
+        return
+    table = Table("ID", "PROVIDER", "SIZE", "NODES", "STATUS", "CREATED", box=None)
+    for forest, nodes in rows:
+        table.add_row(
+            forest.id,
+            forest.provider,
+            forest.size,
+            str(len(nodes)),
+            forest.status.value,
+            forest.created_at.strftime("%Y-%m-%d %H:%M"),
+        )
+    console.print(table)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}%"
+
+
+def show_status(view: ForestView, output: OutputFormat) -> None:
+    if _is_json(output):
+        nodes = []
+        for item in view.nodes:
+            data = node_dict(item.node)
+            data["platform_state"] = item.platform_state
+            data["nats"] = item.sample.model_dump() if item.sample else None
+            nodes.append(data)
+        _json(
+            {
+                "forest": forest_dict(view.forest),
+                "nodes": nodes,
+                "untracked": [h.model_dump() for h in view.untracked],
+                "events": [e.model_dump(mode="json") for e in view.events],
+                "notes": view.notes,
+            }
+        )
+        return
+    console = _console()
+    forest = view.forest
+    console.print(
+        f"🌲 Forest: {forest.id}  ({forest.provider}, {forest.size}, {forest.status.value})"
+    )
+    table = Table("NODE", "STATUS", "PLATFORM", "NATS", "PEERS", "CPU", "MEM", "ADDRESS", box=None)
+    expected = max(len(view.nodes) - 1, 0)
+    for item in view.nodes:
+        sample = item.sample
+        if sample is None:
+            nats, peers = "-", "-"
+        elif not sample.reachable:
+            nats, peers = "unreachable", "-"
+        else:
+            nats = "healthy" if sample.healthy else "unhealthy"
+            peers = f"{sample.peers or 0}/{expected}"
+        table.add_row(
+            item.node.name,
+            item.node.status.value,
+            item.platform_state or "unknown",
+            nats,
+            peers,
+            _percent(sample.cpu_percent if sample else None),
+            _percent(sample.memory_percent if sample else None),
+            item.node.monitor_url or "-",
+        )
+    console.print(table)
+    for handle in view.untracked:
+        console.print(
+            f"  ⚠ {handle.node_id} exists on {forest.provider} but not in the registry",
+            markup=False,
+        )
+    for note in view.notes:
+        console.print(f"  {note}", markup=False)
+    if view.events:
+        console.print("Recent events:")
+        for event in view.events:
+            console.print(
+                f"  {event.at:%Y-%m-%d %H:%M:%S}  {event.kind:<10} {event.message}", markup=False
+            )
+
+
+def show_removal(forest_id: str, removal: Removal) -> None:
+    console = _console()
+    if removal.failed:
+        for what, why in sorted(removal.failed.items()):
+            error(f"could not delete {what}: {why}")
+        console.print(
+            f"{forest_id}: {len(removal.deleted)} deleted, {len(removal.failed)} left; "
+            "their records are kept — run teardown again.",
+            markup=False,
+        )
+    else:
+        console.print(
+            f"Deleted {forest_id} ({len(removal.deleted)} node(s)); nothing left behind.",
+            markup=False,
+        )
+
+
+def show_providers(infos: list[ProviderInfo], output: OutputFormat) -> None:
+    if _is_json(output):
+        _json(
+            [
+                {
+                    "name": i.name,
+                    "distribution": i.distribution,
+                    "version": i.version,
+                    "target": i.target,
+                }
+                for i in infos
+            ]
+        )
+        return
+    table = Table("NAME", "DISTRIBUTION", "VERSION", box=None)
+    for info in infos:
+        table.add_row(info.name, info.distribution, info.version)
+    _console().print(table)
+
+
+def show_config(loaded: LoadedSettings, output: OutputFormat) -> None:
+    values = _flatten(loaded.settings.model_dump(mode="json"))
+    secrets = {key for key in values if key.startswith("secrets.") and values[key] is not None}
+    rows = [
+        (key, "********" if key in secrets else values[key], loaded.sources.get(key, "default"))
+        for key in sorted(values)
+    ]
+    if _is_json(output):
+        _json(
+            {
+                "file": str(loaded.path) if loaded.path else None,
+                "values": {key: {"value": value, "source": source} for key, value, source in rows},
+            }
+        )
+        return
+    console = _console()
+    console.print(
+        f"Config file: {loaded.path or 'none (defaults and environment only)'}", markup=False
+    )
+    console.print("Configuration is valid.")
+    table = Table("KEY", "VALUE", "SOURCE", box=None)
+    for key, value, source in rows:
+        table.add_row(key, json.dumps(value), source)
+    console.print(table)
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

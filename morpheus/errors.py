@@ -1,0 +1,63 @@
+"""The one error tree of Morpheus.
+
+Core code raises these and never prints; the CLI's ``main()`` turns them into one red line
+on stderr and the exit code each class carries.  Foreign exceptions (sqlite3, httpx, the
+cloud SDKs) are translated into these once, at the boundary, with ``raise ... from exc``.
+
+    MorpheusError                 exit 1
+    ├── ConfigError               invalid or unreadable configuration
+    ├── UsageError                exit 2: a flag or argument that cannot be acted on
+    ├── ForestNotFoundError       exit 1: no such forest in the registry
+    ├── RegistryError             the state database cannot be used
+    ├── ProviderNotFoundError     no installed provider with that name
+    ├── ProviderError             a provider failed (API, process, platform)
+    │   └── PreflightError        a check before creating anything failed
+    ├── ReadinessError            nodes did not become ready in time
+    └── TemplateInputError        a value would be unsafe to render
+"""
+
+from __future__ import annotations
+
+
+class MorpheusError(Exception):
+    """Base of every error a user can cause or fix; ``str()`` is the one-line message."""
+
+    exit_code: int = 1
+
+
+class ConfigError(MorpheusError):
+    """The configuration is invalid or cannot be read."""
+
+
+class UsageError(MorpheusError):
+    """A command-line value that cannot be acted upon."""
+
+    exit_code = 2
+
+
+class ForestNotFoundError(MorpheusError):
+    """The forest id is not in the registry."""
+
+
+class RegistryError(MorpheusError):
+    """The state database cannot be opened, read or written."""
+
+
+class ProviderNotFoundError(MorpheusError):
+    """No installed provider plugin has the requested name."""
+
+
+class ProviderError(MorpheusError):
+    """A provider could not do what was asked."""
+
+
+class PreflightError(ProviderError):
+    """A check before creating anything failed; nothing was created."""
+
+
+class ReadinessError(MorpheusError):
+    """Nodes were created but did not become ready before the deadline."""
+
+
+class TemplateInputError(MorpheusError):
+    """A value that would reach a template is not safe to render."""

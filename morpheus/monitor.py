@@ -1,0 +1,414 @@
+"""Poll the NATS monitoring endpoints of many nodes at once.
+
+Every figure here is the NATS server's own view of itself, not the machine's: ``cpu_percent``
+is the nats-server *process* CPU as a share of the whole machine (``varz.cpu`` is percent of
+one core, so it is divided by ``varz.cores``), and ``memory_percent`` is the process's resident
+memory (``varz.mem``) as a share of the node's RAM from its recorded capacity. Other programs
+on the same machine (NimsForest itself, for one) are not counted.
+
+``poll_nodes`` never raises for a node's sake: a node that refuses, times out, answers with
+an HTTP error or with JSON of the wrong shape comes back as a ``NodeSample`` with ``error`` set,
+in the position it was given. ``aggregate`` turns the samples into the ``ForestLoad`` that the
+growth decision judges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from morpheus.models import host_for_url
+
+__all__ = [
+    "ForestLoad",
+    "Healthz",
+    "Jsz",
+    "MonitorTarget",
+    "NodeSample",
+    "Routez",
+    "Varz",
+    "aggregate",
+    "monitor_url",
+    "poll_nodes",
+]
+
+
+class MonitorTarget(BaseModel):
+    """One node to poll: where its monitoring port listens and how much RAM it has."""
+
+    model_config = ConfigDict(frozen=True)
+
+    node_name: str
+    host: str = Field(min_length=1)
+    port: int = Field(default=8222, ge=1, le=65535)
+    memory_bytes: int | None = Field(default=None, ge=1)
+
+
+def monitor_url(host: str, port: int) -> str:
+    """Base URL of a monitoring endpoint: IPv6 literals in brackets, IPv4 and names bare."""
+    return f"http://{host_for_url(host)}:{port}"
+
+
+# --- what the server sends (only the keys we read; types checked strictly) -----------------
+
+
+class _Reply(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+
+class JetStreamConfig(_Reply):
+    """The JetStream limits a server runs with (0 when JetStream is off)."""
+
+    max_memory: int | None = None
+    max_storage: int | None = None
+
+
+class JetStreamStats(_Reply):
+    """Bytes JetStream currently holds in memory and on disk."""
+
+    memory: int
+    storage: int
+
+
+class VarzJetStream(_Reply):
+    """The ``jetstream`` section of ``/varz``; empty when JetStream is disabled."""
+
+    config: JetStreamConfig | None = None
+    stats: JetStreamStats | None = None
+
+
+class Varz(_Reply):
+    """The parts of ``/varz`` Morpheus uses."""
+
+    server_name: str | None = None
+    cpu: float = Field(ge=0)
+    mem: int = Field(ge=0)
+    cores: int = Field(ge=1)
+    connections: int = Field(ge=0)
+    remotes: int = Field(default=0, ge=0)
+    jetstream: VarzJetStream | None = None
+
+
+class Healthz(_Reply):
+    """The body of ``/healthz`` (only its status code decides health)."""
+
+    status: str
+    error: str | None = None
+
+
+class Route(_Reply):
+    """One route connection in ``/routez``; with route pooling a peer has several."""
+
+    remote_id: str
+    remote_name: str | None = None
+
+
+class Routez(_Reply):
+    """The parts of ``/routez`` Morpheus uses."""
+
+    routes: list[Route] | None = None
+
+    @property
+    def peers(self) -> int:
+        """Distinct servers routed to (``num_routes`` counts pooled connections instead)."""
+        return len({route.remote_name or route.remote_id for route in self.routes or ()})
+
+
+class Jsz(_Reply):
+    """The parts of ``/jsz`` Morpheus uses: JetStream usage and limits."""
+
+    disabled: bool = False
+    memory: int
+    storage: int
+    config: JetStreamConfig | None = None
+
+
+# --- what Morpheus reports ------------------------------------------------------------------
+
+
+class NodeSample(BaseModel):
+    """What one node's NATS server said about itself, or why it said nothing.
+
+    ``reachable`` means ``/varz`` answered with valid figures; refused connections, timeouts,
+    HTTP errors and malformed replies all make it False, and ``error`` says which. ``error``
+    may also be set on a reachable node when a secondary endpoint (``/healthz``, ``/routez``,
+    ``/jsz``) failed; the figures that endpoint would have given are then None or fall back.
+    """
+
+    node_name: str
+    url: str
+    reachable: bool
+    error: str | None = None
+    healthy: bool | None = None
+    cpu_percent: float | None = None
+    memory_percent: float | None = None
+    mem_bytes: int | None = None
+    cores: int | None = None
+    connections: int | None = None
+    peers: int | None = None
+    jetstream_memory_used: int | None = None
+    jetstream_memory_limit: int | None = None
+    jetstream_storage_used: int | None = None
+    jetstream_storage_limit: int | None = None
+    latency_ms: float | None = None
+
+
+class ForestLoad(BaseModel):
+    """Load of a whole forest, summarised from its nodes' samples.
+
+    Means are over reachable nodes; ``memory_percent`` only over those whose RAM is known
+    (``memory_known`` of them). Every figure is the NATS server's own (see the module doc).
+    """
+
+    nodes: int
+    reachable: int
+    unreachable: int
+    healthy: int
+    memory_known: int
+    cpu_percent: float | None = None
+    memory_percent: float | None = None
+    max_cpu_percent: float | None = None
+    max_memory_percent: float | None = None
+
+
+def aggregate(samples: Sequence[NodeSample]) -> ForestLoad:
+    """Summarise node samples into the forest's load."""
+    up = [s for s in samples if s.reachable]
+    cpu = [s.cpu_percent for s in up if s.cpu_percent is not None]
+    mem = [s.memory_percent for s in up if s.memory_percent is not None]
+    return ForestLoad(
+        nodes=len(samples),
+        reachable=len(up),
+        unreachable=len(samples) - len(up),
+        healthy=sum(1 for s in samples if s.healthy),
+        memory_known=len(mem),
+        cpu_percent=sum(cpu) / len(cpu) if cpu else None,
+        memory_percent=sum(mem) / len(mem) if mem else None,
+        max_cpu_percent=max(cpu, default=None),
+        max_memory_percent=max(mem, default=None),
+    )
+
+
+# --- polling --------------------------------------------------------------------------------
+
+_ReplyT = TypeVar("_ReplyT", bound=_Reply)
+_T = TypeVar("_T")
+
+
+class _EndpointError(Exception):
+    """One endpoint gave nothing usable.
+
+    ``reason`` is short and shown to the operator; ``answered`` tells an HTTP answer that was
+    no good (worth naming the endpoint) from no answer at all (a fact about the node).
+    """
+
+    def __init__(self, path: str, reason: str, *, answered: bool) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+        self.answered = answered
+
+
+class _Deadline:
+    """When a node's polling must stop, and how to say why it stopped."""
+
+    def __init__(self, at: float, reason: str) -> None:
+        self.at = at
+        self.reason = reason
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
+async def _get(client: httpx.AsyncClient, url: str, deadline: _Deadline) -> httpx.Response:
+    path = httpx.URL(url).path
+    try:
+        async with asyncio.timeout_at(deadline.at):
+            return await client.get(url)
+    except (TimeoutError, httpx.TimeoutException) as exc:
+        raise _EndpointError(path, deadline.reason, answered=False) from exc
+    except httpx.ConnectError as exc:
+        reason = f"cannot connect ({exc})" if str(exc) else "cannot connect"
+        raise _EndpointError(path, reason, answered=False) from exc
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise _EndpointError(path, reason, answered=False) from exc
+
+
+def _parse(response: httpx.Response, model: type[_ReplyT]) -> _ReplyT:
+    path = response.request.url.path
+    if response.status_code != 200:
+        raise _EndpointError(path, f"HTTP {response.status_code}", answered=True)
+    try:
+        data: Any = json.loads(response.content)
+    except ValueError as exc:
+        raise _EndpointError(path, "malformed JSON", answered=True) from exc
+    if not isinstance(data, dict):
+        raise _EndpointError(path, "expected a JSON object", answered=True)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        reason = f"bad '{where}' ({first['msg'][:1].lower()}{first['msg'][1:]})"
+        raise _EndpointError(path, reason, answered=True) from exc
+
+
+async def _fetch(
+    client: httpx.AsyncClient, url: str, model: type[_ReplyT], deadline: _Deadline
+) -> _ReplyT:
+    return _parse(await _get(client, url, deadline), model)
+
+
+async def _health(client: httpx.AsyncClient, url: str, deadline: _Deadline) -> bool:
+    # Only the status code counts: 200 is healthy, 503 (and any other answer) is not.
+    return (await _get(client, url, deadline)).status_code == 200
+
+
+async def _attempt(step: Awaitable[_T]) -> _T | _EndpointError:
+    try:
+        return await step
+    except _EndpointError as exc:
+        return exc
+
+
+async def _poll_node(
+    client: httpx.AsyncClient, target: MonitorTarget, deadline: _Deadline
+) -> NodeSample:
+    base = monitor_url(target.host, target.port)
+
+    async def timed_varz() -> tuple[Varz, float]:
+        started = time.perf_counter()
+        varz = await _fetch(client, f"{base}/varz", Varz, deadline)
+        return varz, (time.perf_counter() - started) * 1000
+
+    varz_result, health_result, routez_result = await asyncio.gather(
+        _attempt(timed_varz()),
+        _attempt(_health(client, f"{base}/healthz", deadline)),
+        _attempt(_fetch(client, f"{base}/routez", Routez, deadline)),
+    )
+    healthy = health_result if isinstance(health_result, bool) else None
+    if isinstance(varz_result, _EndpointError):
+        # No answer at all is a fact about the node; a bad answer names the endpoint.
+        return NodeSample(
+            node_name=target.node_name,
+            url=base,
+            reachable=False,
+            error=str(varz_result) if varz_result.answered else varz_result.reason,
+            healthy=healthy,
+        )
+
+    varz, latency_ms = varz_result
+    problems = [str(r) for r in (health_result, routez_result) if isinstance(r, _EndpointError)]
+    peers = routez_result.peers if isinstance(routez_result, Routez) else varz.remotes
+
+    js_memory_used = js_memory_limit = js_storage_used = js_storage_limit = None
+    js = varz.jetstream
+    if js is not None and js.stats is not None:
+        js_memory_used, js_storage_used = js.stats.memory, js.stats.storage
+        if js.config is not None:
+            js_memory_limit, js_storage_limit = js.config.max_memory, js.config.max_storage
+    elif js is not None and js.config is not None:
+        # A server whose /varz lists JetStream limits but no usage: ask /jsz for it.
+        try:
+            jsz = await _fetch(client, f"{base}/jsz", Jsz, deadline)
+        except _EndpointError as exc:
+            problems.append(str(exc))
+        else:
+            if not jsz.disabled:
+                js_memory_used, js_storage_used = jsz.memory, jsz.storage
+                limits = jsz.config or js.config
+                js_memory_limit, js_storage_limit = limits.max_memory, limits.max_storage
+
+    return NodeSample(
+        node_name=target.node_name,
+        url=base,
+        reachable=True,
+        error="; ".join(problems) or None,
+        healthy=healthy,
+        cpu_percent=varz.cpu / varz.cores,
+        memory_percent=(
+            varz.mem / target.memory_bytes * 100 if target.memory_bytes is not None else None
+        ),
+        mem_bytes=varz.mem,
+        cores=varz.cores,
+        connections=varz.connections,
+        peers=peers,
+        jetstream_memory_used=js_memory_used,
+        jetstream_memory_limit=js_memory_limit,
+        jetstream_storage_used=js_storage_used,
+        jetstream_storage_limit=js_storage_limit,
+        latency_ms=latency_ms,
+    )
+
+
+# Endpoints a node is asked for at once (/varz, /healthz, /routez); sizes the connection pool.
+_ENDPOINTS_PER_NODE = 3
+
+
+async def poll_nodes(
+    targets: Sequence[MonitorTarget],
+    *,
+    per_node_timeout: float = 2.0,
+    overall_deadline: float = 5.0,
+    concurrency: int = 64,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> list[NodeSample]:
+    """Poll every target concurrently and return one sample per target, in input order.
+
+    At most ``concurrency`` nodes are polled at once, each asking for its endpoints in
+    parallel. A node gets ``per_node_timeout`` seconds from the moment its turn comes, and no
+    node is waited for past ``overall_deadline`` seconds after the call; a node that ran out of
+    time is reported unreachable with the reason, never dropped. ``transport`` is the test seam.
+    """
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+    if not targets:
+        return []
+
+    loop = asyncio.get_running_loop()
+    overall_end = loop.time() + overall_deadline
+    slots = asyncio.Semaphore(concurrency)
+    pool = concurrency * _ENDPOINTS_PER_NODE
+    client = httpx.AsyncClient(
+        transport=transport,
+        # A backstop only: the asyncio deadlines below are the ones that decide.
+        timeout=httpx.Timeout(per_node_timeout + 1.0),
+        limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+        trust_env=False,
+    )
+
+    async def one(target: MonitorTarget) -> NodeSample:
+        url = monitor_url(target.host, target.port)
+        try:
+            async with asyncio.timeout_at(overall_end):
+                await slots.acquire()
+        except TimeoutError:
+            return NodeSample(
+                node_name=target.node_name,
+                url=url,
+                reachable=False,
+                error=f"not polled: overall deadline of {_seconds(overall_deadline)} reached",
+            )
+        try:
+            own_end = loop.time() + per_node_timeout
+            if own_end <= overall_end:
+                deadline = _Deadline(own_end, f"timed out after {_seconds(per_node_timeout)}")
+            else:
+                deadline = _Deadline(
+                    overall_end,
+                    f"timed out at the overall deadline of {_seconds(overall_deadline)}",
+                )
+            return await _poll_node(client, target, deadline)
+        finally:
+            slots.release()
+
+    async with client:
+        return list(await asyncio.gather(*(one(target) for target in targets)))

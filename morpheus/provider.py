@@ -1,0 +1,210 @@
+"""The provider plugin contract and its discovery through entry points.
+
+A provider is a class registered under the entry-point group ``morpheus.providers`` by an
+installed distribution, exactly as a third party would register one::
+
+    [project.entry-points."morpheus.providers"]
+    mycloud = "morpheus_mycloud.provider:MyCloudProvider"
+
+The core never imports a provider module by name; it loads only the one it needs.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from difflib import get_close_matches
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from morpheus.errors import ConfigError, ProviderError, ProviderNotFoundError
+from morpheus.models import Capacity, Ports
+
+if TYPE_CHECKING:
+    from morpheus.blueprint import NodeBlueprint
+    from morpheus.settings import Settings
+
+ENTRY_POINT_GROUP = "morpheus.providers"
+
+
+class NoProviderSettings(BaseModel):
+    """For providers that take no ``providers.<name>`` settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Reservation(BaseModel):
+    """A node's address, known before the node exists, so every peer can route to it."""
+
+    forest_id: str
+    node_id: str
+    host: str
+    addresses: list[str] = Field(default_factory=list)
+    ports: Ports = Field(default_factory=Ports)
+    provider_ref: str | None = None
+
+
+class NodeHandle(BaseModel):
+    """What the platform itself says about one node it runs."""
+
+    provider_id: str
+    node_id: str
+    forest_id: str
+    run_id: str
+    index: int
+    host: str | None = None
+    addresses: list[str] = Field(default_factory=list)
+    ports: Ports = Field(default_factory=Ports)
+    capacity: Capacity | None = None
+    state: str
+    location: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ForestPlan:
+    """What a plant or grow is about to create, for the provider's pre-flight checks."""
+
+    forest_id: str | None
+    node_count: int
+    blueprints: tuple[NodeBlueprint, ...] = ()
+
+
+@dataclass(frozen=True)
+class PlanLine:
+    """One line of the plan a provider shows before creating anything."""
+
+    label: str
+    value: str
+
+
+class Provider(ABC):
+    """Turns node blueprints into running nodes, and finds and deletes what it made.
+
+    Required: ``name``, ``from_settings``, ``create_node``, ``wait_running``, ``list_nodes``,
+    ``delete_node``.  Everything a provider creates carries the labels of
+    ``morpheus.blueprint.labels_for`` so ``list_nodes`` can answer from the platform itself.
+    """
+
+    name: ClassVar[str]
+    #: Whether planting asks before creating (machines that cost money).
+    costs_money: ClassVar[bool] = True
+    #: The model of this provider's ``providers.<name>`` config table.
+    settings_model: ClassVar[type[BaseModel]] = NoProviderSettings
+
+    @classmethod
+    @abstractmethod
+    def from_settings(cls, settings: Settings, state_dir: Path) -> Self:
+        """Build the provider from the whole configuration (see ``provider_settings``)."""
+
+    @classmethod
+    def provider_settings(cls, settings: Settings) -> BaseModel:
+        """This provider's validated ``providers.<name>`` table."""
+        raw = settings.providers.get(cls.name, {})
+        try:
+            return cls.settings_model.model_validate(raw)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            key = ".".join(["providers", cls.name, *(str(p) for p in error["loc"])])
+            raise ConfigError(f"{key}: {error['msg']}") from None
+
+    def preflight(self, plan: ForestPlan) -> None:  # noqa: B027 - optional hook
+        """Check everything that can be checked before anything is created; raise early.
+
+        Raise ``PreflightError`` with a message that says how to fix the problem.
+        """
+
+    def plan_lines(self, plan: ForestPlan) -> list[PlanLine]:
+        """Lines describing what ``plan`` will create (type, location, monthly cost...)."""
+        return []
+
+    @abstractmethod
+    def reserve_addresses(
+        self, forest_id: str, run_id: str, node_ids: list[str]
+    ) -> list[Reservation]:
+        """Fix every new node's address before any boots, so each gets the full route mesh."""
+
+    def blueprint_fields(self, reservation: Reservation) -> dict[str, object]:
+        """Platform-specific blueprint values (listen addresses, store dir, JetStream limits)."""
+        return {}
+
+    @abstractmethod
+    def create_node(self, blueprint: NodeBlueprint) -> NodeHandle:
+        """Start creating the node; return at once with its addresses."""
+
+    @abstractmethod
+    def wait_running(self, handle: NodeHandle, deadline: float) -> NodeHandle:
+        """Wait (until ``time.monotonic()`` reaches ``deadline``) for the platform to run it.
+
+        NATS readiness is checked by the core afterwards, the same way for every provider.
+        """
+
+    @abstractmethod
+    def list_nodes(self, forest_id: str) -> list[NodeHandle]:
+        """The forest's nodes as the platform sees them (found by labels, not the registry)."""
+
+    @abstractmethod
+    def delete_node(self, handle: NodeHandle) -> None:
+        """Delete the node and what belongs only to it; deleting a deleted node is no error."""
+
+    def status_notes(self) -> list[str]:
+        """Plain sentences ``morpheus status`` shows about this provider's nodes."""
+        return []
+
+    def delete_forest_resources(self, forest_id: str) -> None:  # noqa: B027 - optional hook
+        """Delete forest-wide things (firewalls, placement groups, reserved addresses)."""
+
+    def apply_blueprint(self, handle: NodeHandle, blueprint: NodeBlueprint) -> None:
+        """Reconfigure a live node (e.g. a standalone node joining a growing cluster)."""
+        raise ProviderError(f"the {self.name} provider cannot reconfigure a running node")
+
+
+@dataclass(frozen=True)
+class ProviderInfo:
+    name: str
+    distribution: str
+    version: str
+    target: str
+
+
+def _entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def installed_providers() -> list[ProviderInfo]:
+    """Every provider plugin installed, without importing any of them."""
+    infos = []
+    for name, ep in sorted(_entry_points().items()):
+        dist = ep.dist
+        infos.append(
+            ProviderInfo(
+                name=name,
+                distribution=dist.name if dist else "?",
+                version=dist.version if dist else "?",
+                target=ep.value,
+            )
+        )
+    return infos
+
+
+def load_provider_class(name: str) -> type[Provider]:
+    """Import only the named provider; an unknown name lists what is installed."""
+    available = _entry_points()
+    if name not in available:
+        names = sorted(available)
+        close = get_close_matches(name, names, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        listed = ", ".join(names) if names else "none"
+        raise ProviderNotFoundError(f"no provider named {name!r}; {hint}installed: {listed}")
+    try:
+        cls = available[name].load()
+    except ImportError as exc:
+        raise ProviderError(
+            f"provider {name!r} is installed but cannot be imported: {exc}"
+        ) from exc
+    if not (isinstance(cls, type) and issubclass(cls, Provider)):
+        raise ProviderError(f"entry point {name!r} does not name a morpheus Provider class")
+    return cls

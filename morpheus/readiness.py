@@ -1,0 +1,78 @@
+"""NATS readiness, the same for every provider: ``/healthz`` 200 and every peer seen."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from morpheus.errors import ReadinessError
+from morpheus.monitor import MonitorTarget, NodeSample, poll_nodes
+
+
+@dataclass(frozen=True)
+class ReadinessTarget:
+    node_id: str
+    host: str
+    monitor_port: int
+    expected_peers: int
+
+
+def describe(sample: NodeSample, expected_peers: int) -> tuple[bool, str]:
+    """Whether the node is ready, and a few words on where it is."""
+    if not sample.reachable:
+        return False, "waiting for NATS monitoring"
+    if not sample.healthy:
+        return False, "NATS starting (healthz not ok yet)"
+    peers = sample.peers or 0
+    if peers < expected_peers:
+        return False, f"NATS up, sees {peers}/{expected_peers} peers"
+    if expected_peers:
+        return True, f"ready, sees {peers}/{expected_peers} peers"
+    return True, "ready (standalone)"
+
+
+def wait_nats_ready(
+    targets: Sequence[ReadinessTarget],
+    *,
+    deadline: float,
+    max_interval: float,
+    progress: Callable[[str, str], None],
+) -> None:
+    """Poll until every target is ready or ``time.monotonic()`` passes ``deadline``.
+
+    The poll interval starts short (a loopback node is often ready in a fraction of a
+    second) and backs off to ``max_interval`` so a slow cloud boot costs few requests.
+    """
+    pending = {target.node_id: target for target in targets}
+    said: dict[str, str] = {}
+    interval = 0.05
+    while pending:
+        remaining = deadline - time.monotonic()
+        samples = asyncio.run(
+            poll_nodes(
+                [
+                    MonitorTarget(node_name=t.node_id, host=t.host, port=t.monitor_port)
+                    for t in pending.values()
+                ],
+                per_node_timeout=max(0.2, min(2.0, remaining)),
+                overall_deadline=max(0.5, min(5.0, remaining)),
+            )
+        )
+        for sample in samples:
+            target = pending[sample.node_name]
+            ready, words = describe(sample, target.expected_peers)
+            if said.get(target.node_id) != words:
+                said[target.node_id] = words
+                progress(target.node_id, words)
+            if ready:
+                del pending[target.node_id]
+        if not pending:
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            stuck = ", ".join(f"{node} ({said.get(node, 'no answer')})" for node in pending)
+            raise ReadinessError(f"not ready before the deadline: {stuck}")
+        time.sleep(min(interval, remaining))
+        interval = min(interval * 2, max_interval)

@@ -1,0 +1,33 @@
+"""Orchestration: one module per command (plant, teardown, status), no printing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from morpheus.provider import Provider, load_provider_class
+from morpheus.registry import Registry, utcnow
+from morpheus.settings import Settings
+
+#: ``progress(node_id, words)``: a node's state changed; the CLI shows it live.
+Progress = Callable[[str, str], None]
+
+
+def no_progress(node_id: str, words: str) -> None:
+    """A ``Progress`` that shows nothing (scripts, ``--quiet``)."""
+
+
+@dataclass
+class Context:
+    """What every service needs: settings, where state lives, the registry and the clock."""
+
+    settings: Settings
+    state_dir: Path
+    registry: Registry
+    clock: Callable[[], datetime] = field(default=utcnow)
+
+    def provider(self, name: str) -> Provider:
+        """The named provider, loaded through its entry point and configured."""
+        return load_provider_class(name).from_settings(self.settings, self.state_dir)

@@ -1,0 +1,143 @@
+"""Plant: create a forest of N nodes that cluster, or leave nothing behind."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from difflib import get_close_matches
+
+from morpheus.blueprint import RouteCredentials
+from morpheus.errors import MorpheusError, UsageError
+from morpheus.models import Forest, ForestStatus, Node, NodeStatus
+from morpheus.provider import ForestPlan, PlanLine, Provider, installed_providers
+from morpheus.registry import forest_lock
+from morpheus.services import Context, Progress
+from morpheus.services.provision import Removal, provision_nodes
+from morpheus.services.teardown import remove_forest
+
+SIZES = {"small": 1, "medium": 3, "large": 5}
+MODES = ("local", "cloud")
+
+
+@dataclass(frozen=True)
+class PlantRequest:
+    """``morpheus plant TARGET [SIZE] [--nodes N]``."""
+
+    target: str
+    size: str | None = None
+    nodes: int | None = None
+    keep_on_failure: bool = False
+
+
+@dataclass(frozen=True)
+class PlantPlan:
+    """What a plant would create, shown before anything is."""
+
+    provider: Provider
+    size: str
+    node_count: int
+    lines: list[PlanLine]
+
+
+@dataclass(frozen=True)
+class PlantResult:
+    forest: Forest
+    nodes: list[Node]
+
+
+class PlantFailedError(MorpheusError):
+    """Planting failed; ``removal`` says what the rollback deleted and what it could not."""
+
+    def __init__(self, message: str, removal: Removal | None) -> None:
+        super().__init__(message)
+        self.removal = removal
+
+
+def provider_name(target: str, ctx: Context) -> str:
+    """``local`` -> the local provider, ``cloud`` -> the configured one, else a provider name."""
+    if target == "local":
+        return "local"
+    if target == "cloud":
+        return ctx.settings.infrastructure.provider
+    installed = [info.name for info in installed_providers()]
+    if target in installed:
+        return target
+    choices = list(dict.fromkeys([*MODES, *installed]))
+    close = get_close_matches(target, choices, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise UsageError(f"unknown target {target!r}; {hint}choose one of: {', '.join(choices)}")
+
+
+def node_count(size: str | None, nodes: int | None) -> tuple[str, int]:
+    """The size label and node count from a size name or ``--nodes``."""
+    if nodes is not None:
+        if size is not None and SIZES.get(size) not in (None, nodes):
+            raise UsageError(f"size {size!r} means {SIZES[size]} nodes but --nodes is {nodes}")
+        return (size or "custom", nodes)
+    if size is None:
+        raise UsageError("give a size (small, medium, large) or --nodes N")
+    if size not in SIZES:
+        close = get_close_matches(size, list(SIZES), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UsageError(f"unknown size {size!r}; {hint}sizes: small=1, medium=3, large=5 nodes")
+    return size, SIZES[size]
+
+
+def plan(ctx: Context, request: PlantRequest) -> PlantPlan:
+    """Resolve the request and run the provider's pre-flight; nothing is created."""
+    size, count = node_count(request.size, request.nodes)
+    provider = ctx.provider(provider_name(request.target, ctx))
+    forest_plan = ForestPlan(forest_id=None, node_count=count)
+    provider.preflight(forest_plan)
+    return PlantPlan(provider, size, count, provider.plan_lines(forest_plan))
+
+
+def plant(
+    ctx: Context, plant_plan: PlantPlan, request: PlantRequest, progress: Progress
+) -> PlantResult:
+    """Create the planned forest; on failure or Ctrl-C roll back everything this run made."""
+    registry = ctx.registry
+    provider = plant_plan.provider
+    forest = registry.create_forest(
+        provider=provider.name,
+        size=plant_plan.size,
+        location=None,
+        run_id=f"run-{secrets.token_hex(4)}",
+        credentials=RouteCredentials.generate(),
+        now=ctx.clock(),
+    )
+    with forest_lock(ctx.state_dir, forest.id) as lock:
+        nodes = registry.plan_nodes(forest.id, plant_plan.node_count, ctx.clock())
+        try:
+            active = provision_nodes(ctx, provider, forest, nodes, progress)
+        except (MorpheusError, KeyboardInterrupt) as exc:
+            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+            registry.add_event(forest.id, "failed", f"plant failed: {reason}", ctx.clock())
+            if request.keep_on_failure:
+                registry.set_forest_status(forest.id, ForestStatus.FAILED)
+                for node in registry.nodes(forest.id):
+                    if node.status != NodeStatus.ACTIVE:
+                        registry.save_node(node.model_copy(update={"status": NodeStatus.FAILED}))
+                raise PlantFailedError(
+                    f"plant of {forest.id} failed: {reason}; kept for inspection "
+                    f"(--keep-on-failure); remove it with `morpheus teardown {forest.id}`",
+                    None,
+                ) from exc
+            removal = remove_forest(ctx, provider, forest.id, progress)
+            if not removal.failed:
+                lock.discard()
+            if removal.failed:
+                left = ", ".join(sorted(removal.failed))
+                message = (
+                    f"plant of {forest.id} failed: {reason}; rollback could not delete {left}: "
+                    f"run `morpheus teardown {forest.id}` again"
+                )
+            else:
+                message = (
+                    f"plant failed: {reason}; rolled back, {len(removal.deleted)} node(s) "
+                    "deleted and nothing left behind"
+                )
+            raise PlantFailedError(message, removal) from exc
+        registry.set_forest_status(forest.id, ForestStatus.ACTIVE)
+        registry.add_event(forest.id, "planted", f"{len(active)} node(s) active", ctx.clock())
+    return PlantResult(forest=registry.get_forest(forest.id), nodes=active)

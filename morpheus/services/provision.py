@@ -1,0 +1,210 @@
+"""The create path shared by plant and grow, and the delete path shared by teardown and rollback."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from morpheus.blueprint import (
+    NatsInstall,
+    NimsForestApp,
+    NodeBlueprint,
+    Peer,
+    RouteCredentials,
+    build_blueprint,
+    labels_for,
+    route_mesh,
+)
+from morpheus.errors import MorpheusError
+from morpheus.models import Forest, Node, NodeStatus
+from morpheus.provider import NodeHandle, Provider, Reservation
+from morpheus.readiness import ReadinessTarget, wait_nats_ready
+from morpheus.services import Context, Progress
+from morpheus.settings import Settings
+
+
+def blueprint_for(
+    settings: Settings,
+    forest: Forest,
+    node: Node,
+    reservation: Reservation,
+    peers: Sequence[Peer],
+    credentials: RouteCredentials,
+    provider: Provider,
+) -> NodeBlueprint:
+    """The blueprint of one node from the forest, its reservation and the route mesh."""
+    integration = settings.integration
+    nimsforest = None
+    if integration.nimsforest_install:
+        nimsforest = NimsForestApp(
+            download_url=integration.nimsforest_download_url,
+            sha256=integration.nimsforest_sha256,
+            registry_url=integration.registry_url,
+            callback_url=integration.callback_url,
+        )
+    fields: dict[str, object] = {
+        "forest_id": forest.id,
+        "run_id": forest.run_id,
+        "node_id": node.id,
+        "node_name": node.name,
+        "index": node.index,
+        "cluster_name": forest.cluster_name,
+        "host": reservation.host,
+        "ports": reservation.ports,
+        "peers": tuple(peers),
+        "credentials": credentials,
+        "jetstream": {
+            "max_memory": integration.jetstream_max_memory,
+            "max_file": integration.jetstream_max_file,
+        },
+        "nats": NatsInstall(
+            version=integration.nats_version,
+            download_url=integration.nats_download_url,
+            sha256=integration.nats_sha256,
+        ),
+        "nimsforest": nimsforest,
+        "labels": labels_for(forest.id, node.id, forest.run_id),
+    }
+    fields.update(provider.blueprint_fields(reservation))
+    return build_blueprint(**fields)
+
+
+def provision_nodes(
+    ctx: Context,
+    provider: Provider,
+    forest: Forest,
+    nodes: Sequence[Node],
+    progress: Progress,
+    *,
+    extra_peers: Sequence[Peer] = (),
+) -> list[Node]:
+    """Reserve, create and wait for ``nodes`` (already recorded as planned); return them active.
+
+    Each new node routes to the forest's active nodes, to ``extra_peers`` and to every node of
+    this run.  Registry rows follow each step, so a crash leaves rows teardown can act on.
+    Raises on the first failure; the caller decides what to roll back.
+    """
+    registry = ctx.registry
+    settings = ctx.settings
+    for node in nodes:
+        progress(node.id, "planned")
+    reservations = provider.reserve_addresses(forest.id, forest.run_id, [n.id for n in nodes])
+    placed = []
+    for node, reservation in zip(nodes, reservations, strict=True):
+        node = node.model_copy(
+            update={
+                "host": reservation.host,
+                "addresses": reservation.addresses,
+                "ports": reservation.ports,
+            }
+        )
+        registry.save_node(node)
+        placed.append(node)
+    peers = route_mesh(
+        [*registry.active_node_addresses(forest.id), *extra_peers],
+        [Peer(host=r.host, port=r.ports.cluster) for r in reservations],
+    )
+    credentials = registry.route_credentials(forest.id)
+    blueprints = [
+        blueprint_for(settings, forest, node, reservation, peers, credentials, provider)
+        for node, reservation in zip(placed, reservations, strict=True)
+    ]
+    deadline = time.monotonic() + settings.provisioning.readiness_timeout
+    handles: list[NodeHandle] = []
+    for index, (node, blueprint) in enumerate(zip(placed, blueprints, strict=True)):
+        node = node.model_copy(update={"status": NodeStatus.CREATING})
+        registry.save_node(node)
+        progress(node.id, "creating")
+        handle = provider.create_node(blueprint)
+        placed[index] = node.model_copy(
+            update={
+                "provider_id": handle.provider_id,
+                "capacity": handle.capacity or blueprint.capacity,
+                "location": handle.location,
+                "addresses": handle.addresses or node.addresses,
+            }
+        )
+        registry.save_node(placed[index])
+        handles.append(handle)
+    for handle in handles:
+        provider.wait_running(handle, deadline)
+        progress(handle.node_id, "running")
+    wait_nats_ready(
+        [
+            ReadinessTarget(
+                node_id=node.id,
+                host=node.host or "",
+                monitor_port=node.ports.monitor,
+                expected_peers=len(peers) - 1 if len(peers) >= 2 else 0,
+            )
+            for node in placed
+        ],
+        deadline=deadline,
+        max_interval=settings.provisioning.readiness_interval,
+        progress=progress,
+    )
+    active = []
+    for node in placed:
+        node = node.model_copy(update={"status": NodeStatus.ACTIVE})
+        registry.save_node(node)
+        active.append(node)
+    return active
+
+
+def handle_for(forest: Forest, node: Node) -> NodeHandle:
+    """A provider handle from what the registry knows, for nodes the platform did not list."""
+    return NodeHandle(
+        provider_id=node.provider_id or node.id,
+        node_id=node.id,
+        forest_id=forest.id,
+        run_id=forest.run_id,
+        index=node.index,
+        host=node.host,
+        addresses=node.addresses,
+        ports=node.ports,
+        state="unknown",
+    )
+
+
+@dataclass
+class Removal:
+    """What a teardown or rollback removed, and what it could not."""
+
+    deleted: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def remove_nodes(
+    ctx: Context,
+    provider: Provider,
+    forest: Forest,
+    nodes: Sequence[Node],
+    progress: Progress,
+    *,
+    platform: Sequence[NodeHandle] = (),
+) -> Removal:
+    """Delete ``nodes`` and the platform handles given; rows go only once deletion succeeded."""
+    removal = Removal()
+    handles = {handle.node_id: handle for handle in platform}
+    known = {node.id: node for node in nodes}
+    for node_id in sorted({*known, *handles}, key=lambda n: (len(n), n)):
+        node = known.get(node_id)
+        if node is not None:
+            ctx.registry.save_node(node.model_copy(update={"status": NodeStatus.DELETING}))
+        handle = handles.get(node_id)
+        if handle is None:
+            assert node is not None  # every id comes from one of the two maps
+            handle = handle_for(forest, node)
+        progress(node_id, "deleting")
+        try:
+            provider.delete_node(handle)
+        except MorpheusError as exc:
+            removal.failed[node_id] = str(exc)
+            progress(node_id, f"could not delete: {exc}")
+            continue
+        if node is not None:
+            ctx.registry.delete_node(node_id)
+        removal.deleted.append(node_id)
+        progress(node_id, "deleted")
+    return removal

@@ -1,0 +1,51 @@
+"""Teardown: delete every node of a forest (registry and platform), then its records."""
+
+from __future__ import annotations
+
+from morpheus.errors import MorpheusError
+from morpheus.models import ForestStatus
+from morpheus.provider import Provider
+from morpheus.registry import forest_lock
+from morpheus.services import Context, Progress
+from morpheus.services.provision import Removal, remove_nodes
+
+
+def teardown(ctx: Context, forest_id: str, progress: Progress) -> Removal:
+    """Delete the forest; what could not be deleted is reported and keeps its rows."""
+    forest = ctx.registry.get_forest(forest_id)
+    provider = ctx.provider(forest.provider)
+    with forest_lock(ctx.state_dir, forest.id) as lock:
+        removal = remove_forest(ctx, provider, forest.id, progress)
+        if not removal.failed:
+            lock.discard()
+    return removal
+
+
+def remove_forest(ctx: Context, provider: Provider, forest_id: str, progress: Progress) -> Removal:
+    """The body of teardown, also used to roll back a failed plant (lock already held)."""
+    registry = ctx.registry
+    forest = registry.get_forest(forest_id)
+    registry.set_forest_status(forest.id, ForestStatus.DELETING)
+    registry.add_event(forest.id, "deleting", "teardown started", ctx.clock())
+    removal = remove_nodes(
+        ctx,
+        provider,
+        forest,
+        registry.nodes(forest.id),
+        progress,
+        platform=provider.list_nodes(forest.id),
+    )
+    try:
+        provider.delete_forest_resources(forest.id)
+    except MorpheusError as exc:
+        removal.failed["forest resources"] = str(exc)
+    if removal.failed:
+        registry.add_event(
+            forest.id,
+            "teardown-incomplete",
+            f"could not delete: {', '.join(sorted(removal.failed))}",
+            ctx.clock(),
+        )
+    else:
+        registry.delete_forest(forest.id)
+    return removal

@@ -1,0 +1,1 @@
+"""Morpheus provider plugin for Hetzner Cloud."""

@@ -1,0 +1,1 @@
+"""Morpheus provider: local nats-server processes."""
