@@ -15,13 +15,15 @@ growth decision judges.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
+import re
 import time
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from morpheus.models import host_for_url
 
@@ -39,15 +41,28 @@ __all__ = [
 ]
 
 
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+
+
 class MonitorTarget(BaseModel):
     """One node to poll: where its monitoring port listens and how much RAM it has."""
 
     model_config = ConfigDict(frozen=True)
 
     node_name: str
-    host: str = Field(min_length=1)
+    host: str
     port: int = Field(default=8222, ge=1, le=65535)
     memory_bytes: int | None = Field(default=None, ge=1)
+
+    @field_validator("host")
+    @classmethod
+    def _ip_or_hostname(cls, host: str) -> str:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if not _HOSTNAME.fullmatch(host) or len(host) > 253:
+                raise ValueError(f"{host!r} is neither an IP address nor a hostname") from None
+        return host
 
 
 def monitor_url(host: str, port: int) -> str:
@@ -145,6 +160,7 @@ class NodeSample(BaseModel):
     url: str
     reachable: bool
     error: str | None = None
+    server_name: str | None = None
     healthy: bool | None = None
     cpu_percent: float | None = None
     memory_percent: float | None = None
@@ -227,11 +243,12 @@ def _seconds(value: float) -> str:
     return f"{value:g}s"
 
 
-async def _get(client: httpx.AsyncClient, url: str, deadline: _Deadline) -> httpx.Response:
-    path = httpx.URL(url).path
+async def _get(
+    client: httpx.AsyncClient, base: str, path: str, deadline: _Deadline
+) -> httpx.Response:
     try:
         async with asyncio.timeout_at(deadline.at):
-            return await client.get(url)
+            return await client.get(base + path)
     except (TimeoutError, httpx.TimeoutException) as exc:
         raise _EndpointError(path, deadline.reason, answered=False) from exc
     except httpx.ConnectError as exc:
@@ -242,8 +259,7 @@ async def _get(client: httpx.AsyncClient, url: str, deadline: _Deadline) -> http
         raise _EndpointError(path, reason, answered=False) from exc
 
 
-def _parse(response: httpx.Response, model: type[_ReplyT]) -> _ReplyT:
-    path = response.request.url.path
+def _parse(path: str, response: httpx.Response, model: type[_ReplyT]) -> _ReplyT:
     if response.status_code != 200:
         raise _EndpointError(path, f"HTTP {response.status_code}", answered=True)
     try:
@@ -262,14 +278,14 @@ def _parse(response: httpx.Response, model: type[_ReplyT]) -> _ReplyT:
 
 
 async def _fetch(
-    client: httpx.AsyncClient, url: str, model: type[_ReplyT], deadline: _Deadline
+    client: httpx.AsyncClient, base: str, path: str, model: type[_ReplyT], deadline: _Deadline
 ) -> _ReplyT:
-    return _parse(await _get(client, url, deadline), model)
+    return _parse(path, await _get(client, base, path, deadline), model)
 
 
-async def _health(client: httpx.AsyncClient, url: str, deadline: _Deadline) -> bool:
+async def _health(client: httpx.AsyncClient, base: str, deadline: _Deadline) -> bool:
     # Only the status code counts: 200 is healthy, 503 (and any other answer) is not.
-    return (await _get(client, url, deadline)).status_code == 200
+    return (await _get(client, base, "/healthz", deadline)).status_code == 200
 
 
 async def _attempt(step: Awaitable[_T]) -> _T | _EndpointError:
@@ -286,13 +302,13 @@ async def _poll_node(
 
     async def timed_varz() -> tuple[Varz, float]:
         started = time.perf_counter()
-        varz = await _fetch(client, f"{base}/varz", Varz, deadline)
+        varz = await _fetch(client, base, "/varz", Varz, deadline)
         return varz, (time.perf_counter() - started) * 1000
 
     varz_result, health_result, routez_result = await asyncio.gather(
         _attempt(timed_varz()),
-        _attempt(_health(client, f"{base}/healthz", deadline)),
-        _attempt(_fetch(client, f"{base}/routez", Routez, deadline)),
+        _attempt(_health(client, base, deadline)),
+        _attempt(_fetch(client, base, "/routez", Routez, deadline)),
     )
     healthy = health_result if isinstance(health_result, bool) else None
     if isinstance(varz_result, _EndpointError):
@@ -318,7 +334,7 @@ async def _poll_node(
     elif js is not None and js.config is not None:
         # A server whose /varz lists JetStream limits but no usage: ask /jsz for it.
         try:
-            jsz = await _fetch(client, f"{base}/jsz", Jsz, deadline)
+            jsz = await _fetch(client, base, "/jsz", Jsz, deadline)
         except _EndpointError as exc:
             problems.append(str(exc))
         else:
@@ -333,6 +349,7 @@ async def _poll_node(
         reachable=True,
         error="; ".join(problems) or None,
         healthy=healthy,
+        server_name=varz.server_name,
         cpu_percent=varz.cpu / varz.cores,
         memory_percent=(
             varz.mem / target.memory_bytes * 100 if target.memory_bytes is not None else None
@@ -382,6 +399,7 @@ async def poll_nodes(
         # A backstop only: the asyncio deadlines below are the ones that decide.
         timeout=httpx.Timeout(per_node_timeout + 1.0),
         limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+        # Monitoring ports are reached directly, never through an HTTP(S)_PROXY from the env.
         trust_env=False,
     )
 

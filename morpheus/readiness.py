@@ -23,6 +23,12 @@ def describe(sample: NodeSample, expected_peers: int) -> tuple[bool, str]:
     """Whether the node is ready, and a few words on where it is."""
     if not sample.reachable:
         return False, "waiting for NATS monitoring"
+    if sample.server_name is not None and sample.server_name != sample.node_name:
+        # Someone else's server answers on this node's port: waiting will not fix it.
+        raise ReadinessError(
+            f"{sample.node_name}: another NATS server ({sample.server_name}) answers at "
+            f"{sample.url}"
+        )
     if not sample.healthy:
         return False, "NATS starting (healthz not ok yet)"
     peers = sample.peers or 0

@@ -145,20 +145,27 @@ def find_config_file(explicit: Path | None, environ: Mapping[str, str]) -> Path 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def _expand(value: Any, environ: Mapping[str, str], where: str) -> Any:
+def _expand(
+    value: Any, environ: Mapping[str, str], path: Path, lines: Mapping[str, int], key: str
+) -> Any:
+    """``value`` with every ``${VAR}`` replaced; an unset variable names file and line."""
     if isinstance(value, str):
 
         def substitute(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in environ:
+                where = f"{path}:{lines.get(key, 1)}"
                 raise ConfigError(f"{where}: ${{{name}}} is used but not set in the environment")
             return environ[name]
 
         return _VARIABLE.sub(substitute, value)
     if isinstance(value, dict):
-        return {key: _expand(item, environ, where) for key, item in value.items()}
+        return {
+            k: _expand(item, environ, path, lines, f"{key}.{k}" if key else str(k))
+            for k, item in value.items()
+        }
     if isinstance(value, list):
-        return [_expand(item, environ, where) for item in value]
+        return [_expand(item, environ, path, lines, f"{key}.{i}") for i, item in enumerate(value)]
     return value
 
 
@@ -196,11 +203,7 @@ def read_config_file(
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     lines = dict(_line_map(document)) if document is not None else {}
-    expanded = {
-        key: _expand(value, environ, f"{path}:{lines.get(str(key), 1)}")
-        for key, value in data.items()
-    }
-    return expanded, lines
+    return _expand(data, environ, path, lines, ""), lines
 
 
 def validate_token(value: str, variable: str) -> str:

@@ -262,7 +262,7 @@ def main() -> None:
     from morpheus.errors import MorpheusError
 
     try:
-        app()
+        app(prog_name="morpheus")
     except MorpheusError as exc:
         from morpheus.cli.output import error
 

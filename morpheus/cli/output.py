@@ -28,8 +28,15 @@ if TYPE_CHECKING:
 
 def _console(stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
-    plain = "NO_COLOR" in os.environ or not stream.isatty()
-    return Console(file=stream, no_color=plain, highlight=False, soft_wrap=True)
+    tty = stream.isatty()
+    # Piped output is for grep and logs: never truncate it to an imagined terminal width.
+    return Console(
+        file=stream,
+        no_color="NO_COLOR" in os.environ or not tty,
+        highlight=False,
+        soft_wrap=True,
+        width=None if tty else 400,
+    )
 
 
 def error(message: str) -> None:

@@ -1,0 +1,3 @@
+from morpheus.cli.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""Test support that plugin authors can import (needs pytest)."""

@@ -1,0 +1,108 @@
+"""The command line as a user meets it: help, version, errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from morpheus import __version__
+from morpheus.cli.app import complete_forest_id
+from morpheus.testing.cli import morpheus
+
+
+def test_version() -> None:
+    result = morpheus("--version")
+    assert (result.returncode, result.stdout.strip()) == (0, f"morpheus {__version__}")
+
+
+def test_help_lists_the_commands() -> None:
+    result = morpheus("--help")
+    assert result.returncode == 0
+    for command in ("plant", "list", "status", "teardown", "providers", "config"):
+        assert command in result.stdout
+
+
+def test_no_arguments_shows_help_with_usage_exit_code() -> None:
+    result = morpheus()
+    assert result.returncode == 2
+    assert "Usage" in result.stdout + result.stderr
+
+
+def test_providers_lists_local_with_its_distribution() -> None:
+    result = morpheus("providers", "-o", "json")
+    assert result.returncode == 0
+    local = next(p for p in json.loads(result.stdout) if p["name"] == "local")
+    assert local["distribution"] == "morpheus-local"
+    assert local["target"] == "morpheus_local.provider:LocalProvider"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["plant", "local", "meduim"], 2, "unknown size 'meduim'; did you mean 'medium'?"),
+        (["plant", "lcoal", "small"], 2, "unknown target 'lcoal'; did you mean 'local'?"),
+        (["plant", "local"], 2, "give a size (small, medium, large) or --nodes N"),
+        (
+            ["plant", "local", "small", "--nodes", "3"],
+            2,
+            "size 'small' means 1 nodes but --nodes is 3",
+        ),
+        (["plant", "local", "--nodes", "0"], 2, "Invalid value"),
+        (["status", "forest-404"], 1, "no forest 'forest-404' in the registry"),
+        (["teardown", "forest-404", "--yes"], 1, "no forest 'forest-404' in the registry"),
+        (["plant", "nimbus", "small"], 2, "unknown target 'nimbus'"),
+        (["list", "-o", "xml"], 2, "Invalid value"),
+    ],
+)
+def test_bad_input_is_one_line_with_its_exit_code(args: list[str], code: int, message: str) -> None:
+    result = morpheus(*args)
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    if code == 1:
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_list_when_empty() -> None:
+    result = morpheus("list")
+    assert result.returncode == 0
+    assert "morpheus plant local small" in result.stdout
+    assert json.loads(morpheus("list", "-o", "json").stdout) == []
+
+
+def test_unknown_provider_lists_installed(tmp_path: object) -> None:
+    os.environ["MORPHEUS_INFRASTRUCTURE__PROVIDER"] = "nimbus"
+    try:
+        result = morpheus("plant", "cloud", "small")
+    finally:
+        del os.environ["MORPHEUS_INFRASTRUCTURE__PROVIDER"]
+    assert result.returncode == 1
+    assert "no provider named 'nimbus'" in result.stderr
+    assert "installed: " in result.stderr and "local" in result.stderr
+
+
+def test_completion_offers_forest_ids() -> None:
+    planted = json.loads(morpheus("plant", "local", "small", "-o", "json").stdout)
+    forest_id = planted["forest"]["id"]
+    assert complete_forest_id("forest-") == [forest_id]
+    assert complete_forest_id("nope") == []
+    env = dict(
+        os.environ,
+        _MORPHEUS_COMPLETE="complete_bash",
+        COMP_WORDS="morpheus status fo",
+        COMP_CWORD="2",
+    )
+    shell = subprocess.run(
+        [sys.executable, "-m", "morpheus"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert forest_id in shell.stdout
+    assert morpheus("teardown", forest_id, "--yes").returncode == 0

@@ -1,0 +1,107 @@
+"""Plant and teardown services: rollback leaves nothing, teardown keeps what it could not delete."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from morpheus_local.provider import LocalProvider, LocalSettings
+
+from morpheus.errors import ProviderError
+from morpheus.models import ForestStatus, NodeStatus
+from morpheus.provider import NodeHandle, Reservation
+from morpheus.registry import Registry
+from morpheus.services import Context, no_progress
+from morpheus.services.plant import PlantFailedError, PlantPlan, PlantRequest, plant
+from morpheus.services.teardown import remove_forest, teardown
+from morpheus.settings import Settings
+from morpheus.testing.nats import processes_mentioning
+
+
+@pytest.fixture
+def context(state_dir: Path) -> Iterator[Context]:
+    registry = Registry.in_state_dir(state_dir)
+    yield Context(settings=Settings(), state_dir=state_dir, registry=registry)
+    registry.close()
+
+
+def local(context: Context, cls: type[LocalProvider] = LocalProvider) -> LocalProvider:
+    return cls(LocalSettings(), context.state_dir / "local")
+
+
+def plant_with(context: Context, provider: LocalProvider, count: int, keep: bool = False) -> str:
+    request = PlantRequest(target="local", nodes=count, keep_on_failure=keep)
+    return plant(context, PlantPlan(provider, "custom", count, []), request, no_progress).forest.id
+
+
+def test_plant_records_active_nodes_with_capacity(context: Context) -> None:
+    forest_id = plant_with(context, local(context), 3)
+    forest = context.registry.get_forest(forest_id)
+    assert forest.status == ForestStatus.ACTIVE
+    nodes = context.registry.nodes(forest_id)
+    assert [n.status for n in nodes] == [NodeStatus.ACTIVE] * 3
+    assert all(n.capacity is not None and n.capacity.memory_bytes > 0 for n in nodes)
+    assert len({n.ports.monitor for n in nodes}) == 3
+    teardown(context, forest_id, no_progress)
+    assert context.registry.list_forests() == []
+
+
+def test_readiness_timeout_rolls_back_everything(context: Context) -> None:
+    context.settings.provisioning.readiness_timeout = 0.001
+    with pytest.raises(PlantFailedError, match="rolled back, 3 node") as caught:
+        plant_with(context, local(context), 3)
+    assert caught.value.removal is not None and not caught.value.removal.failed
+    assert context.registry.list_forests() == []
+    assert processes_mentioning(str(context.state_dir)) == []
+
+
+def test_a_server_answering_for_another_is_caught(context: Context) -> None:
+    first = plant_with(context, local(context), 1)
+    (running,) = context.registry.nodes(first)
+
+    class Clashing(LocalProvider):
+        def reserve_addresses(
+            self, forest_id: str, run_id: str, node_ids: list[str]
+        ) -> list[Reservation]:
+            mine = super().reserve_addresses(forest_id, run_id, node_ids)
+            return [r.model_copy(update={"ports": running.ports}) for r in mine]
+
+    with pytest.raises(PlantFailedError, match=f"another NATS server \\({running.id}\\)"):
+        plant_with(context, local(context, Clashing), 1)
+    assert [f.id for f in context.registry.list_forests()] == [first]
+    assert processes_mentioning(f"{context.state_dir}/local/{first}")
+
+
+def test_keep_on_failure_keeps_rows_and_nodes(context: Context) -> None:
+    context.settings.provisioning.readiness_timeout = 0.001
+    with pytest.raises(PlantFailedError, match="kept for inspection"):
+        plant_with(context, local(context), 2, keep=True)
+    (forest,) = context.registry.list_forests()
+    assert forest.status == ForestStatus.FAILED
+    assert {n.status for n in context.registry.nodes(forest.id)} == {NodeStatus.FAILED}
+    assert processes_mentioning(str(context.state_dir))
+    removal = remove_forest(context, local(context), forest.id, no_progress)
+    assert not removal.failed
+    assert processes_mentioning(str(context.state_dir)) == []
+
+
+class Stubborn(LocalProvider):
+    """Cannot delete node 2 (the fault a stuck platform would produce)."""
+
+    def delete_node(self, handle: NodeHandle) -> None:
+        if handle.node_id.endswith("-node-2"):
+            raise ProviderError("platform refused")
+        super().delete_node(handle)
+
+
+def test_teardown_keeps_the_rows_of_what_it_could_not_delete(context: Context) -> None:
+    forest_id = plant_with(context, local(context), 3)
+    removal = remove_forest(context, local(context, Stubborn), forest_id, no_progress)
+    assert removal.failed.keys() == {f"{forest_id}-node-2", "forest resources"}
+    assert [n.name for n in context.registry.nodes(forest_id)] == ["node-2"]
+    assert context.registry.get_forest(forest_id).status == ForestStatus.DELETING
+    assert [e.kind for e in context.registry.events(forest_id)][-1] == "teardown-incomplete"
+    removal = remove_forest(context, local(context), forest_id, no_progress)
+    assert removal.deleted == [f"{forest_id}-node-2"]
+    assert context.registry.list_forests() == []

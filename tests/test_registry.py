@@ -1,0 +1,153 @@
+"""The SQLite registry: schema, permissions, ids, numbering, events, and real concurrency."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from morpheus.blueprint import RouteCredentials
+from morpheus.errors import ForestNotFoundError, RegistryError
+from morpheus.models import ForestStatus, NodeStatus
+from morpheus.registry import SCHEMA_VERSION, Registry
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def registry(state_dir: Path) -> Registry:
+    with Registry.in_state_dir(state_dir) as opened:
+        yield opened  # type: ignore[misc]
+
+
+def new_forest(registry: Registry, now: datetime = NOW) -> str:
+    return registry.create_forest(
+        provider="local",
+        size="small",
+        location=None,
+        run_id="run-1",
+        credentials=RouteCredentials.generate(),
+        now=now,
+    ).id
+
+
+def test_file_is_private_and_versioned(registry: Registry, state_dir: Path) -> None:
+    path = state_dir / "registry.sqlite3"
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert os.stat(state_dir).st_mode & 0o077 == 0
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+
+def test_newer_schema_is_refused(state_dir: Path) -> None:
+    Registry.in_state_dir(state_dir).close()
+    with sqlite3.connect(state_dir / "registry.sqlite3") as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(RegistryError, match="newer Morpheus"):
+        Registry.in_state_dir(state_dir)
+
+
+def test_garbage_file_is_a_registry_error(state_dir: Path) -> None:
+    state_dir.mkdir(parents=True)
+    (state_dir / "registry.sqlite3").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(RegistryError, match="move it aside"):
+        Registry.in_state_dir(state_dir)
+
+
+def test_ids_unique_in_the_same_second(registry: Registry) -> None:
+    ids = [new_forest(registry) for _ in range(3)]
+    assert ids == ["forest-1795780800", "forest-1795780800-2", "forest-1795780800-3"]
+
+
+def test_node_numbering_never_reuses_a_name(registry: Registry) -> None:
+    forest_id = new_forest(registry)
+    first = registry.plan_nodes(forest_id, 3, NOW)
+    assert [n.name for n in first] == ["node-1", "node-2", "node-3"]
+    registry.delete_node(first[2].id)
+    more = registry.plan_nodes(forest_id, 1, NOW)
+    assert [n.name for n in more] == ["node-4"]
+
+
+def test_active_node_addresses(registry: Registry) -> None:
+    forest_id = new_forest(registry)
+    nodes = registry.plan_nodes(forest_id, 3, NOW)
+    registry.save_node(
+        nodes[0].model_copy(update={"host": "2001:db8::1", "status": NodeStatus.ACTIVE})
+    )
+    registry.save_node(
+        nodes[1].model_copy(update={"host": "2001:db8::2", "status": NodeStatus.CREATING})
+    )
+    assert [(p.host, p.port) for p in registry.active_node_addresses(forest_id)] == [
+        ("2001:db8::1", 6222)
+    ]
+
+
+def test_forest_round_trip_and_events(registry: Registry) -> None:
+    forest_id = new_forest(registry)
+    registry.set_forest_status(forest_id, ForestStatus.ACTIVE)
+    registry.set_last_expansion(forest_id, NOW + timedelta(minutes=5))
+    registry.add_event(forest_id, "planted", "1 node(s) active", NOW)
+    forest = registry.get_forest(forest_id)
+    assert forest.status == ForestStatus.ACTIVE
+    assert forest.last_expansion == NOW + timedelta(minutes=5)
+    assert forest.credentials_ref == f"registry:route_credentials/{forest_id}"
+    assert [e.kind for e in registry.events(forest_id)] == ["planting", "planted"]
+    assert registry.route_credentials(forest_id).username == "morpheus-route"
+
+
+def test_unknown_forest_suggests(registry: Registry) -> None:
+    forest_id = new_forest(registry)
+    with pytest.raises(ForestNotFoundError, match=f"did you mean {forest_id}"):
+        registry.get_forest(forest_id[:-1] + "9")
+
+
+def test_forest_with_nodes_cannot_be_deleted(registry: Registry) -> None:
+    forest_id = new_forest(registry)
+    registry.plan_nodes(forest_id, 1, NOW)
+    with pytest.raises(RegistryError, match="still has 1 node"):
+        registry.delete_forest(forest_id)
+    assert registry.get_forest(forest_id).id == forest_id
+
+
+_WORKER = """
+import sys, json
+from datetime import datetime, UTC
+from pathlib import Path
+from morpheus.blueprint import RouteCredentials
+from morpheus.registry import Registry
+registry = Registry.in_state_dir(Path(sys.argv[1]))
+now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+shared = sys.argv[2]
+made = []
+for _ in range(5):
+    forest = registry.create_forest(provider="local", size="small", location=None,
+        run_id="run-x", credentials=RouteCredentials.generate(), now=now)
+    made.append(forest.id)
+    made.extend(node.name for node in registry.plan_nodes(shared, 2, now))
+print(json.dumps(made))
+"""
+
+
+def test_many_processes_at_once(registry: Registry, state_dir: Path) -> None:
+    shared = new_forest(registry)
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(state_dir), shared],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(6)
+    ]
+    outputs = [json.loads(worker.communicate(timeout=120)[0]) for worker in workers]
+    assert all(worker.returncode == 0 for worker in workers)
+    forests = [item for out in outputs for item in out if item.startswith("forest-")]
+    names = [item for out in outputs for item in out if item.startswith("node-")]
+    assert len(forests) == len(set(forests)) == 30
+    assert sorted(names, key=lambda n: int(n.split("-")[1])) == [f"node-{i}" for i in range(1, 61)]
+    assert len(registry.list_forests()) == 31
