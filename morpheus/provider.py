@@ -92,6 +92,8 @@ class Provider(ABC):
     name: ClassVar[str]
     #: Whether planting asks before creating (machines that cost money).
     costs_money: ClassVar[bool] = True
+    #: Whether ``apply_blueprint`` works (needed to grow a one-node forest).
+    can_reconfigure: ClassVar[bool] = False
     #: The model of this provider's ``providers.<name>`` config table.
     settings_model: ClassVar[type[BaseModel]] = NoProviderSettings
 

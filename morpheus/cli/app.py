@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+#: ``grow``: nodes were added / growth was needed but blocked (cooldown, max_nodes, unreachable).
+EXIT_GREW = 10
+EXIT_BLOCKED = 11
 EXIT_INTERRUPTED = 130
 
 app = typer.Typer(
@@ -224,6 +227,84 @@ def teardown(ctx: typer.Context, forest: ForestArgument, yes: YesOption = False)
 
 
 @app.command()
+def grow(
+    ctx: typer.Context,
+    forest: Annotated[
+        str | None,
+        typer.Argument(
+            help="Forest id; may be left out when there is only one.",
+            autocompletion=complete_forest_id,
+        ),
+    ] = None,
+    auto: Annotated[
+        bool, typer.Option("--auto", help="Decide and act without asking (for cron).")
+    ] = False,
+    threshold: Annotated[
+        int | None,
+        typer.Option("--threshold", min=1, max=100, help="Grow above this CPU or memory % (both)."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide; add nothing.")] = False,
+    yes: YesOption = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, max=60, help="Seconds to wait for each node.")
+    ] = 2.0,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Show a forest's load and add nodes when it runs hot.
+
+    CPU and memory are the NATS server's own figures from its monitoring port (process CPU
+    over the machine's cores; resident memory over the node's RAM), averaged over the nodes
+    that answer. Exit codes: 0 no growth needed, 10 grew, 11 growth blocked (cooldown,
+    max_nodes, too many unreachable nodes), 1 error, 2 usage.
+    """
+    from morpheus.cli import output as out
+    from morpheus.growth import GrowthAction
+    from morpheus.services import no_progress
+    from morpheus.services.grow import Expansion, assess, expand, policy_from
+
+    state = _state(ctx)
+    context = state.context()
+    forest_id = forest or _choose_forest(context)
+    policy = policy_from(context.settings.growth, threshold)
+    assessment = assess(context, forest_id, policy, per_node_timeout=timeout)
+    json_output = output == OutputFormat.json
+    if not json_output:
+        out.show_assessment(assessment)
+    expansion = Expansion(assessment.decision)
+    if assessment.decision.action == GrowthAction.GROW and not dry_run:
+        if not (auto or yes):
+            count = assessment.decision.nodes_to_add
+            _confirm(f"Add {count} node{'s' if count > 1 else ''}?", "pass --yes or --auto")
+        show_progress = not (state.quiet or json_output)
+        with out.NodeProgress(enabled=show_progress) as progress:
+            expansion = expand(context, assessment, progress if show_progress else no_progress)
+    out.show_growth(assessment, expansion, output, dry_run=dry_run)
+    if expansion.added:
+        raise typer.Exit(EXIT_GREW)
+    if expansion.decision.action == GrowthAction.BLOCKED:
+        raise typer.Exit(EXIT_BLOCKED)
+
+
+def _choose_forest(context: Context) -> str:
+    """The only forest; with several, ask at a terminal and refuse in a script."""
+    ids = [f.id for f in context.registry.list_forests()]
+    if not ids:
+        _fail("there are no forests; plant one with `morpheus plant local small`", EXIT_FAILURE)
+    if len(ids) == 1:
+        return ids[0]
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        _fail(f"several forests; name one of: {', '.join(ids)}", EXIT_USAGE)
+    for number, forest_id in enumerate(ids, start=1):
+        typer.echo(f"  {number}) {forest_id}")
+    while True:
+        choice = typer.prompt(f"Which forest (1-{len(ids)})")
+        if choice.strip().isdigit() and 1 <= int(choice) <= len(ids):
+            return ids[int(choice) - 1]
+        if choice.strip() in ids:
+            return str(choice.strip())
+
+
+@app.command()
 def providers(output: OutputOption = OutputFormat.table) -> None:
     """List the installed provider plugins."""
     from morpheus.cli import output as out
@@ -241,11 +322,11 @@ def config_check(ctx: typer.Context, output: OutputOption = OutputFormat.table) 
     out.show_config(load_settings(_state(ctx).config), output)
 
 
-def _confirm(question: str) -> None:
+def _confirm(
+    question: str, script_hint: str = "this creates machines that cost money: pass --yes"
+) -> None:
     if not sys.stdin.isatty():
-        _fail(
-            "this creates machines that cost money: pass --yes to confirm from a script", EXIT_USAGE
-        )
+        _fail(f"{script_hint} to confirm from a script", EXIT_USAGE)
     if not typer.confirm(question, default=False):
         _fail("nothing was created", EXIT_FAILURE)
 

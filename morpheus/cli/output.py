@@ -18,8 +18,10 @@ from rich.table import Table
 if TYPE_CHECKING:
     from morpheus.cli.app import OutputFormat
     from morpheus.models import Forest, Node
+    from morpheus.monitor import NodeSample
     from morpheus.provider import ProviderInfo
     from morpheus.registry import Registry
+    from morpheus.services.grow import Assessment, Expansion
     from morpheus.services.plant import PlantPlan, PlantResult
     from morpheus.services.provision import Removal
     from morpheus.services.status import ForestView
@@ -303,3 +305,99 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def _bar(percent: float | None, width: int = 28) -> str:
+    if percent is None:
+        return "n/a"
+    filled = round(min(max(percent, 0), 100) / 100 * width)
+    return f"{percent:3.0f}% " + "█" * filled + "░" * (width - filled)
+
+
+def _node_state(sample: NodeSample, assessment: Assessment) -> str:
+    policy = assessment.policy
+    if not sample.reachable:
+        return f"unreachable ({sample.error})"
+    if sample.healthy is False:
+        return "unhealthy"
+    hot = (sample.cpu_percent or 0) > policy.threshold_cpu or (
+        sample.memory_percent or 0
+    ) > policy.threshold_memory
+    return "warning ⚠️" if hot else "healthy"
+
+
+def show_assessment(assessment: Assessment) -> None:
+    """The operator's picture: forest load, every node (unreachable ones too), the verdict."""
+    console = _console()
+    load = assessment.load
+    policy = assessment.policy
+    console.print(f"🌲 Forest: {assessment.forest.id}\n", markup=False)
+    console.print("Resource Usage (NATS server figures):")
+    cpu_warn = " ⚠️" if (load.cpu_percent or 0) > policy.threshold_cpu else ""
+    mem_warn = " ⚠️" if (load.memory_percent or 0) > policy.threshold_memory else ""
+    console.print(f"  CPU:    {_bar(load.cpu_percent)}{cpu_warn}", markup=False)
+    console.print(f"  Memory: {_bar(load.memory_percent)}{mem_warn}\n", markup=False)
+    console.print(f"Nodes ({len(assessment.nodes)}):")
+    table = Table("ID", "IP", "CPU", "MEM", "PEERS", "STATUS", box=None)
+    for node, sample in zip(assessment.nodes, assessment.samples, strict=True):
+        table.add_row(
+            node.name,
+            node.host or "-",
+            _percent(sample.cpu_percent),
+            _percent(sample.memory_percent),
+            "-" if sample.peers is None else str(sample.peers),
+            _node_state(sample, assessment),
+        )
+    console.print(table)
+    console.print("")
+    if load.cpu_percent is not None and load.cpu_percent > policy.threshold_cpu:
+        console.print(f"⚠️  CPU above {policy.threshold_cpu}% threshold", markup=False)
+    if load.memory_percent is not None and load.memory_percent > policy.threshold_memory:
+        console.print(f"⚠️  Memory above {policy.threshold_memory}% threshold", markup=False)
+    console.print(assessment.decision.message, markup=False)
+
+
+def show_growth(
+    assessment: Assessment, expansion: Expansion, output: OutputFormat, *, dry_run: bool
+) -> None:
+    decision = expansion.decision
+    if _is_json(output):
+        _json(
+            {
+                "forest": assessment.forest.id,
+                "assessed_at": assessment.assessed_at.isoformat(),
+                "nodes": [
+                    {
+                        "id": node.id,
+                        "name": node.name,
+                        "host": node.host,
+                        **sample.model_dump(exclude={"node_name"}),
+                    }
+                    for node, sample in zip(assessment.nodes, assessment.samples, strict=True)
+                ],
+                "aggregate": assessment.load.model_dump(),
+                "thresholds": {
+                    "cpu": assessment.policy.threshold_cpu,
+                    "memory": assessment.policy.threshold_memory,
+                },
+                "policy": assessment.policy.model_dump(),
+                "decision": {
+                    "action": decision.action.value,
+                    "reason": decision.reason.value,
+                    "message": decision.message,
+                    "nodes_to_add": decision.nodes_to_add,
+                    "cooldown_remaining_seconds": decision.cooldown_remaining_seconds,
+                },
+                "nodes_added": [node.name for node in expansion.added],
+                "dry_run": dry_run,
+            }
+        )
+        return
+    console = _console()
+    if expansion.added:
+        names = ", ".join(node.name for node in expansion.added)
+        console.print(f"🌱 Added {names} to {assessment.forest.id}.", markup=False)
+    elif decision is not assessment.decision:
+        console.print(decision.message, markup=False)
+    elif dry_run and decision.nodes_to_add:
+        console.print("Dry run: nothing was added.")

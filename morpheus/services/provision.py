@@ -77,13 +77,14 @@ def provision_nodes(
     nodes: Sequence[Node],
     progress: Progress,
     *,
-    extra_peers: Sequence[Peer] = (),
+    reconfigure: Sequence[Node] = (),
 ) -> list[Node]:
     """Reserve, create and wait for ``nodes`` (already recorded as planned); return them active.
 
-    Each new node routes to the forest's active nodes, to ``extra_peers`` and to every node of
-    this run.  Registry rows follow each step, so a crash leaves rows teardown can act on.
-    Raises on the first failure; the caller decides what to roll back.
+    Each new node routes to the forest's active nodes and to every node of this run.  The
+    existing nodes in ``reconfigure`` get the new route mesh too (a standalone node becomes a
+    cluster member) and are waited for as well.  Registry rows follow each step, so a crash
+    leaves rows teardown can act on.  Raises on the first failure; the caller rolls back.
     """
     registry = ctx.registry
     settings = ctx.settings
@@ -102,7 +103,7 @@ def provision_nodes(
         registry.save_node(node)
         placed.append(node)
     peers = route_mesh(
-        [*registry.active_node_addresses(forest.id), *extra_peers],
+        registry.active_node_addresses(forest.id),
         [Peer(host=r.host, port=r.ports.cluster) for r in reservations],
     )
     credentials = registry.route_credentials(forest.id)
@@ -111,6 +112,9 @@ def provision_nodes(
         for node, reservation in zip(placed, reservations, strict=True)
     ]
     deadline = time.monotonic() + settings.provisioning.readiness_timeout
+    for node in reconfigure:
+        progress(node.id, "joining the new route mesh")
+    reconfigure_nodes(ctx, provider, forest, reconfigure, peers)
     handles: list[NodeHandle] = []
     for index, (node, blueprint) in enumerate(zip(placed, blueprints, strict=True)):
         node = node.model_copy(update={"status": NodeStatus.CREATING})
@@ -138,7 +142,7 @@ def provision_nodes(
                 monitor_port=node.ports.monitor,
                 expected_peers=len(peers) - 1 if len(peers) >= 2 else 0,
             )
-            for node in placed
+            for node in (*reconfigure, *placed)
         ],
         deadline=deadline,
         max_interval=settings.provisioning.readiness_interval,
@@ -150,6 +154,32 @@ def provision_nodes(
         registry.save_node(node)
         active.append(node)
     return active
+
+
+def reservation_of(node: Node) -> Reservation:
+    """The reservation an existing node was made from, rebuilt from its record."""
+    if node.host is None:
+        raise MorpheusError(f"{node.id} has no recorded address; run `morpheus status` first")
+    return Reservation(
+        forest_id=node.forest_id,
+        node_id=node.id,
+        host=node.host,
+        addresses=node.addresses,
+        ports=node.ports,
+        provider_ref=node.provider_id,
+    )
+
+
+def reconfigure_nodes(
+    ctx: Context, provider: Provider, forest: Forest, nodes: Sequence[Node], peers: Sequence[Peer]
+) -> None:
+    """Re-render ``nodes`` with the route mesh ``peers`` (one peer: standalone) and apply it."""
+    credentials = ctx.registry.route_credentials(forest.id)
+    for node in nodes:
+        blueprint = blueprint_for(
+            ctx.settings, forest, node, reservation_of(node), peers, credentials, provider
+        )
+        provider.apply_blueprint(handle_for(forest, node), blueprint)
 
 
 def handle_for(forest: Forest, node: Node) -> NodeHandle:

@@ -49,6 +49,12 @@ class LocalSettings(BaseModel):
         default=None, description="NimsForest binary started beside each node; none by default."
     )
     host: str = Field(default="127.0.0.1", description="Loopback address the nodes listen on.")
+    node_memory: str | None = Field(
+        default=None,
+        pattern=r"^\d+[KMGT]?$",
+        description="RAM each local node counts as having (memory % is judged against it); "
+        "default: this machine's RAM.",
+    )
     jetstream_max_memory: str = Field(default="64M", pattern=r"^\d+[KMGT]?$")
     jetstream_max_file: str = Field(default="1G", pattern=r"^\d+[KMGT]?$")
 
@@ -77,8 +83,15 @@ def find_nats_server(configured: Path | None) -> Path:
     )
 
 
-def machine_capacity() -> Capacity:
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def machine_capacity(node_memory: str | None = None) -> Capacity:
+    """This machine's cores and RAM, or ``node_memory`` (e.g. "256M") as the RAM."""
+    if node_memory is None:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    else:
+        memory = int(node_memory.rstrip("KMGT")) * _UNITS[node_memory.lstrip("0123456789")]
     return Capacity(cores=os.cpu_count() or 1, memory_bytes=memory)
 
 
@@ -150,6 +163,7 @@ class LocalProvider(Provider):
 
     name: ClassVar[str] = "local"
     costs_money: ClassVar[bool] = False
+    can_reconfigure: ClassVar[bool] = True
     settings_model: ClassVar[type[BaseModel]] = LocalSettings
 
     def __init__(self, settings: LocalSettings, root: Path) -> None:
@@ -234,7 +248,7 @@ class LocalProvider(Provider):
                 max_memory=self.settings.jetstream_max_memory,
                 max_file=self.settings.jetstream_max_file,
             ),
-            "capacity": machine_capacity(),
+            "capacity": machine_capacity(self.settings.node_memory),
         }
 
     def create_node(self, blueprint: NodeBlueprint) -> NodeHandle:
@@ -250,7 +264,7 @@ class LocalProvider(Provider):
             host=blueprint.host,
             addresses=[blueprint.host],
             ports=blueprint.ports,
-            capacity=blueprint.capacity or machine_capacity(),
+            capacity=blueprint.capacity or machine_capacity(self.settings.node_memory),
             state="starting",
             labels=dict(blueprint.labels),
         )
@@ -362,10 +376,20 @@ class LocalProvider(Provider):
             self.root.rmdir()  # only when no other forest is left
 
     def apply_blueprint(self, handle: NodeHandle, blueprint: NodeBlueprint) -> None:
-        """Restart the node on a new nats.conf; JetStream data in its store dir is kept."""
+        """Give the node a new nats.conf: reloaded in place when only routes change, else a
+        restart (a standalone server cannot become clustered by a reload).  JetStream data
+        in its store dir is kept either way."""
         node_dir = self._node_dir(blueprint.forest_id, blueprint.node_id)
+        conf = node_dir / "nats.conf"
+        was_clustered = conf.exists() and "cluster {" in conf.read_text()
         pid = self._pid(node_dir)
-        if pid is not None and _process_alive(pid):
+        running = pid is not None and _process_alive(pid)
+        self._write_private(conf, render_nats_conf(blueprint))
+        if running and was_clustered == blueprint.clustered:
+            assert pid is not None
+            os.kill(pid, signal.SIGHUP)
+            return
+        if running:
+            assert pid is not None
             _stop([pid], _STOP_GRACE_SECONDS)
-        self._write_private(node_dir / "nats.conf", render_nats_conf(blueprint))
         self._start_nats(node_dir, find_nats_server(self.settings.nats_server))

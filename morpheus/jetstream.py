@@ -1,0 +1,98 @@
+"""Carry a standalone node's JetStream streams into the cluster it joins.
+
+nats-server (2.15) does not adopt the streams a standalone server kept on disk when that
+server restarts as a cluster member: they are restored locally but the cluster's meta layer
+has no record of them, so clients get "stream not found".  Declaring each stream again, with
+its old configuration and a placement tag that pins it to the node holding its files, makes
+the server take up the data already on its disk (checked against the real nats-server in
+tests/test_grow.py).  So before restarting, read the streams from ``/jsz``; once the cluster
+is healthy, declare them again here.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict
+
+from morpheus.errors import MorpheusError
+
+
+class ConsumerSpec(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    config: dict[str, Any]
+
+
+class StreamSpec(BaseModel):
+    """A stream's configuration and durable consumers, as ``/jsz`` reports them."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    config: dict[str, Any]
+    consumers: list[ConsumerSpec] = []
+
+
+class JetStreamMigrationError(MorpheusError):
+    """Streams of a standalone node could not be carried into its new cluster."""
+
+
+def read_streams(monitor_url: str, timeout: float = 5.0) -> list[StreamSpec]:
+    """Every stream (with durable consumers) of the node's global account, from ``/jsz``."""
+    try:
+        response = httpx.get(
+            f"{monitor_url}/jsz",
+            params={"accounts": "true", "streams": "true", "config": "true", "consumers": "true"},
+            timeout=timeout,
+            trust_env=False,
+        )
+        response.raise_for_status()
+        body = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise JetStreamMigrationError(
+            f"cannot read the streams of {monitor_url}: {exc}; nothing was changed"
+        ) from exc
+    specs = []
+    for account in body.get("account_details") or []:
+        for stream in account.get("stream_detail") or []:
+            consumers = [
+                ConsumerSpec(name=c["name"], config=c["config"])
+                for c in stream.get("consumer_detail") or []
+                if c.get("config", {}).get("durable_name")
+            ]
+            specs.append(
+                StreamSpec(name=stream["name"], config=stream["config"], consumers=consumers)
+            )
+    return specs
+
+
+async def adopt_streams(client_url: str, streams: list[StreamSpec], node_tag: str) -> None:
+    """Declare ``streams`` again in the cluster, pinned to the node whose disk holds them."""
+    import nats
+
+    connection = await nats.connect(client_url, connect_timeout=5, max_reconnect_attempts=3)
+    try:
+        for stream in streams:
+            config = dict(stream.config, placement={"tags": [node_tag]})
+            await _request(connection, f"$JS.API.STREAM.CREATE.{stream.name}", config)
+            for consumer in stream.consumers:
+                await _request(
+                    connection,
+                    f"$JS.API.CONSUMER.CREATE.{stream.name}.{consumer.name}",
+                    {"stream_name": stream.name, "config": consumer.config},
+                )
+    finally:
+        await connection.close()
+
+
+async def _request(connection: Any, subject: str, body: dict[str, Any]) -> None:
+    reply = await connection.request(subject, json.dumps(body).encode(), timeout=10)
+    answer = json.loads(reply.data)
+    if "error" in answer:
+        raise JetStreamMigrationError(
+            f"{subject}: {answer['error'].get('description', answer['error'])}"
+        )

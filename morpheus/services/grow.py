@@ -1,0 +1,156 @@
+"""Grow: judge a forest's load and add nodes that really join it.
+
+``assess`` polls every node and decides (no changes); ``expand`` acts on a decision to grow.
+``expand`` takes the forest's lock, decides again on fresh registry state (another cron run
+may have grown it meanwhile), records ``last_expansion`` *before* provisioning so overlapping
+runs see the cooldown, and on failure removes only the nodes it added.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from morpheus.blueprint import Peer
+from morpheus.errors import MorpheusError, ProviderError
+from morpheus.growth import GrowthAction, GrowthDecision, GrowthPolicy, decide
+from morpheus.jetstream import adopt_streams, read_streams
+from morpheus.models import Forest, ForestStatus, Node, NodeStatus, host_for_url
+from morpheus.monitor import ForestLoad, MonitorTarget, NodeSample, aggregate, poll_nodes
+from morpheus.registry import forest_lock
+from morpheus.services import Context, Progress
+from morpheus.services.provision import provision_nodes, reconfigure_nodes, remove_nodes
+from morpheus.settings import GrowthSettings
+
+#: How long a second ``grow`` waits for the first to finish before giving up.
+LOCK_TIMEOUT_SECONDS = 900.0
+
+
+def policy_from(growth: GrowthSettings, threshold: int | None = None) -> GrowthPolicy:
+    """The growth policy from config; ``--threshold`` sets both thresholds."""
+    return GrowthPolicy(
+        enabled=growth.enabled,
+        threshold_cpu=threshold or growth.threshold_cpu,
+        threshold_memory=threshold or growth.threshold_memory,
+        max_nodes=growth.max_nodes,
+        cooldown_minutes=growth.cooldown_minutes,
+    )
+
+
+@dataclass
+class Assessment:
+    """A forest's load as its NATS servers report it, and what the policy makes of it."""
+
+    forest: Forest
+    nodes: list[Node]
+    samples: list[NodeSample]
+    load: ForestLoad
+    policy: GrowthPolicy
+    decision: GrowthDecision
+    assessed_at: datetime
+
+
+@dataclass
+class Expansion:
+    decision: GrowthDecision
+    added: list[Node] = field(default_factory=list)
+
+
+def _targets(nodes: list[Node]) -> list[MonitorTarget]:
+    return [
+        MonitorTarget(
+            node_name=node.id,
+            host=node.host or "0.0.0.0",  # noqa: S104 - a node without address is unreachable
+            port=node.ports.monitor,
+            memory_bytes=node.capacity.memory_bytes if node.capacity else None,
+        )
+        for node in nodes
+    ]
+
+
+def assess(
+    ctx: Context, forest_id: str, policy: GrowthPolicy, *, per_node_timeout: float = 2.0
+) -> Assessment:
+    """Poll every active node of the forest and decide; changes nothing."""
+    forest = ctx.registry.get_forest(forest_id)
+    nodes = [n for n in ctx.registry.nodes(forest.id) if n.status == NodeStatus.ACTIVE]
+    samples = asyncio.run(
+        poll_nodes(
+            _targets(nodes),
+            per_node_timeout=per_node_timeout,
+            overall_deadline=per_node_timeout + 1.0,
+        )
+    )
+    load = aggregate(samples)
+    now = ctx.clock()
+    decision = decide(
+        load, policy, node_count=len(nodes), last_expansion=forest.last_expansion, now=now
+    )
+    return Assessment(forest, nodes, samples, load, policy, decision, now)
+
+
+def expand(ctx: Context, assessment: Assessment, progress: Progress) -> Expansion:
+    """Act on an assessment: add nodes if, under the lock, the decision is still to grow."""
+    registry = ctx.registry
+    with forest_lock(ctx.state_dir, assessment.forest.id, timeout=LOCK_TIMEOUT_SECONDS):
+        forest = registry.get_forest(assessment.forest.id)
+        existing = [n for n in registry.nodes(forest.id) if n.status == NodeStatus.ACTIVE]
+        now = ctx.clock()
+        decision = decide(
+            assessment.load,
+            assessment.policy,
+            node_count=len(existing),
+            last_expansion=forest.last_expansion,
+            now=now,
+        )
+        if decision.action != GrowthAction.GROW:
+            return Expansion(decision)
+        provider = ctx.provider(forest.provider)
+        standalone = len(existing) == 1
+        if standalone and not provider.can_reconfigure:
+            raise ProviderError(
+                f"growing a one-node forest reconfigures node 1 into a cluster, which the "
+                f"{provider.name} provider cannot do; plant a new forest of 3 nodes instead"
+            )
+        streams = read_streams(existing[0].monitor_url or "") if standalone else []
+        reconfigure = existing if provider.can_reconfigure else []
+        old_mesh = [Peer(host=n.host or "", port=n.ports.cluster) for n in existing]
+        # Recorded before provisioning: an overlapping run now sees the cooldown.
+        registry.set_last_expansion(forest.id, now)
+        registry.set_forest_status(forest.id, ForestStatus.GROWING)
+        registry.add_event(forest.id, "growing", decision.message, now)
+        new = registry.plan_nodes(forest.id, decision.nodes_to_add, now)
+        try:
+            added = provision_nodes(ctx, provider, forest, new, progress, reconfigure=reconfigure)
+            if streams:
+                node_one = existing[0]
+                client_url = f"nats://{host_for_url(node_one.host or '')}:{node_one.ports.client}"
+                asyncio.run(adopt_streams(client_url, streams, f"node:{node_one.id}"))
+        except (MorpheusError, KeyboardInterrupt) as exc:
+            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+            new_ids = {n.id for n in new}
+            removal = remove_nodes(
+                ctx,
+                provider,
+                forest,
+                [n for n in registry.nodes(forest.id) if n.id in new_ids],
+                progress,
+                platform=[h for h in provider.list_nodes(forest.id) if h.node_id in new_ids],
+            )
+            if reconfigure:
+                reconfigure_nodes(ctx, provider, forest, reconfigure, old_mesh)
+            registry.set_forest_status(forest.id, ForestStatus.ACTIVE)
+            left = f"; could not delete {', '.join(removal.failed)}" if removal.failed else ""
+            registry.add_event(forest.id, "failed", f"growth failed: {reason}{left}", ctx.clock())
+            raise MorpheusError(
+                f"growing {forest.id} failed: {reason}; the new node(s) were removed{left}"
+            ) from exc
+        registry.set_forest_status(forest.id, ForestStatus.ACTIVE)
+        registry.add_event(
+            forest.id,
+            "node-added",
+            f"added {', '.join(n.name for n in added)} ({len(existing) + len(added)} nodes)",
+            ctx.clock(),
+        )
+        return Expansion(decision, added)

@@ -1,0 +1,214 @@
+"""grow and grow --auto on real local forests: nodes that really join, cooldown, locking."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from morpheus.testing.cli import morpheus
+from morpheus.testing.nats import healthz_ok, peers_seen, processes_mentioning
+
+GREW, BLOCKED = 10, 11
+
+
+@pytest.fixture(autouse=True)
+def small_local_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each local node counts as a 256 MiB machine, so an idle nats-server (~15 MB RSS) uses
+    # ~6% of it: `--threshold 3` makes a forest "hot" without burning the shared CPU.
+    monkeypatch.setenv("MORPHEUS_PROVIDERS__LOCAL__NODE_MEMORY", "256M")
+
+
+def plant(size: str) -> dict[str, Any]:
+    result = morpheus("plant", "local", size, "-o", "json")
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def grow_json(*args: str) -> tuple[int, dict[str, Any]]:
+    result = morpheus("grow", *args, "--output", "json")
+    assert result.stdout, result.stderr
+    return result.returncode, dict(json.loads(result.stdout))
+
+
+def status(forest_id: str) -> dict[str, Any]:
+    return dict(json.loads(morpheus("status", forest_id, "-o", "json").stdout))
+
+
+async def _jetstream(client_url: str, publish: int) -> tuple[int, str | None]:
+    import nats
+
+    connection = await nats.connect(client_url)
+    try:
+        js = connection.jetstream()
+        if publish:
+            await js.add_stream(name="ORDERS", subjects=["orders.>"])
+            for number in range(publish):
+                await js.publish("orders.new", f"order {number}".encode())
+        info = await js.stream_info("ORDERS")
+        return info.state.messages, info.cluster.leader if info.cluster else None
+    finally:
+        await connection.close()
+
+
+def test_one_node_grows_to_three_and_keeps_its_jetstream_data(state_dir: Path) -> None:
+    planted = plant("small")
+    forest_id = planted["forest"]["id"]
+    (node_one,) = planted["nodes"]
+    client_one = f"nats://127.0.0.1:{node_one['ports']['client']}"
+    assert asyncio.run(_jetstream(client_one, publish=25)) == (25, node_one["id"])
+
+    code, report = grow_json("--auto", "--threshold", "3")
+    assert code == GREW, report
+    assert report["decision"]["action"] == "grow"
+    assert report["decision"]["nodes_to_add"] == 2
+    assert report["nodes_added"] == ["node-2", "node-3"]
+
+    nodes = status(forest_id)["nodes"]
+    ids = {n["id"] for n in nodes}
+    assert len(ids) == 3
+    for node in nodes:
+        assert healthz_ok(node["monitor_url"])
+        assert peers_seen(node["monitor_url"]) == ids - {node["id"]}
+    # The stream written while standalone is served by the cluster, from node 1's disk.
+    for node in nodes:
+        client = f"nats://127.0.0.1:{node['ports']['client']}"
+        assert asyncio.run(_jetstream(client, publish=0)) == (25, node_one["id"])
+
+    code, again = grow_json("--auto", "--threshold", "3")
+    assert code == BLOCKED
+    assert again["decision"]["reason"] == "cooldown"
+    assert again["nodes_added"] == []
+    assert again["decision"]["cooldown_remaining_seconds"] > 0
+    events = [e["kind"] for e in status(forest_id)["events"]]
+    assert events[-2:] == ["growing", "node-added"]
+
+
+def test_three_nodes_grow_to_four_and_every_peer_count_rises(state_dir: Path) -> None:
+    forest_id = plant("medium")["forest"]["id"]
+    code, report = grow_json(forest_id, "--auto", "--threshold", "3")
+    assert code == GREW
+    assert report["nodes_added"] == ["node-4"]
+    nodes = status(forest_id)["nodes"]
+    assert [n["nats"]["peers"] for n in nodes] == [3, 3, 3, 3]
+    listed = json.loads(morpheus("list", "-o", "json").stdout)
+    assert listed[0]["last_expansion"] is not None
+    assert listed[0]["node_count"] == 4
+
+
+def test_nothing_to_do_and_dry_run(state_dir: Path) -> None:
+    forest_id = plant("small")["forest"]["id"]
+    code, report = grow_json()
+    assert code == 0
+    assert report["decision"]["reason"] == "below_threshold"
+    code, report = grow_json("--threshold", "3", "--dry-run")
+    assert code == 0
+    assert report["decision"]["action"] == "grow"
+    assert report["dry_run"] is True
+    assert report["nodes_added"] == []
+    assert len(status(forest_id)["nodes"]) == 1
+
+
+def test_disabled_policy_never_grows(monkeypatch: pytest.MonkeyPatch) -> None:
+    plant("small")
+    monkeypatch.setenv("MORPHEUS_GROWTH__ENABLED", "false")
+    code, report = grow_json("--auto", "--threshold", "3")
+    assert (code, report["decision"]["reason"]) == (0, "disabled")
+
+
+def test_interactive_grow_needs_yes_from_a_script(state_dir: Path) -> None:
+    plant("medium")
+    result = morpheus("grow", "--threshold", "3")
+    assert result.returncode == 2
+    assert "pass --yes or --auto" in result.stderr
+    assert "Memory above 3% threshold" in result.stdout
+
+
+def test_several_forests_need_a_name_in_a_script(state_dir: Path) -> None:
+    first = plant("small")["forest"]["id"]
+    second = plant("small")["forest"]["id"]
+    result = morpheus("grow")
+    assert result.returncode == 2
+    assert first in result.stderr and second in result.stderr
+
+
+def test_unreachable_nodes_are_shown_and_block_when_most_are(state_dir: Path) -> None:
+    planted = plant("medium")
+    for node in planted["nodes"][:2]:
+        node_dir = next(state_dir.glob(f"local/*/{node['id']}"))
+        for pid in processes_mentioning(str(node_dir)):
+            os.kill(pid, 9)
+    result = morpheus("grow", "--threshold", "3")
+    assert result.returncode == BLOCKED
+    assert result.stdout.count("unreachable") >= 2
+    code, report = grow_json("--auto", "--threshold", "3")
+    assert code == BLOCKED
+    assert report["decision"]["reason"] == "too_many_unreachable"
+    assert [n["reachable"] for n in report["nodes"]] == [False, False, True]
+
+
+def test_failed_growth_removes_only_the_new_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    forest_id = plant("medium")["forest"]["id"]
+    monkeypatch.setenv("MORPHEUS_PROVISIONING__READINESS_TIMEOUT", "0.001")
+    result = morpheus("grow", "--auto", "--threshold", "3")
+    assert result.returncode == 1
+    assert "the new node(s) were removed" in result.stderr
+    monkeypatch.delenv("MORPHEUS_PROVISIONING__READINESS_TIMEOUT")
+    nodes = status(forest_id)["nodes"]
+    assert [n["name"] for n in nodes] == ["node-1", "node-2", "node-3"]
+    assert all(n["nats"]["healthy"] and n["nats"]["peers"] == 2 for n in nodes)
+    assert not list(Path(os.environ["MORPHEUS_STATE_DIR"]).glob(f"local/{forest_id}/*node-4"))
+
+
+def test_failed_growth_of_a_lone_node_puts_it_back_standalone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    planted = plant("small")
+    (node,) = planted["nodes"]
+    client = f"nats://127.0.0.1:{node['ports']['client']}"
+    asyncio.run(_jetstream(client, publish=5))
+    monkeypatch.setenv("MORPHEUS_PROVISIONING__READINESS_TIMEOUT", "0.001")
+    assert morpheus("grow", "--auto", "--threshold", "3").returncode == 1
+    monkeypatch.delenv("MORPHEUS_PROVISIONING__READINESS_TIMEOUT")
+    (after,) = status(planted["forest"]["id"])["nodes"]
+    assert after["nats"]["healthy"]
+    assert asyncio.run(_jetstream(client, publish=0))[0] == 5
+
+
+def test_ten_concurrent_cron_runs_add_exactly_one_node(state_dir: Path) -> None:
+    forest_id = plant("medium")["forest"]["id"]
+    runs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "morpheus",
+                "grow",
+                forest_id,
+                "--auto",
+                "--threshold",
+                "3",
+                "--output",
+                "json",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(10)
+    ]
+    reports = []
+    for run in runs:
+        out, err = run.communicate(timeout=300)
+        assert run.returncode in (GREW, BLOCKED), err
+        reports.append(json.loads(out))
+    added = [name for report in reports for name in report["nodes_added"]]
+    assert added == ["node-4"]
+    assert sum(1 for r in reports if r["decision"]["reason"] == "cooldown") == 9
+    assert len(status(forest_id)["nodes"]) == 4
