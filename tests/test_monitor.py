@@ -368,13 +368,6 @@ VARZ: dict[str, Any] = {
     },
     "some_future_key": {"nested": [1, 2, 3]},
 }
-ROUTEZ: dict[str, Any] = {
-    "num_routes": 6,
-    "routes": [
-        {"rid": i, "remote_id": f"ID{name}", "remote_name": name}
-        for i, name in enumerate(["n2", "n2", "n2", "n3", "n3", "n3"])
-    ],
-}
 
 
 @dataclass
@@ -384,7 +377,6 @@ class FakeNode:
     target: MonitorTarget
     varz: respx.Route
     healthz: respx.Route
-    routez: respx.Route
     jsz: respx.Route
 
 
@@ -415,7 +407,6 @@ def fake_node(router: respx.Router) -> Callable[..., FakeNode]:
             ),
             varz=router.get(f"{base}/varz").respond(json=VARZ if varz is None else varz),
             healthz=router.get(f"{base}/healthz").respond(json={"status": "ok"}),
-            routez=router.get(f"{base}/routez").respond(json=ROUTEZ),
             jsz=router.get(f"{base}/jsz").respond(500),
         )
 
@@ -548,49 +539,6 @@ def test_health_unknown_when_healthz_does_not_answer(
     assert sample.cpu_percent == pytest.approx(37.5)
 
 
-@pytest.mark.parametrize(
-    ("response", "error"),
-    [
-        (httpx.Response(500), "/routez: HTTP 500"),
-        (httpx.Response(200, text="<html>"), "/routez: malformed JSON"),
-        (httpx.Response(200, json={"routes": [{"remote_name": 3}]}), "/routez: bad 'routes.0"),
-    ],
-)
-def test_peers_fall_back_to_varz_remotes(
-    fake_node: Callable[..., FakeNode],
-    transport: httpx.MockTransport,
-    response: httpx.Response,
-    error: str,
-) -> None:
-    node = fake_node(varz={**VARZ, "remotes": 4})
-    node.routez.mock(return_value=response)
-    [sample] = poll([node.target], transport=transport)
-    assert sample.reachable is True
-    assert sample.peers == 4
-    assert sample.error is not None and sample.error.startswith(error)
-
-
-@pytest.mark.parametrize(
-    ("routez", "peers"),
-    [
-        ({"num_routes": 0, "routes": None}, 0),
-        ({"num_routes": 0}, 0),
-        ({"routes": [{"remote_id": "A"}, {"remote_id": "A"}, {"remote_id": "B"}]}, 2),
-        ({"num_routes": 9, "routes": [{"remote_id": "A", "remote_name": "n2"}] * 9}, 1),
-    ],
-)
-def test_peers_count_distinct_servers(
-    fake_node: Callable[..., FakeNode],
-    transport: httpx.MockTransport,
-    routez: dict[str, Any],
-    peers: int,
-) -> None:
-    node = fake_node()
-    node.routez.respond(json=routez)
-    [sample] = poll([node.target], transport=transport)
-    assert sample.peers == peers
-
-
 def test_jetstream_disabled_leaves_its_figures_unknown(
     fake_node: Callable[..., FakeNode], transport: httpx.MockTransport
 ) -> None:
@@ -657,7 +605,6 @@ def test_nodes_are_polled_concurrently(
     nodes = [fake_node() for _ in range(50)]
     for node in nodes:
         node.varz.mock(side_effect=slow)
-        node.routez.mock(side_effect=slow)
     samples, elapsed = timed_poll([n.target for n in nodes], transport=transport)
     assert all(s.reachable for s in samples)
     assert elapsed < 2.0  # one after another it would take 20 s

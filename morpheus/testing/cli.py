@@ -7,6 +7,13 @@ import subprocess
 import sys
 
 
+def cli_environment() -> dict[str, str]:
+    """This environment, letting Python cache bytecode as it would on a user's machine."""
+    env = os.environ.copy()
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
 def morpheus(
     *args: str, timeout: float = 120, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -17,6 +24,6 @@ def morpheus(
         text=True,
         timeout=timeout,
         input=stdin,
-        env=os.environ.copy(),
+        env=cli_environment(),
         check=False,
     )
