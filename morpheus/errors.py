@@ -13,7 +13,9 @@ cloud SDKs) are translated into these once, at the boundary, with ``raise ... fr
     ├── ProviderError             a provider failed (API, process, platform)
     │   └── PreflightError        a check before creating anything failed
     ├── ReadinessError            nodes did not become ready in time
+    ├── NatsReleaseError          no nats-server build with a known SHA-256 could be found
     └── TemplateInputError        a value would be unsafe to render
+        └── UserDataError         rendered user-data a cloud would refuse (size, first line)
 """
 
 from __future__ import annotations
@@ -61,3 +63,11 @@ class ReadinessError(MorpheusError):
 
 class TemplateInputError(MorpheusError):
     """A value that would reach a template is not safe to render."""
+
+
+class UserDataError(TemplateInputError):
+    """Rendered cloud-init user-data is not something a cloud accepts or cloud-init reads."""
+
+
+class NatsReleaseError(MorpheusError):
+    """No nats-server build with a known SHA-256 was found for the configured version."""

@@ -1,22 +1,34 @@
-"""Blueprint -> text: nats.conf and cloud-init user-data, from the Jinja2 templates.
+"""Blueprint -> text: nats.conf, systemd units, the node firewall and cloud-init user-data.
 
 Templates ship inside the core wheel (``morpheus/templates``); in a source checkout they are
-read from the top-level ``templates/`` directory.
+read from the top-level ``templates/`` directory.  Every function here is pure: the render
+time comes in as an argument.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import shlex
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from morpheus import __version__
+from morpheus.blueprint import artifact_format
+from morpheus.errors import TemplateInputError, UserDataError
 from morpheus.models import host_for_url
+from morpheus.nats_release import nats_artifacts
 
 if TYPE_CHECKING:
     import jinja2
 
     from morpheus.blueprint import NodeBlueprint
+
+USER_DATA_LIMIT = 32 * 1024
+"""Bytes of user-data Hetzner Cloud accepts (the tightest of the supported clouds)."""
 
 
 def templates_dir() -> Path:
@@ -38,6 +50,11 @@ def _hostport(host: str, port: int) -> str:
     return f"{host_for_url(host)}:{port}"
 
 
+def _shell_word(value: object) -> str:
+    # Validated values hold no quotes, yet URLs may hold `$`, `&` or `;`: quote every word.
+    return shlex.quote(str(value))
+
+
 @cache
 def environment() -> jinja2.Environment:
     import jinja2
@@ -52,9 +69,242 @@ def environment() -> jinja2.Environment:
     )
     env.filters["q"] = _quote
     env.filters["hostport"] = _hostport
+    env.filters["sh"] = _shell_word
     return env
 
 
 def render_nats_conf(blueprint: NodeBlueprint) -> str:
     """The node's nats.conf."""
     return environment().get_template("nats.conf.j2").render(bp=blueprint)
+
+
+@dataclass(frozen=True)
+class NodePaths:
+    """Where Morpheus puts things on a cloud node; templates and tests read them from here."""
+
+    nats_conf: str = "/etc/nats/nats.conf"
+    nats_binary: str = "/usr/local/bin/nats-server"
+    nimsforest_binary: str = "/opt/nimsforest/bin/nimsforest"
+    firewall: str = "/etc/morpheus/firewall.nft"
+    units: str = "/etc/systemd/system"
+    lib_dir: str = "/usr/local/lib/morpheus"
+    state_dir: str = "/var/lib/morpheus"
+    nft: str = "/usr/sbin/nft"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.lib_dir}/bootstrap"
+
+    @property
+    def install_nats(self) -> str:
+        return f"{self.lib_dir}/install-nats"
+
+    @property
+    def fetch_verified(self) -> str:
+        return f"{self.lib_dir}/fetch-verified"
+
+    @property
+    def node_info(self) -> str:
+        return f"{self.state_dir}/node-info.json"
+
+    @property
+    def ready_marker(self) -> str:
+        return f"{self.state_dir}/ready"
+
+    @property
+    def failed_marker(self) -> str:
+        return f"{self.state_dir}/failed"
+
+
+NODE_PATHS = NodePaths()
+
+
+@dataclass(frozen=True)
+class NodeFile:
+    """One file cloud-init writes before the bootstrap script runs."""
+
+    path: str
+    content: str
+    permissions: str = "0644"
+    owner: str = "root:root"
+
+
+def render_nats_service(blueprint: NodeBlueprint) -> str:
+    """The node's ``nats.service`` unit."""
+    return _render("nats.service.j2", blueprint)
+
+
+def render_nimsforest_service(blueprint: NodeBlueprint) -> str:
+    """The node's ``nimsforest.service`` unit (only for blueprints that run NimsForest)."""
+    if blueprint.nimsforest is None:
+        raise TemplateInputError("this node does not run NimsForest: nothing to render")
+    return _render("nimsforest.service.j2", blueprint)
+
+
+def render_firewall(blueprint: NodeBlueprint) -> str:
+    """The node's nftables ruleset: SSH and monitoring from admin sources, routes from peers."""
+    admin = [ipaddress.ip_network(source) for source in blueprint.admin_sources]
+    peers = []
+    for peer in blueprint.peers:
+        try:
+            peers.append(ipaddress.ip_address(peer.host))
+        except ValueError:
+            raise TemplateInputError(
+                f"the node firewall admits peers by IP address, but peer {peer.host!r} is a "
+                "host name; give peers as addresses or turn the host firewall off"
+            ) from None
+    return _render(
+        "firewall.nft.j2",
+        blueprint,
+        admin_v4=sorted(str(n) for n in admin if n.version == 4),
+        admin_v6=sorted(str(n) for n in admin if n.version == 6),
+        peers_v4=sorted({str(a) for a in peers if a.version == 4}),
+        peers_v6=sorted({str(a) for a in peers if a.version == 6}),
+    )
+
+
+def render_unit_files(blueprint: NodeBlueprint) -> dict[str, str]:
+    """Every systemd unit the node gets, by unit name."""
+    units = {"nats.service": render_nats_service(blueprint)}
+    if blueprint.host_firewall:
+        units["morpheus-firewall.service"] = _render("morpheus-firewall.service.j2", blueprint)
+    if blueprint.nimsforest is not None:
+        units["nimsforest.service"] = render_nimsforest_service(blueprint)
+    return units
+
+
+def node_info(blueprint: NodeBlueprint, rendered_at: datetime) -> dict[str, Any]:
+    """What ``/var/lib/morpheus/node-info.json`` says about the node (no secrets: mode 0644)."""
+    artifacts = nats_artifacts(blueprint.nats)
+    return {
+        "forest_id": blueprint.forest_id,
+        "node_id": blueprint.node_id,
+        "node_name": blueprint.node_name,
+        "index": blueprint.index,
+        "run_id": blueprint.run_id,
+        "cluster": blueprint.cluster_name if blueprint.clustered else None,
+        "host": blueprint.host,
+        "ports": blueprint.ports.model_dump(),
+        "peers": [host_for_url(p.host) + f":{p.port}" for p in blueprint.peers],
+        "versions": {
+            "morpheus": __version__,
+            "nats_server": blueprint.nats.version,
+        },
+        "nats_source": [{"arch": a.arch, "url": a.url, "sha256": a.sha256} for a in artifacts],
+        "nimsforest": blueprint.nimsforest is not None,
+        "jetstream": blueprint.jetstream.model_dump(),
+        "rendered_at": _utc(rendered_at),
+        "labels": dict(blueprint.labels),
+    }
+
+
+def _local_address(listen: str) -> str:
+    """How the node itself reaches a port bound to ``listen``, as a URL host."""
+    try:
+        address = ipaddress.ip_address(listen)
+    except ValueError:
+        return listen  # a host name the node resolves itself
+    if address.is_unspecified:
+        return "[::1]" if address.version == 6 else "127.0.0.1"
+    return host_for_url(listen)
+
+
+def _utc(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        raise TemplateInputError("render time must carry a time zone (pass an aware datetime)")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def node_files(blueprint: NodeBlueprint, rendered_at: datetime) -> list[NodeFile]:
+    """The files cloud-init writes on the node, with owners and modes."""
+    paths = NODE_PATHS
+    artifacts = nats_artifacts(blueprint.nats)
+    app = blueprint.nimsforest
+    if app is not None and app.download_url is None:
+        raise TemplateInputError(
+            "integration.nimsforest_install is on but integration.nimsforest_download_url "
+            "is not set; set it or turn NimsForest off"
+        )
+    formats = {a.format for a in artifacts}
+    nimsforest_format = None
+    report_urls: list[str] = []
+    if app is not None and app.download_url is not None:
+        nimsforest_format = artifact_format(app.download_url)
+        formats.add(nimsforest_format)
+        report_urls = list(dict.fromkeys(u for u in (app.registry_url, app.callback_url) if u))
+    context = {
+        "artifacts": artifacts,
+        "formats": formats,
+        "nimsforest_format": nimsforest_format,
+        "report_urls": report_urls,
+        "probe_url": f"http://{_local_address(blueprint.monitor_listen)}"
+        f":{blueprint.ports.monitor}/varz",
+    }
+    files = [
+        # Group nats is granted read access by the bootstrap once that group exists.
+        NodeFile(paths.nats_conf, render_nats_conf(blueprint), "0640"),
+        NodeFile(paths.node_info, json.dumps(node_info(blueprint, rendered_at), indent=2) + "\n"),
+        NodeFile(paths.fetch_verified, _render("fetch-verified.sh.j2", blueprint), "0755"),
+        NodeFile(paths.install_nats, _render("install-nats.sh.j2", blueprint, **context), "0755"),
+        NodeFile(paths.bootstrap, _render("bootstrap.sh.j2", blueprint, **context), "0755"),
+    ]
+    if blueprint.host_firewall:
+        files.append(NodeFile(paths.firewall, render_firewall(blueprint), "0644"))
+    for unit, text in render_unit_files(blueprint).items():
+        files.append(NodeFile(f"{paths.units}/{unit}", text))
+    return files
+
+
+def render_user_data(blueprint: NodeBlueprint, *, now: datetime | None = None) -> str:
+    """The node's ``#cloud-config`` user-data, checked the way a cloud will check it.
+
+    ``now`` is the render time written into the node-info file; without it the blueprint's
+    ``rendered_at`` is used, and one of the two is required.
+    """
+    rendered_at = now or blueprint.rendered_at
+    if rendered_at is None:
+        raise TemplateInputError("no render time: pass now= or set the blueprint's rendered_at")
+    files = node_files(blueprint, rendered_at)
+    for file in files:
+        # A YAML literal block keeps exactly one final newline and must not start indented.
+        if not file.content.endswith("\n") or file.content.endswith("\n\n"):
+            raise UserDataError(f"{file.path} must end with exactly one newline")
+        if file.content[:1].isspace():
+            raise UserDataError(f"{file.path} must not start with white space")
+    template = environment().get_template("cloud-init.yaml.j2")
+    text = template.render(
+        bp=blueprint, paths=NODE_PATHS, files=files, rendered_at=_utc(rendered_at)
+    )
+    document = check_user_data(text)
+    written = {entry["path"]: entry.get("content") for entry in document["write_files"]}
+    for file in files:
+        if written.get(file.path) != file.content:
+            raise UserDataError(f"{file.path} does not survive the YAML round trip unchanged")
+    return text
+
+
+def check_user_data(text: str) -> dict[str, Any]:
+    """The parsed user-data; ``UserDataError`` unless a cloud and cloud-init accept ``text``.
+
+    Checks what cloud-init's schema cannot: the size limit, the first line, YAML syntax.
+    """
+    import yaml
+
+    size = len(text.encode("utf-8"))
+    if size > USER_DATA_LIMIT:
+        raise UserDataError(
+            f"user-data is {size} bytes, more than the {USER_DATA_LIMIT} bytes clouds accept"
+        )
+    if not text.startswith("#cloud-config\n"):
+        raise UserDataError("user-data must start with the line #cloud-config")
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UserDataError(f"user-data is not valid YAML: {exc}") from exc
+    if not isinstance(document, dict):
+        raise UserDataError("user-data must be a YAML mapping")
+    return document
+
+
+def _render(template: str, blueprint: NodeBlueprint, **context: Any) -> str:
+    return environment().get_template(template).render(bp=blueprint, paths=NODE_PATHS, **context)

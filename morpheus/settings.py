@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from morpheus.errors import ConfigError
@@ -60,6 +60,16 @@ class IntegrationSettings(Section):
     nimsforest_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     registry_url: str | None = None
     callback_url: str | None = None
+
+    @model_validator(mode="after")
+    def _mirror_has_a_digest(self) -> IntegrationSettings:
+        # Nodes install nats-server only after checking its SHA-256 (docs/cloud-init.md).
+        if self.nats_download_url is not None and self.nats_sha256 is None:
+            raise ValueError(
+                "nats_download_url needs nats_sha256: nodes verify the download before "
+                "installing it (sha256sum of the file the URL serves)"
+            )
+        return self
 
 
 class GrowthSettings(Section):
@@ -306,13 +316,3 @@ def load_settings(
         else:
             sources[key] = "default"
     return LoadedSettings(settings=settings, path=path, sources=sources)
-
-
-def state_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """Where the registry and local nodes live (``MORPHEUS_STATE_DIR`` overrides)."""
-    env = os.environ if environ is None else environ
-    if env.get("MORPHEUS_STATE_DIR"):
-        return Path(env["MORPHEUS_STATE_DIR"])
-    import platformdirs  # imported here: only commands that touch state pay for it
-
-    return Path(platformdirs.user_state_dir("morpheus", appauthor=False))

@@ -54,9 +54,10 @@ class State:
     def context(self) -> Context:
         """Settings, state directory and registry, built once, on first use."""
         if self._context is None:
+            from morpheus.paths import state_dir
             from morpheus.registry import Registry
             from morpheus.services import Context
-            from morpheus.settings import load_settings, state_dir
+            from morpheus.settings import load_settings
 
             loaded = load_settings(self.config)
             directory = state_dir()
@@ -83,21 +84,11 @@ def _version(value: bool) -> None:
 
 
 def complete_forest_id(incomplete: str) -> list[str]:
-    """Forest ids from the registry, read with plain sqlite3 so completion stays fast."""
-    import os
-    import sqlite3
+    """Forest ids from the registry (stdlib only, so completion stays fast)."""
+    from morpheus.listing import forest_ids
+    from morpheus.paths import state_dir
 
-    from morpheus.settings import state_dir
-
-    path = state_dir(os.environ) / "registry.sqlite3"
-    if not path.exists():
-        return []
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as db:
-            rows = db.execute("SELECT id FROM forests ORDER BY id").fetchall()
-    except sqlite3.Error:
-        return []
-    return [row[0] for row in rows if row[0].startswith(incomplete)]
+    return forest_ids(state_dir(), incomplete)
 
 
 ForestArgument = Annotated[
@@ -184,12 +175,13 @@ def plant(
 
 
 @app.command(name="list")
-def list_forests(ctx: typer.Context, output: OutputOption = OutputFormat.table) -> None:
+def list_forests(output: OutputOption = OutputFormat.table) -> None:
     """List the forests in the registry."""
-    from morpheus.cli import output as out
+    from morpheus.cli.plain import show_forests
+    from morpheus.listing import forest_summaries
+    from morpheus.paths import state_dir
 
-    context = _state(ctx).context()
-    out.show_forests(context.registry.list_forests(), context.registry, output)
+    show_forests(forest_summaries(state_dir()), output.value)
 
 
 @app.command()

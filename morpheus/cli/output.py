@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from morpheus.models import Forest, Node
     from morpheus.monitor import NodeSample
     from morpheus.provider import ProviderInfo
-    from morpheus.registry import Registry
     from morpheus.services.grow import Assessment, Expansion
     from morpheus.services.plant import PlantPlan, PlantResult
     from morpheus.services.provision import Removal
@@ -146,28 +145,6 @@ def show_planted(result: PlantResult, output: OutputFormat) -> None:
         f"`morpheus teardown {result.forest.id}`.",
         markup=False,
     )
-
-
-def show_forests(forests: list[Forest], registry: Registry, output: OutputFormat) -> None:
-    rows = [(forest, registry.nodes(forest.id)) for forest in forests]
-    if _is_json(output):
-        _json([forest_dict(forest, nodes) for forest, nodes in rows])
-        return
-    console = _console()
-    if not rows:
-        console.print("No forests. Plant one with `morpheus plant local small`.", markup=False)
-        return
-    table = Table("ID", "PROVIDER", "SIZE", "NODES", "STATUS", "CREATED", box=None)
-    for forest, nodes in rows:
-        table.add_row(
-            forest.id,
-            forest.provider,
-            forest.size,
-            str(len(nodes)),
-            forest.status.value,
-            forest.created_at.strftime("%Y-%m-%d %H:%M"),
-        )
-    console.print(table)
 
 
 def _percent(value: float | None) -> str:

@@ -1,0 +1,33 @@
+"""Output for the commands that must start fast (`list`): standard library only, no rich."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+
+from morpheus.listing import ForestSummary
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns separated by two spaces, like `hcloud server list`."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in (headers, *rows)
+    ]
+    return "\n".join(lines)
+
+
+def show_forests(forests: list[ForestSummary], output: str) -> None:
+    if output == "json":
+        sys.stdout.write(json.dumps([f.as_json() for f in forests], indent=2) + "\n")
+        return
+    if not forests:
+        sys.stdout.write("No forests. Plant one with `morpheus plant local small`.\n")
+        return
+    rows = [
+        (f.id, f.provider, f.size, str(f.node_count), f.status, f.created_at[:16].replace("T", " "))
+        for f in forests
+    ]
+    sys.stdout.write(table(("ID", "PROVIDER", "SIZE", "NODES", "STATUS", "CREATED"), rows) + "\n")

