@@ -146,6 +146,14 @@ def plant(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show the plan; create nothing.")
     ] = False,
+    user_data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--user-data-dir",
+            file_okay=False,
+            help="With --dry-run: write each planned node's user-data to DIR/<node>.yaml.",
+        ),
+    ] = None,
     keep_on_failure: Annotated[
         bool,
         typer.Option("--keep-on-failure", help="Keep what a failed plant created, for inspection."),
@@ -161,10 +169,17 @@ def plant(
     state = _state(ctx)
     context = state.context()
     request = PlantRequest(target=target, size=size, nodes=nodes, keep_on_failure=keep_on_failure)
+    if user_data_dir is not None and not dry_run:
+        _fail("--user-data-dir only goes with --dry-run", EXIT_USAGE)
     plant_plan = plan(context, request)
     if dry_run or (plant_plan.provider.costs_money and not yes):
         out.show_plan(plant_plan)
         if dry_run:
+            if user_data_dir is not None:
+                from morpheus.services.plant import write_user_data
+
+                written = write_user_data(context, plant_plan, user_data_dir)
+                out.show_written(written)
             return
         _confirm("Create these machines?")
     with out.NodeProgress(enabled=not state.quiet and output == OutputFormat.table) as progress:
@@ -216,6 +231,18 @@ def teardown(ctx: typer.Context, forest: ForestArgument, yes: YesOption = False)
     out.show_removal(found.id, removal)
     if removal.failed:
         raise typer.Exit(EXIT_FAILURE)
+
+
+@app.command(name="user-data")
+def user_data(
+    ctx: typer.Context,
+    forest: ForestArgument,
+    node: Annotated[str, typer.Argument(help="Node name (node-1) or id.")],
+) -> None:
+    """Print the cloud-init user-data a node of the forest gets (secrets included: keep it)."""
+    from morpheus.services.plant import node_user_data
+
+    sys.stdout.write(node_user_data(_state(ctx).context(), forest, node))
 
 
 @app.command()

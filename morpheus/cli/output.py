@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -130,6 +131,19 @@ def show_plan(plan: PlantPlan) -> None:
     console.print(f"Plan: {plan.size} forest of {plan.node_count} node(s) on {plan.provider.name}")
     for line in plan.lines:
         console.print(f"  {line.label}: {line.value}", markup=False)
+    if plan.provider.costs_money:
+        console.print(
+            "  ports: 22 (SSH) and 8222 (NATS monitoring) from admin sources only; 6222 (cluster)"
+            " from the forest's nodes only; 4222 (clients) on each node's localhost only",
+            markup=False,
+        )
+
+
+def show_written(paths: list[Path]) -> None:
+    console = _console()
+    for path in paths:
+        console.print(f"  wrote {path}", markup=False)
+    console.print("These files hold the forest's route password: keep them private.")
 
 
 def show_planted(result: PlantResult, output: OutputFormat) -> None:

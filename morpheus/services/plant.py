@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass
 from difflib import get_close_matches
+from pathlib import Path
 
-from morpheus.blueprint import RouteCredentials
+from morpheus.blueprint import NodeBlueprint, Peer, RouteCredentials, route_mesh
 from morpheus.errors import MorpheusError, UsageError
 from morpheus.models import Forest, ForestStatus, Node, NodeStatus
-from morpheus.provider import ForestPlan, PlanLine, Provider, installed_providers
+from morpheus.provider import ForestPlan, PlanLine, Provider, Reservation, installed_providers
 from morpheus.registry import forest_lock
 from morpheus.services import Context, Progress
-from morpheus.services.provision import Removal, provision_nodes
+from morpheus.services.provision import (
+    Removal,
+    blueprint_for,
+    provision_nodes,
+    reservation_of,
+)
 from morpheus.services.teardown import remove_forest
 
 SIZES = {"small": 1, "medium": 3, "large": 5}
@@ -141,3 +148,91 @@ def plant(
         registry.set_forest_status(forest.id, ForestStatus.ACTIVE)
         registry.add_event(forest.id, "planted", f"{len(active)} node(s) active", ctx.clock())
     return PlantResult(forest=registry.get_forest(forest.id), nodes=active)
+
+
+PREVIEW_PREFIX = "2001:db8::"
+
+
+def preview_blueprints(ctx: Context, plant_plan: PlantPlan) -> list[NodeBlueprint]:
+    """The blueprints a plant would give its nodes, creating nothing.
+
+    Addresses are not known before the provider reserves them, so the preview uses the
+    documentation prefix 2001:db8::/32 in their place; everything else is what a node gets.
+    """
+    now = ctx.clock()
+    forest_id = f"forest-{int(now.timestamp())}"
+    forest = Forest(
+        id=forest_id,
+        provider=plant_plan.provider.name,
+        size=plant_plan.size,
+        status=ForestStatus.PLANTING,
+        created_at=now,
+        cluster_name=forest_id,
+        credentials_ref="preview",
+        run_id="run-preview",
+    )
+    nodes = [
+        Node(
+            id=f"{forest_id}-node-{i}",
+            forest_id=forest_id,
+            name=f"node-{i}",
+            index=i,
+            status=NodeStatus.PLANNED,
+            created_at=now,
+        )
+        for i in range(1, plant_plan.node_count + 1)
+    ]
+    reservations = [
+        Reservation(forest_id=forest_id, node_id=node.id, host=f"{PREVIEW_PREFIX}{node.index}")
+        for node in nodes
+    ]
+    peers = [Peer(host=r.host, port=r.ports.cluster) for r in reservations]
+    credentials = RouteCredentials.generate()
+    return [
+        blueprint_for(
+            ctx.settings, forest, node, reservation, peers, credentials, plant_plan.provider, now
+        )
+        for node, reservation in zip(nodes, reservations, strict=True)
+    ]
+
+
+def node_user_data(ctx: Context, forest_id: str, node_name: str) -> str:
+    """The cloud-init user-data an existing node gets, rendered again from the registry."""
+    from morpheus.render import render_user_data
+
+    registry = ctx.registry
+    forest = registry.get_forest(forest_id)
+    nodes = registry.nodes(forest.id)
+    node = next((n for n in nodes if node_name in (n.name, n.id)), None)
+    if node is None:
+        names = ", ".join(n.name for n in nodes) or "none"
+        raise UsageError(f"{forest.id} has no node {node_name!r}; its nodes: {names}")
+    provider = ctx.provider(forest.provider)
+    peers = route_mesh(registry.active_node_addresses(forest.id), [])
+    now = ctx.clock()
+    blueprint = blueprint_for(
+        ctx.settings,
+        forest,
+        node,
+        reservation_of(node),
+        peers or [Peer(host=node.host or "")],
+        registry.route_credentials(forest.id),
+        provider,
+        now,
+    )
+    return render_user_data(blueprint, now=now)
+
+
+def write_user_data(ctx: Context, plant_plan: PlantPlan, directory: Path) -> list[Path]:
+    """``--dry-run --user-data-dir``: each planned node's user-data, written 0600."""
+    from morpheus.render import render_user_data
+
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    written = []
+    for blueprint in preview_blueprints(ctx, plant_plan):
+        path = directory / f"{blueprint.node_id}.yaml"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            stream.write(render_user_data(blueprint, now=blueprint.rendered_at))
+        written.append(path)
+    return written

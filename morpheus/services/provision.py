@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from morpheus.blueprint import (
     NatsInstall,
@@ -32,6 +33,7 @@ def blueprint_for(
     peers: Sequence[Peer],
     credentials: RouteCredentials,
     provider: Provider,
+    now: datetime,
 ) -> NodeBlueprint:
     """The blueprint of one node from the forest, its reservation and the route mesh."""
     integration = settings.integration
@@ -65,6 +67,9 @@ def blueprint_for(
         ),
         "nimsforest": nimsforest,
         "labels": labels_for(forest.id, node.id, forest.run_id),
+        "admin_sources": tuple(settings.infrastructure.admin_sources),
+        "ssh_port": settings.provisioning.ssh_port,
+        "rendered_at": now,
     }
     fields.update(provider.blueprint_fields(reservation))
     return build_blueprint(**fields)
@@ -107,8 +112,9 @@ def provision_nodes(
         [Peer(host=r.host, port=r.ports.cluster) for r in reservations],
     )
     credentials = registry.route_credentials(forest.id)
+    now = ctx.clock()
     blueprints = [
-        blueprint_for(settings, forest, node, reservation, peers, credentials, provider)
+        blueprint_for(settings, forest, node, reservation, peers, credentials, provider, now)
         for node, reservation in zip(placed, reservations, strict=True)
     ]
     deadline = time.monotonic() + settings.provisioning.readiness_timeout
@@ -177,7 +183,14 @@ def reconfigure_nodes(
     credentials = ctx.registry.route_credentials(forest.id)
     for node in nodes:
         blueprint = blueprint_for(
-            ctx.settings, forest, node, reservation_of(node), peers, credentials, provider
+            ctx.settings,
+            forest,
+            node,
+            reservation_of(node),
+            peers,
+            credentials,
+            provider,
+            ctx.clock(),
         )
         provider.apply_blueprint(handle_for(forest, node), blueprint)
 

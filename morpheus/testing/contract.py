@@ -68,7 +68,14 @@ class ContractForest:
                 created_at=datetime.now(UTC),
             )
             blueprint = blueprint_for(
-                self.settings, forest, node, reservation, peers, credentials, self.provider
+                self.settings,
+                forest,
+                node,
+                reservation,
+                peers,
+                credentials,
+                self.provider,
+                datetime.now(UTC),
             )
             handle = self.provider.create_node(blueprint)
             self.handles.append(handle)

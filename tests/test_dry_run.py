@@ -1,0 +1,49 @@
+"""plant --dry-run shows what would be made and makes nothing; user-data shows a node's."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import yaml
+
+from morpheus.testing.cli import morpheus
+from morpheus.testing.nats import processes_mentioning
+
+
+def test_dry_run_creates_nothing_and_writes_user_data(state_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "user-data"
+    result = morpheus("plant", "local", "medium", "--dry-run", "--user-data-dir", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "Plan: medium forest of 3 node(s) on local" in result.stdout
+    files = sorted(out.iterdir())
+    assert [f.name.rsplit("-", 2)[-2:] for f in files] == [["node", f"{i}.yaml"] for i in (1, 2, 3)]
+    for path in files:
+        text = path.read_text()
+        assert text.startswith("#cloud-config\n")
+        assert isinstance(yaml.safe_load(text), dict)
+        assert os.stat(path).st_mode & 0o777 == 0o600
+    assert "2001:db8::3" in files[0].read_text()  # the full mesh, with placeholder addresses
+    assert json.loads(morpheus("list", "-o", "json").stdout) == []
+    assert processes_mentioning(str(state_dir)) == []
+
+
+def test_user_data_dir_needs_dry_run(tmp_path: Path) -> None:
+    result = morpheus("plant", "local", "small", "--user-data-dir", str(tmp_path / "x"))
+    assert result.returncode == 2
+    assert "--user-data-dir only goes with --dry-run" in result.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_user_data_of_an_existing_node() -> None:
+    planted = json.loads(morpheus("plant", "local", "small", "-o", "json").stdout)
+    forest_id = planted["forest"]["id"]
+    shown = morpheus("user-data", forest_id, "node-1")
+    assert shown.returncode == 0
+    assert shown.stdout.startswith("#cloud-config\n")
+    assert f"{forest_id}-node-1" in shown.stdout
+    missing = morpheus("user-data", forest_id, "node-7")
+    assert missing.returncode == 2
+    assert "its nodes: node-1" in missing.stderr
+    assert morpheus("teardown", forest_id, "--yes").returncode == 0
