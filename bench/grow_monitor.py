@@ -22,6 +22,9 @@ from morpheus.models import Capacity, NodeStatus, Ports
 from morpheus.registry import Registry
 from morpheus.testing.cli import cli_environment
 
+sys.path.insert(0, str(Path(__file__).parent))
+from results import write_section  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 NODES, DELAY, TIMEOUT, RUNS = 200, 0.1, 2.0, 5
 
@@ -86,17 +89,7 @@ def main() -> None:
             f"{aggregate['reachable']}/{aggregate['nodes']} |"
         )
         print(lines[-1])
-    write_section(ROOT / "docs/performance.md", "## Grow: polling 200 nodes", "\n".join(lines))
-
-
-def write_section(path: Path, heading: str, text: str) -> None:
-    """Replace this benchmark's section of the results page (other sections are kept)."""
-    old = path.read_text() if path.exists() else "# Performance\n\nMeasured by the benchmarks in `bench/`.\n"
-    parts = old.split("\n## ")
-    kept = [parts[0].rstrip("\n")] + [
-        "## " + p.rstrip("\n") for p in parts[1:] if not ("## " + p).startswith(heading)
-    ]
-    path.write_text("\n\n".join([*kept, text]) + "\n")
+    write_section("## Grow: polling 200 nodes", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -1,3 +1,3 @@
-from morpheus.cli.app import main
+from morpheus.cli import main
 
 main()

@@ -85,26 +85,23 @@ def test_unknown_provider_lists_installed(tmp_path: object) -> None:
     assert "installed: " in result.stderr and "local" in result.stderr
 
 
-def test_completion_offers_forest_ids() -> None:
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_completion_fast_path_answers_as_typer_does(shell: str) -> None:
     planted = json.loads(morpheus("plant", "local", "small", "-o", "json").stdout)
     forest_id = planted["forest"]["id"]
     assert complete_forest_id("forest-") == [forest_id]
     assert complete_forest_id("nope") == []
-    env = dict(
-        os.environ,
-        _MORPHEUS_COMPLETE="complete_bash",
-        COMP_WORDS="morpheus status fo",
-        COMP_CWORD="2",
-    )
-    shell = subprocess.run(
-        [sys.executable, "-m", "morpheus"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert forest_id in shell.stdout
+    for words in ("morpheus status fo", "morpheus teardown ", "morpheus grow nope"):
+        env = dict(os.environ, _MORPHEUS_COMPLETE=f"complete_{shell}", COMP_WORDS=words,
+                   COMP_CWORD="2", _TYPER_COMPLETE_ARGS=words)
+        fast = subprocess.run([sys.executable, "-m", "morpheus"], env=env, capture_output=True,
+                              text=True, timeout=60, check=True)
+        typer_answer = subprocess.run(
+            [sys.executable, "-c", "from morpheus.cli.app import main; main()"],
+            env=env, capture_output=True, text=True, timeout=60, check=False,
+        )
+        assert fast.stdout.strip() == typer_answer.stdout.strip(), words
+        assert (forest_id in fast.stdout) == ("nope" not in words)
     assert morpheus("teardown", forest_id, "--yes").returncode == 0
 
 

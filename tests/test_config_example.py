@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
-from morpheus_local.provider import LocalSettings
 
+from morpheus.provider import load_provider_class
 from morpheus.settings import Settings, load_settings
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config.example.yaml"
@@ -29,7 +30,9 @@ def test_example_names_every_key() -> None:
         assert set(data[section]) == set(values), section
 
 
-def test_example_local_table_is_the_local_defaults() -> None:
-    data = yaml.safe_load(EXAMPLE.read_text())
-    assert LocalSettings.model_validate(data["providers"]["local"]) == LocalSettings()
-    assert set(data["providers"]["local"]) == set(LocalSettings.model_fields)
+@pytest.mark.parametrize("name", ["local", "libvirt"])
+def test_example_provider_tables_are_their_defaults(name: str) -> None:
+    data = yaml.safe_load(EXAMPLE.read_text())["providers"][name]
+    model = load_provider_class(name).settings_model
+    assert model.model_validate(data) == model()
+    assert set(data) == set(model.model_fields)
