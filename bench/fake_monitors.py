@@ -27,8 +27,9 @@ VARZ = {
 BODIES = {
     "/varz": json.dumps(VARZ).encode(),
     "/healthz": b'{"status":"ok"}',
-    "/routez": json.dumps({"routes": [{"remote_id": "A", "remote_name": "a"},
-                                      {"remote_id": "B", "remote_name": "b"}]}).encode(),
+    "/routez": json.dumps(
+        {"routes": [{"remote_id": "A", "remote_name": "a"}, {"remote_id": "B", "remote_name": "b"}]}
+    ).encode(),
 }
 
 

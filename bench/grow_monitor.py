@@ -23,7 +23,7 @@ from morpheus.registry import Registry
 from morpheus.testing.cli import cli_environment
 
 sys.path.insert(0, str(Path(__file__).parent))
-from results import write_section  # noqa: E402
+from results import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 NODES, DELAY, TIMEOUT, RUNS = 200, 0.1, 2.0, 5
@@ -32,22 +32,44 @@ NODES, DELAY, TIMEOUT, RUNS = 200, 0.1, 2.0, 5
 def forest_of(state: Path, ports: list[int]) -> str:
     with Registry.in_state_dir(state) as registry:
         now = datetime.now(UTC)
-        forest = registry.create_forest(provider="local", size="custom", location=None,
-                                        run_id="run-bench", credentials=RouteCredentials.generate(),
-                                        now=now)
+        forest = registry.create_forest(
+            provider="local",
+            size="custom",
+            location=None,
+            run_id="run-bench",
+            credentials=RouteCredentials.generate(),
+            now=now,
+        )
         for node, port in zip(registry.plan_nodes(forest.id, len(ports), now), ports, strict=True):
-            registry.save_node(node.model_copy(update={
-                "host": "127.0.0.1", "ports": Ports(client=4222, cluster=6222, monitor=port),
-                "capacity": Capacity(cores=2, memory_bytes=4 << 30), "status": NodeStatus.ACTIVE,
-            }))
+            registry.save_node(
+                node.model_copy(
+                    update={
+                        "host": "127.0.0.1",
+                        "ports": Ports(client=4222, cluster=6222, monitor=port),
+                        "capacity": Capacity(cores=2, memory_bytes=4 << 30),
+                        "status": NodeStatus.ACTIVE,
+                    }
+                )
+            )
         return forest.id
 
 
 def measure(silent: int) -> tuple[list[float], dict[str, object]]:
-    with tempfile.TemporaryDirectory() as state, subprocess.Popen(
-        [sys.executable, str(ROOT / "bench/fake_monitors.py"), str(NODES), str(silent), str(DELAY)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    ) as monitors:
+    with (
+        tempfile.TemporaryDirectory() as state,
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "bench/fake_monitors.py"),
+                str(NODES),
+                str(silent),
+                str(DELAY),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as monitors,
+    ):
         assert monitors.stdout is not None and monitors.stdin is not None
         ports = json.loads(monitors.stdout.readline())
         forest_id = forest_of(Path(state), ports)
@@ -56,9 +78,23 @@ def measure(silent: int) -> tuple[list[float], dict[str, object]]:
         for run_number in range(RUNS + 1):
             started = time.perf_counter()
             run = subprocess.run(
-                [sys.executable, "-m", "morpheus", "grow", forest_id, "--output", "json",
-                 "--dry-run", "--timeout", str(TIMEOUT)],
-                capture_output=True, text=True, env=env, check=False, timeout=60,
+                [
+                    sys.executable,
+                    "-m",
+                    "morpheus",
+                    "grow",
+                    forest_id,
+                    "--output",
+                    "json",
+                    "--dry-run",
+                    "--timeout",
+                    str(TIMEOUT),
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=False,
+                timeout=60,
             )
             if run_number:  # the first run only warms the bytecode cache, as a user's would
                 times.append(time.perf_counter() - started)

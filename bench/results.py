@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
-HEADER = "# Performance\n\nMeasured by the benchmarks in `bench/`; each section says how to rerun it.\n"
+HEADER = (
+    "# Performance\n\nMeasured by the benchmarks in `bench/`; each section says how to rerun it.\n"
+)
 
 
 def write_section(heading: str, text: str, page: Path = PAGE) -> None:

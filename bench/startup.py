@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from results import write_section  # noqa: E402
+from results import write_section
 
-from morpheus.testing.cli import cli_environment  # noqa: E402
+from morpheus.testing.cli import cli_environment
 
 RUNS = 21
 MINIMAL_APP = '''
@@ -46,11 +46,17 @@ def main() -> None:
         minimal.write_text(MINIMAL_APP)
         env = dict(cli_environment(), MORPHEUS_STATE_DIR=str(state))
         morpheus = [str(Path(sys.executable).parent / "morpheus")]
-        planted = subprocess.run([*morpheus, "plant", "local", "small", "-o", "json"],
-                                 env=env, capture_output=True, text=True, check=True)
+        planted = subprocess.run(
+            [*morpheus, "plant", "local", "small", "-o", "json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         forest_id = json.loads(planted.stdout)["forest"]["id"]
-        completion_env = dict(env, _MORPHEUS_COMPLETE="complete_bash",
-                              COMP_WORDS="morpheus status fo", COMP_CWORD="2")
+        completion_env = dict(
+            env, _MORPHEUS_COMPLETE="complete_bash", COMP_WORDS="morpheus status fo", COMP_CWORD="2"
+        )
         cases: dict[str, tuple[list[str], dict[str, str]]] = {
             "minimal Typer app --help": ([sys.executable, str(minimal), "--help"], env),
             "morpheus --help": ([*morpheus, "--help"], env),
@@ -69,8 +75,12 @@ def main() -> None:
                     if run:  # run 0 warms the bytecode cache
                         times[name].append(elapsed)
         finally:
-            subprocess.run([*morpheus, "teardown", forest_id, "--yes"], env=env,
-                           capture_output=True, check=False)
+            subprocess.run(
+                [*morpheus, "teardown", forest_id, "--yes"],
+                env=env,
+                capture_output=True,
+                check=False,
+            )
     base = statistics.median(times["minimal Typer app --help"])
     lines = [
         "## Start-up",
@@ -81,11 +91,17 @@ def main() -> None:
         "| command | goal | median | ratio to minimal app |",
         "|---|---|---|---|",
     ]
-    goals = {"morpheus --help": "≤ 1.3×", "morpheus list": "≤ 1.3×",
-             "forest-id completion": "< 200 ms", "minimal Typer app --help": "baseline"}
+    goals = {
+        "morpheus --help": "≤ 1.3×",
+        "morpheus list": "≤ 1.3×",
+        "forest-id completion": "< 200 ms",
+        "minimal Typer app --help": "baseline",
+    }
     for name, samples in times.items():
         median = statistics.median(samples)
-        lines.append(f"| `{name}` | {goals[name]} | {median * 1000:.0f} ms | {median / base:.2f}× |")
+        lines.append(
+            f"| `{name}` | {goals[name]} | {median * 1000:.0f} ms | {median / base:.2f}× |"
+        )
         print(lines[-1])
     write_section("## Start-up", "\n".join(lines))
 

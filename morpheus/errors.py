@@ -14,6 +14,7 @@ cloud SDKs) are translated into these once, at the boundary, with ``raise ... fr
     │   └── PreflightError        a check before creating anything failed
     ├── ReadinessError            nodes did not become ready in time
     ├── NatsReleaseError          no nats-server build with a known SHA-256 could be found
+    ├── LegacyRegistryError       the older tool's registry.json cannot be imported
     └── TemplateInputError        a value would be unsafe to render
         └── UserDataError         rendered user-data a cloud would refuse (size, first line)
 """
@@ -71,3 +72,7 @@ class UserDataError(TemplateInputError):
 
 class NatsReleaseError(MorpheusError):
     """No nats-server build with a known SHA-256 was found for the configured version."""
+
+
+class LegacyRegistryError(MorpheusError):
+    """The older Go tool's ``registry.json`` cannot be read or is not what it wrote."""

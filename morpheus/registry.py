@@ -192,6 +192,68 @@ class Registry:
             self._event(db, forest_id, now, "planting", f"planting {size} forest on {provider}")
         return self.get_forest(forest_id)
 
+    def import_forest(
+        self,
+        forest: Forest,
+        credentials: RouteCredentials,
+        nodes: list[Node],
+        message: str,
+        now: datetime,
+    ) -> bool:
+        """Record a forest made elsewhere under its own id, with its nodes, in one transaction.
+
+        False (and nothing written) when a forest with that id is already recorded.
+        """
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM forests WHERE id = ?", (forest.id,)).fetchone():
+                return False
+            db.execute(
+                "INSERT INTO forests (id, provider, size, location, status, created_at,"
+                " last_expansion, cluster_name, credentials_ref, run_id, next_node_index)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    forest.id,
+                    forest.provider,
+                    forest.size,
+                    forest.location,
+                    forest.status,
+                    _iso(forest.created_at),
+                    _iso(forest.last_expansion),
+                    forest.cluster_name,
+                    f"registry:route_credentials/{forest.id}",
+                    forest.run_id,
+                    max((node.index for node in nodes), default=0) + 1,
+                ),
+            )
+            db.execute(
+                "INSERT INTO route_credentials VALUES (?,?,?)",
+                (forest.id, credentials.username, credentials.password.get_secret_value()),
+            )
+            for node in nodes:
+                if db.execute("SELECT 1 FROM nodes WHERE id = ?", (node.id,)).fetchone():
+                    raise RegistryError(f"a node {node.id} is already recorded; nothing imported")
+                db.execute(
+                    "INSERT INTO nodes (id, forest_id, name, idx, provider_id, host, addresses,"
+                    " ports, capacity, status, location, created_at)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        node.id,
+                        forest.id,
+                        node.name,
+                        node.index,
+                        node.provider_id,
+                        node.host,
+                        json.dumps(node.addresses),
+                        node.ports.model_dump_json(),
+                        None if node.capacity is None else node.capacity.model_dump_json(),
+                        node.status,
+                        node.location,
+                        _iso(node.created_at),
+                    ),
+                )
+            self._event(db, forest.id, now, "imported", message)
+        return True
+
     def get_forest(self, forest_id: str) -> Forest:
         row = self._db.execute("SELECT * FROM forests WHERE id = ?", (forest_id,)).fetchone()
         if row is None:

@@ -245,6 +245,38 @@ def teardown(
         raise typer.Exit(EXIT_FAILURE)
 
 
+@app.command()
+def reconcile(
+    ctx: typer.Context,
+    forest: ForestArgument,
+    yes: YesOption = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would change; change nothing.")
+    ] = False,
+) -> None:
+    """Repair a forest after an interrupted plant, grow or teardown (registry = platform)."""
+    from morpheus.cli import output as out
+    from morpheus.services import no_progress
+    from morpheus.services.reconcile import preview
+    from morpheus.services.reconcile import reconcile as reconcile_forest
+
+    state = _state(ctx)
+    context = state.context()
+    plan = preview(context, forest)
+    out.show_reconcile_plan(plan)
+    if dry_run:
+        return
+    if plan.changes and not yes:
+        _confirm("Apply these changes?", "reconcile deletes nodes: pass --yes")
+    with out.NodeProgress(enabled=not state.quiet) as progress:
+        result = reconcile_forest(
+            context, plan.forest.id, progress if not state.quiet else no_progress
+        )
+    out.show_reconciliation(result)
+    if result.failed:
+        raise typer.Exit(EXIT_FAILURE)
+
+
 @app.command(name="user-data")
 def user_data(
     ctx: typer.Context,

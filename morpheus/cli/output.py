@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from morpheus.services.grow import Assessment, Expansion
     from morpheus.services.plant import PlantPlan, PlantResult
     from morpheus.services.provision import Removal
+    from morpheus.services.reconcile import ReconcilePlan, Reconciliation
     from morpheus.services.status import ForestView
     from morpheus.settings import LoadedSettings
 
@@ -245,6 +246,38 @@ def show_teardown_preview(forest_id: str, node_ids: list[str]) -> None:
     for node_id in node_ids:
         console.print(f"  {node_id}", markup=False)
     console.print("and the forest's records. Nothing was deleted (--dry-run).")
+
+
+def show_reconcile_plan(plan: ReconcilePlan) -> None:
+    console = _console()
+    forest_id = plan.forest.id
+    if plan.finish_teardown or not plan.keep:
+        why = "its teardown was interrupted" if plan.finish_teardown else "no active node is left"
+        console.print(f"{forest_id}: {why}; reconcile removes the whole forest.", markup=False)
+        return
+    console.print(f"{forest_id}: keep {', '.join(n.name for n in plan.keep)}", markup=False)
+    for node in plan.remove:
+        console.print(f"  delete {node.name} (left {node.status.value})", markup=False)
+    for node in plan.missing:
+        console.print(f"  forget {node.name} (gone from {plan.forest.provider})", markup=False)
+    for handle in plan.untracked:
+        console.print(f"  delete {handle.node_id} (not in the registry)", markup=False)
+    if not plan.changes:
+        console.print("  nothing to delete; the kept nodes get their configuration again")
+
+
+def show_reconciliation(result: Reconciliation) -> None:
+    console = _console()
+    for what, why in sorted(result.failed.items()):
+        error(f"could not delete {what}: {why}")
+    if result.forest_removed:
+        console.print(f"Removed {result.plan.forest.id}; nothing left behind.", markup=False)
+    elif not result.failed:
+        console.print(
+            f"Reconciled {result.plan.forest.id}: {len(result.plan.keep)} node(s) ready, "
+            f"{len(result.deleted)} deleted.",
+            markup=False,
+        )
 
 
 def show_removal(forest_id: str, removal: Removal) -> None:

@@ -1,0 +1,140 @@
+"""Reconcile: make a forest's registry, platform and NATS configuration agree again.
+
+The recovery after anything was interrupted (a killed `plant`, `grow` or `teardown`, a node
+deleted behind Morpheus' back).  It keeps the active nodes the platform still runs (or can
+restart), deletes everything else that belongs to the forest (unfinished nodes, failed
+nodes, platform nodes with the forest's labels but no row), re-renders the survivors with a
+route mesh of exactly themselves, and waits until they are ready.  A forest with nothing
+left to keep is removed entirely, as teardown would.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from morpheus.blueprint import Peer
+from morpheus.models import Forest, ForestStatus, Node, NodeStatus
+from morpheus.provider import NodeHandle, Provider
+from morpheus.readiness import ReadinessTarget, wait_nats_ready
+from morpheus.registry import forest_lock
+from morpheus.services import Context, Progress
+from morpheus.services.provision import reconfigure_nodes, remove_nodes
+from morpheus.services.teardown import remove_forest
+
+
+@dataclass
+class ReconcilePlan:
+    """What reconcile would do, from the registry and the platform's own listing."""
+
+    forest: Forest
+    keep: list[Node]
+    remove: list[Node]
+    untracked: list[NodeHandle]
+    missing: list[Node]
+    finish_teardown: bool
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.remove or self.untracked or self.missing or self.finish_teardown)
+
+
+@dataclass
+class Reconciliation:
+    plan: ReconcilePlan
+    deleted: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    forest_removed: bool = False
+
+
+def plan_reconcile(forest: Forest, nodes: list[Node], handles: list[NodeHandle]) -> ReconcilePlan:
+    """Sort the forest's nodes into kept, removed, untracked and missing (pure)."""
+    listed = {handle.node_id: handle for handle in handles}
+    recorded = {node.id for node in nodes}
+    keep, remove, missing = [], [], []
+    for node in nodes:
+        if node.status != NodeStatus.ACTIVE:
+            remove.append(node)
+        elif node.id not in listed:
+            missing.append(node)
+        else:
+            keep.append(node)
+    return ReconcilePlan(
+        forest=forest,
+        keep=keep,
+        remove=remove,
+        untracked=[h for node_id, h in listed.items() if node_id not in recorded],
+        missing=missing,
+        finish_teardown=forest.status == ForestStatus.DELETING,
+    )
+
+
+def preview(ctx: Context, forest_id: str) -> ReconcilePlan:
+    forest = ctx.registry.get_forest(forest_id)
+    provider = ctx.provider(forest.provider)
+    return plan_reconcile(forest, ctx.registry.nodes(forest.id), provider.list_nodes(forest.id))
+
+
+def reconcile(ctx: Context, forest_id: str, progress: Progress) -> Reconciliation:
+    """Carry out ``plan_reconcile`` under the forest's lock."""
+    registry = ctx.registry
+    forest = registry.get_forest(forest_id)
+    provider = ctx.provider(forest.provider)
+    with forest_lock(ctx.state_dir, forest.id) as lock:
+        handles = provider.list_nodes(forest.id)
+        plan = plan_reconcile(forest, registry.nodes(forest.id), handles)
+        result = Reconciliation(plan)
+        if plan.finish_teardown or not (plan.keep):
+            removal = remove_forest(ctx, provider, forest.id, progress)
+            result.deleted, result.failed = removal.deleted, removal.failed
+            result.forest_removed = not removal.failed
+            if result.forest_removed:
+                lock.discard()
+            return result
+        untracked_ids = {h.node_id for h in plan.untracked}
+        removal = remove_nodes(
+            ctx,
+            provider,
+            forest,
+            [*plan.remove, *plan.missing],
+            progress,
+            platform=[
+                h
+                for h in handles
+                if h.node_id in untracked_ids or h.node_id in {n.id for n in plan.remove}
+            ],
+        )
+        result.deleted, result.failed = removal.deleted, removal.failed
+        _rejoin(ctx, provider, forest, plan.keep, progress)
+        registry.set_forest_status(forest.id, ForestStatus.ACTIVE)
+        summary = f"kept {len(plan.keep)} node(s), deleted {len(removal.deleted)}"
+        if removal.failed:
+            summary += f", could not delete {', '.join(sorted(removal.failed))}"
+        registry.add_event(forest.id, "reconciled", summary, ctx.clock())
+        return result
+
+
+def _rejoin(
+    ctx: Context, provider: Provider, forest: Forest, keep: list[Node], progress: Progress
+) -> None:
+    """Give the kept nodes a mesh of exactly themselves (restarting stopped ones) and wait."""
+    if not provider.can_reconfigure:
+        return
+    mesh = [Peer(host=node.host or "", port=node.ports.cluster) for node in keep]
+    for node in keep:
+        progress(node.id, "reconfiguring")
+    reconfigure_nodes(ctx, provider, forest, keep, mesh)
+    wait_nats_ready(
+        [
+            ReadinessTarget(
+                node_id=node.id,
+                host=node.host or "",
+                monitor_port=node.ports.monitor,
+                expected_peers=len(keep) - 1 if len(keep) >= 2 else 0,
+            )
+            for node in keep
+        ],
+        deadline=time.monotonic() + ctx.settings.provisioning.readiness_timeout,
+        max_interval=ctx.settings.provisioning.readiness_interval,
+        progress=progress,
+    )
