@@ -105,3 +105,57 @@ def test_teardown_keeps_the_rows_of_what_it_could_not_delete(context: Context) -
     removal = remove_forest(context, local(context), forest_id, no_progress)
     assert removal.deleted == [f"{forest_id}-node-2"]
     assert context.registry.list_forests() == []
+
+
+class Interrupted(LocalProvider):
+    """The operator presses Ctrl-C while the nodes start."""
+
+    def wait_running(self, handle: NodeHandle, deadline: float) -> NodeHandle:
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("rollback", [True, False])
+def test_ctrl_c_asks_once_then_rolls_back_or_keeps(context: Context, rollback: bool) -> None:
+    asked: list[bool] = []
+
+    def answer() -> bool:
+        asked.append(rollback)
+        return rollback
+
+    request = PlantRequest(target="local", nodes=2)
+    plan = PlantPlan(local(context, Interrupted), "custom", 2, [])
+    with pytest.raises(PlantFailedError, match="interrupted"):
+        plant(context, plan, request, no_progress, rollback_on_interrupt=answer)
+    assert asked == [rollback]
+    if rollback:
+        assert context.registry.list_forests() == []
+        assert processes_mentioning(str(context.state_dir)) == []
+    else:
+        (forest,) = context.registry.list_forests()
+        assert forest.status == ForestStatus.FAILED
+        assert len(processes_mentioning(str(context.state_dir))) == 2
+        assert not remove_forest(context, local(context), forest.id, no_progress).failed
+
+
+def test_sigint_from_a_script_rolls_back(state_dir: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    with subprocess.Popen(
+        [sys.executable, "-m", "morpheus", "plant", "local", "medium"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    ) as command:
+        assert command.stderr is not None
+        for line in command.stderr:
+            if "creating" in line:
+                break
+        command.send_signal(signal.SIGINT)
+        _, err = command.communicate(timeout=60)
+    assert command.returncode == 1, err
+    assert "interrupted; rolled back" in err
+    assert processes_mentioning(str(state_dir)) == []
+    assert not list(state_dir.glob("local/*/*"))

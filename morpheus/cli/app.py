@@ -348,6 +348,16 @@ def grow(
         raise typer.Exit(EXIT_BLOCKED)
 
 
+def _ask_rollback() -> bool:
+    """Ctrl-C during plant: ask once whether to delete what was made (yes if no one answers)."""
+    if not sys.stdin.isatty():
+        return True
+    try:
+        return typer.confirm("\nInterrupted. Delete what this plant created?", default=True)
+    except (KeyboardInterrupt, EOFError):
+        return True
+
+
 def _choose_forest(context: Context) -> str:
     """The only forest; with several, ask at a terminal and refuse in a script."""
     ids = [f.id for f in context.registry.list_forests()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from difflib import get_close_matches
 from pathlib import Path
@@ -99,10 +100,23 @@ def plan(ctx: Context, request: PlantRequest) -> PlantPlan:
     return PlantPlan(provider, size, count, provider.plan_lines(forest_plan))
 
 
+def _always() -> bool:
+    return True
+
+
 def plant(
-    ctx: Context, plant_plan: PlantPlan, request: PlantRequest, progress: Progress
+    ctx: Context,
+    plant_plan: PlantPlan,
+    request: PlantRequest,
+    progress: Progress,
+    *,
+    rollback_on_interrupt: Callable[[], bool] = _always,
 ) -> PlantResult:
-    """Create the planned forest; on failure or Ctrl-C roll back everything this run made."""
+    """Create the planned forest; on failure roll back everything this run made.
+
+    On Ctrl-C, ``rollback_on_interrupt()`` is asked once (the CLI asks the operator): True
+    rolls back, False keeps what was made, as ``--keep-on-failure`` would.
+    """
     registry = ctx.registry
     provider = plant_plan.provider
     forest = registry.create_forest(
@@ -120,14 +134,17 @@ def plant(
         except (MorpheusError, KeyboardInterrupt) as exc:
             reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
             registry.add_event(forest.id, "failed", f"plant failed: {reason}", ctx.clock())
-            if request.keep_on_failure:
+            keep = request.keep_on_failure
+            if isinstance(exc, KeyboardInterrupt):
+                keep = keep or not rollback_on_interrupt()
+            if keep:
                 registry.set_forest_status(forest.id, ForestStatus.FAILED)
                 for node in registry.nodes(forest.id):
                     if node.status != NodeStatus.ACTIVE:
                         registry.save_node(node.model_copy(update={"status": NodeStatus.FAILED}))
                 raise PlantFailedError(
-                    f"plant of {forest.id} failed: {reason}; kept for inspection "
-                    f"(--keep-on-failure); remove it with `morpheus teardown {forest.id}`",
+                    f"plant of {forest.id} failed: {reason}; kept for inspection; "
+                    f"remove it with `morpheus teardown {forest.id}`",
                     None,
                 ) from exc
             removal = remove_forest(ctx, provider, forest.id, progress)
