@@ -10,20 +10,29 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
+from morpheus.blueprint import HttpUrl
 from morpheus.errors import ConfigError
 
 ENV_PREFIX = "MORPHEUS_"
 TOKEN_VARIABLES = ("HCLOUD_TOKEN", "HETZNER_API_TOKEN")
 DEFAULT_NATS_VERSION = "2.15.1"
+#: Values a config file may expand to (YAML aliases can multiply a small file without end).
+MAX_CONFIG_VALUES = 100_000
 
 
 class Section(BaseModel):
@@ -51,15 +60,15 @@ class InfrastructureSettings(Section):
 class IntegrationSettings(Section):
     nats_install: bool = True
     nats_version: str = Field(default=DEFAULT_NATS_VERSION, pattern=r"^\d+\.\d+\.\d+$")
-    nats_download_url: str | None = None
+    nats_download_url: HttpUrl | None = None
     nats_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     jetstream_max_memory: str = Field(default="1G", pattern=r"^\d+[KMGT]?$")
     jetstream_max_file: str = Field(default="10G", pattern=r"^\d+[KMGT]?$")
     nimsforest_install: bool = False
-    nimsforest_download_url: str | None = None
+    nimsforest_download_url: HttpUrl | None = None
     nimsforest_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
-    registry_url: str | None = None
-    callback_url: str | None = None
+    registry_url: HttpUrl | None = None
+    callback_url: HttpUrl | None = None
 
     @model_validator(mode="after")
     def _mirror_has_a_digest(self) -> IntegrationSettings:
@@ -81,8 +90,12 @@ class GrowthSettings(Section):
 
 
 class ProvisioningSettings(Section):
-    readiness_timeout: float = Field(default=300.0, gt=0, description="Seconds.")
-    readiness_interval: float = Field(default=2.0, gt=0, description="Seconds.")
+    readiness_timeout: float = Field(
+        default=300.0, gt=0, allow_inf_nan=False, description="Seconds."
+    )
+    readiness_interval: float = Field(
+        default=2.0, gt=0, allow_inf_nan=False, description="Seconds."
+    )
     ssh_port: int = Field(default=22, ge=1, le=65535)
 
 
@@ -119,11 +132,12 @@ class Settings(BaseSettings):
 
 @dataclass(frozen=True)
 class LoadedSettings:
-    """Settings plus where they came from."""
+    """Settings plus where they came from, and warnings for the operator (the CLI shows them)."""
 
     settings: Settings
     path: Path | None
     sources: dict[str, str]
+    warnings: list[str] = field(default_factory=list)
 
 
 def config_search_path(
@@ -146,6 +160,8 @@ def config_search_path(
 def find_config_file(explicit: Path | None, environ: Mapping[str, str]) -> Path | None:
     candidates = config_search_path(explicit, environ, Path.cwd(), Path.home())
     if explicit is not None or environ.get("MORPHEUS_CONFIG"):
+        if candidates[0].exists() and not candidates[0].is_file():
+            raise ConfigError(f"config file {candidates[0]} is not a file")
         if not candidates[0].is_file():
             raise ConfigError(f"config file {candidates[0]} does not exist")
         return candidates[0]
@@ -155,47 +171,96 @@ def find_config_file(explicit: Path | None, environ: Mapping[str, str]) -> Path 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def _expand(
-    value: Any, environ: Mapping[str, str], path: Path, lines: Mapping[str, int], key: str
-) -> Any:
-    """``value`` with every ``${VAR}`` replaced; an unset variable names file and line."""
+class _Expansion:
+    """What ``_expand`` needs besides the value: where it is, and how much is left to expand."""
+
+    def __init__(self, environ: Mapping[str, str], path: Path, lines: Mapping[str, int]) -> None:
+        self.environ = environ
+        self.path = path
+        self.lines = lines
+        self.budget = MAX_CONFIG_VALUES
+
+    def where(self, key: str) -> str:
+        return f"{self.path}:{self.lines.get(key) or _nearest_line(key, self.lines) or 1}"
+
+
+def _expand(value: Any, expansion: _Expansion, key: str, parents: frozenset[int]) -> Any:
+    """``value`` with every ``${VAR}`` replaced; an unset variable names file and line.
+
+    ``parents`` are the containers being expanded above this one: YAML lets an anchor hold
+    an alias to itself, which would otherwise recurse without end.
+    """
+    expansion.budget -= 1
+    if expansion.budget < 0:
+        raise ConfigError(
+            f"{expansion.path}: the configuration expands to more than {MAX_CONFIG_VALUES} "
+            "values; are YAML aliases (*name) repeating a large section?"
+        )
+    environ = expansion.environ
+    if isinstance(value, dict | list):
+        if id(value) in parents:
+            raise ConfigError(
+                f"{expansion.where(key)}: {key} contains itself through a YAML alias; "
+                "an anchor (&name) cannot be used inside its own value"
+            )
+        parents = parents | {id(value)}
     if isinstance(value, str):
 
         def substitute(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in environ:
-                where = f"{path}:{lines.get(key, 1)}"
-                raise ConfigError(f"{where}: ${{{name}}} is used but not set in the environment")
+                line = expansion.lines.get(key, 1)
+                raise ConfigError(
+                    f"{expansion.path}:{line}: ${{{name}}} is used but not set in the environment"
+                )
             return environ[name]
 
         return _VARIABLE.sub(substitute, value)
     if isinstance(value, dict):
         return {
-            k: _expand(item, environ, path, lines, f"{key}.{k}" if key else str(k))
+            k: _expand(item, expansion, f"{key}.{k}" if key else str(k), parents)
             for k, item in value.items()
         }
     if isinstance(value, list):
-        return [_expand(item, environ, path, lines, f"{key}.{i}") for i, item in enumerate(value)]
+        return [
+            _expand(item, expansion, f"{key}.{i}", parents) for i, item in enumerate(value)
+        ]
     return value
 
 
-def _line_map(node: yaml.Node, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, int]]:
-    """Dotted key -> 1-based line, for every mapping key in a composed YAML document."""
+def _line_map(
+    node: yaml.Node, prefix: tuple[str, ...] = (), seen: set[int] | None = None
+) -> Iterator[tuple[str, int]]:
+    """Dotted key -> 1-based line, for every mapping key in a composed YAML document.
+
+    A node reached again through an alias is not walked again (``seen``): that keeps the
+    walk linear in the file's size and ends it for an anchor that contains itself.
+    """
+    seen = set() if seen is None else seen
+    if id(node) in seen:
+        return
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = (*prefix, str(key_node.value))
             yield ".".join(key), key_node.start_mark.line + 1
-            yield from _line_map(value_node, key)
+            yield from _line_map(value_node, key, seen)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             yield ".".join((*prefix, str(index))), item.start_mark.line + 1
-            yield from _line_map(item, (*prefix, str(index)))
+            yield from _line_map(item, (*prefix, str(index)), seen)
 
 
 def read_config_file(
     path: Path, environ: Mapping[str, str]
 ) -> tuple[dict[str, Any], dict[str, int]]:
     """The file's data with ``${VAR}`` expanded, and the line of every key."""
+    data, lines = _parse_config_file(path)
+    return _expand_config(data, environ, path, lines), lines
+
+
+def _parse_config_file(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """The file's data as written (``${VAR}`` not expanded), and the line of every key."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -206,14 +271,65 @@ def read_config_file(
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(exc, "problem", None) or "not valid YAML"
+        problem = " ".join(str(getattr(exc, "problem", None) or "not valid YAML").split())
         raise ConfigError(f"{where}: {problem}; fix the YAML syntax") from exc
+    except RecursionError:
+        raise ConfigError(f"{path}: the YAML is nested too deeply to read") from None
+    except ValueError as exc:
+        # PyYAML turns scalars into numbers with int(), which refuses over 4300 digits.
+        raise ConfigError(f"{path}: a value cannot be read: {exc}") from None
     if data is None:
         return {}, {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    lines = dict(_line_map(document)) if document is not None else {}
-    return _expand(data, environ, path, lines, ""), lines
+    assert isinstance(document, yaml.MappingNode)  # the same text composed as a mapping
+    for key_node, _ in document.value:
+        if key_node.tag != "tag:yaml.org,2002:str":
+            raise ConfigError(
+                f"{path}:{key_node.start_mark.line + 1}: {key_node.value!r} is not a section "
+                "name; see config.example.yaml for the valid keys"
+            )
+    return data, dict(_line_map(document))
+
+
+def _expand_config(
+    data: dict[str, Any], environ: Mapping[str, str], path: Path, lines: Mapping[str, int]
+) -> dict[str, Any]:
+    try:
+        expanded: dict[str, Any] = _expand(data, _Expansion(environ, path, lines), "", frozenset())
+    except RecursionError:
+        raise ConfigError(f"{path}: the YAML is nested too deeply to read") from None
+    return expanded
+
+
+def _token_warnings(path: Path | None, data: Mapping[str, Any]) -> list[str]:
+    """A warning when the file itself holds the token and other users may read it."""
+    secrets = data.get("secrets")
+    if path is None or not isinstance(secrets, dict):
+        return []
+    mode = _readable_by_others(path)
+    if mode is None or not _holds_secret(secrets.get("hetzner_api_token")):
+        return []
+    return [
+        f"{path} holds secrets.hetzner_api_token and other users can read it (mode {mode}); "
+        f"run `chmod 600 {path}`, or put ${{HCLOUD_TOKEN}} in the file instead of the token"
+    ]
+
+
+def _holds_secret(value: object) -> bool:
+    """Whether a config value is a secret itself rather than only ``${VAR}`` references."""
+    return isinstance(value, str) and bool(_VARIABLE.sub("", value).strip())
+
+
+def _readable_by_others(path: Path) -> str | None:
+    """The file's mode as ``0644`` when group or others may read it, else None."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        return f"{stat.S_IMODE(mode):04o}"
+    return None
 
 
 def validate_token(value: str, variable: str) -> str:
@@ -283,7 +399,14 @@ def load_settings(
     """Find, read and validate the configuration; raise ``ConfigError`` naming key and line."""
     env = os.environ if environ is None else environ
     path = find_config_file(explicit, env)
-    data, lines = read_config_file(path, env) if path is not None else ({}, {})
+    data: dict[str, Any] = {}
+    lines: dict[str, int] = {}
+    warnings: list[str] = []
+    if path is not None:
+        written, lines = _parse_config_file(path)
+        data = _expand_config(written, env, path, lines)
+        warnings = _token_warnings(path, written)
+    file_secrets = data.get("secrets")
     token_source: str | None = None
     for variable in TOKEN_VARIABLES:
         if env.get(variable):
@@ -294,7 +417,7 @@ def load_settings(
             token_source = f"env {variable}"
             break
     else:
-        file_token = (data.get("secrets") or {}).get("hetzner_api_token")
+        file_token = file_secrets.get("hetzner_api_token") if isinstance(file_secrets, dict) else None
         if isinstance(file_token, str):
             data["secrets"]["hetzner_api_token"] = validate_token(
                 file_token, "secrets.hetzner_api_token"
@@ -303,16 +426,30 @@ def load_settings(
         settings = Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_describe_validation_error(exc, path, lines, env)) from None
+    except SettingsError as exc:
+        # A MORPHEUS_* variable for a list or a section must hold JSON.
+        reason = " ".join(str(exc).split())
+        raise ConfigError(
+            f"{reason}: a MORPHEUS_* variable for a list or section must be JSON, "
+            'e.g. MORPHEUS_INFRASTRUCTURE__LOCATIONS=\'["fsn1"]\''
+        ) from None
     sources: dict[str, str] = {}
     upper_env = {name.upper() for name in env}
     for key in _leaf_keys(settings):
         env_name = ENV_PREFIX + key.replace(".", "__").upper()
-        if key == "secrets.hetzner_api_token" and token_source:
-            sources[key] = token_source
-        elif env_name in upper_env:
+        # MORPHEUS_SECTION__KEY outranks everything, the token variables included.
+        if env_name in upper_env:
             sources[key] = f"env {env_name}"
+        elif key == "secrets.hetzner_api_token" and token_source:
+            sources[key] = token_source
         elif key in lines:
             sources[key] = f"{path}:{lines[key]}"
         else:
             sources[key] = "default"
-    return LoadedSettings(settings=settings, path=path, sources=sources)
+    token = settings.secrets.hetzner_api_token
+    token_env = ENV_PREFIX + "SECRETS__HETZNER_API_TOKEN"
+    if token is not None and sources["secrets.hetzner_api_token"] == f"env {token_env}":
+        settings.secrets.hetzner_api_token = SecretStr(
+            validate_token(token.get_secret_value(), token_env)
+        )
+    return LoadedSettings(settings=settings, path=path, sources=sources, warnings=warnings)

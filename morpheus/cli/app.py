@@ -191,12 +191,25 @@ def plant(
 
 
 @app.command(name="list")
-def list_forests(output: OutputOption = OutputFormat.table) -> None:
+def list_forests(
+    ctx: typer.Context,
+    output: OutputOption = OutputFormat.table,
+    refresh: Annotated[
+        bool,
+        typer.Option(
+            "--refresh", help="Ask each forest's provider first and record what it reports."
+        ),
+    ] = False,
+) -> None:
     """List the forests in the registry."""
-    from morpheus.cli.plain import show_forests
+    from morpheus.cli.plain import show_drift, show_forests
     from morpheus.listing import forest_summaries
     from morpheus.paths import state_dir
 
+    if refresh:
+        from morpheus.services.reconcile import refresh_all
+
+        show_drift(refresh_all(_state(ctx).context()))
     show_forests(forest_summaries(state_dir()), output.value)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from morpheus.listing import ForestSummary
@@ -42,3 +42,17 @@ def show_forests(forests: list[ForestSummary], output: str) -> None:
         for f in forests
     ]
     sys.stdout.write(table(("ID", "PROVIDER", "SIZE", "NODES", "STATUS", "CREATED"), rows) + "\n")
+
+
+def show_drift(results: Mapping[str, object]) -> None:
+    """One line on stderr per forest whose records changed or could not be checked."""
+    for forest_id, result in results.items():
+        if isinstance(result, str):
+            sys.stderr.write(f"warning: {forest_id}: could not ask its provider: {result}\n")
+            continue
+        lost, adopted = getattr(result, "lost", []), getattr(result, "adopted", [])
+        if lost or adopted:
+            sys.stderr.write(
+                f"{forest_id}: {len(lost)} node(s) gone from the platform, {len(adopted)} found "
+                f"by label; run `morpheus reconcile {forest_id}`\n"
+            )

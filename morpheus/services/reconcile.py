@@ -138,3 +138,78 @@ def _rejoin(
         max_interval=ctx.settings.provisioning.readiness_interval,
         progress=progress,
     )
+
+
+@dataclass
+class Drift:
+    """What a refresh changed in the registry to match the platform."""
+
+    lost: list[str] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)
+
+
+def refresh(ctx: Context, forest: Forest, handles: list[NodeHandle]) -> Drift:
+    """Record what the platform says, deleting nothing (`status`, `list --refresh`).
+
+    An active node the platform no longer has (deleted in a console) becomes ``failed``; a
+    node the platform has with this forest's labels but the registry lacks is adopted, so
+    ``teardown`` and ``reconcile`` will see it.
+    """
+    registry = ctx.registry
+    drift = Drift()
+    listed = {handle.node_id: handle for handle in handles}
+    nodes = registry.nodes(forest.id)
+    now = ctx.clock()
+    for node in nodes:
+        if node.status == NodeStatus.ACTIVE and node.id not in listed:
+            registry.save_node(node.model_copy(update={"status": NodeStatus.FAILED}))
+            registry.add_event(
+                forest.id,
+                "node-lost",
+                f"{node.name} is gone from {forest.provider}; `morpheus reconcile` forgets it",
+                now,
+            )
+            drift.lost.append(node.id)
+    recorded = {node.id for node in nodes}
+    for node_id, handle in listed.items():
+        if node_id in recorded:
+            continue
+        registry.adopt_node(
+            Node(
+                id=node_id,
+                forest_id=forest.id,
+                name=f"node-{handle.index}",
+                index=handle.index,
+                provider_id=handle.provider_id,
+                host=handle.host,
+                addresses=handle.addresses,
+                ports=handle.ports,
+                capacity=handle.capacity,
+                status=NodeStatus.FAILED,
+                location=handle.location,
+                created_at=now,
+            )
+        )
+        registry.add_event(
+            forest.id,
+            "node-adopted",
+            f"{node_id} found on {forest.provider} by its labels; `morpheus reconcile` removes it",
+            now,
+        )
+        drift.adopted.append(node_id)
+    return drift
+
+
+def refresh_all(ctx: Context) -> dict[str, Drift | str]:
+    """`list --refresh`: refresh every forest; a provider that cannot be asked is reported."""
+    from morpheus.errors import MorpheusError
+
+    results: dict[str, Drift | str] = {}
+    for forest in ctx.registry.list_forests():
+        try:
+            handles = ctx.provider(forest.provider).list_nodes(forest.id)
+        except MorpheusError as exc:
+            results[forest.id] = str(exc)
+            continue
+        results[forest.id] = refresh(ctx, forest, handles)
+    return results

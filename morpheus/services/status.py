@@ -10,6 +10,7 @@ from morpheus.models import Event, Forest, Node
 from morpheus.monitor import MonitorTarget, NodeSample, poll_nodes
 from morpheus.provider import NodeHandle
 from morpheus.services import Context
+from morpheus.services.reconcile import refresh
 
 
 @dataclass
@@ -42,6 +43,14 @@ def forest_status(ctx: Context, forest_id: str, *, timeout: float = 3.0) -> Fore
     except MorpheusError as exc:
         platform_ok = False
         notes.append(f"provider {forest.provider} could not be asked: {exc}")
+    else:
+        drift = refresh(ctx, forest, list(handles.values()))
+        if drift.lost or drift.adopted:
+            notes.append(
+                f"registry updated from {forest.provider}: {len(drift.lost)} node(s) gone, "
+                f"{len(drift.adopted)} found by label; `morpheus reconcile {forest.id}` tidies up"
+            )
+        nodes = ctx.registry.nodes(forest.id)
     targets = [
         MonitorTarget(
             node_name=node.id,
