@@ -48,7 +48,8 @@ def _check_host(value: str) -> str:
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:
-        if _HOSTNAME.match(value):
+        # fullmatch: ``$`` alone also matches before a final newline, which must not pass.
+        if _HOSTNAME.fullmatch(value):
             return value
     raise ValueError("must be an IP address or a DNS host name")
 
@@ -178,6 +179,16 @@ class NodeBlueprint(Frozen):
     host_firewall: bool = True
     # When the node's configuration was rendered, shown in its node-info file.
     rendered_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _peers_are_distinct(self) -> NodeBlueprint:
+        # nats-server refuses a config that lists one route twice ("Duplicate route entry").
+        seen: set[tuple[str, int]] = set()
+        for peer in self.peers:
+            if (peer.host.lower(), peer.port) in seen:
+                raise ValueError(f"peer {host_for_url(peer.host)}:{peer.port} is listed twice")
+            seen.add((peer.host.lower(), peer.port))
+        return self
 
     @model_validator(mode="after")
     def _limits_fit_the_machine(self) -> NodeBlueprint:

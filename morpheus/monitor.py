@@ -21,7 +21,7 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Sequence
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -77,18 +77,24 @@ class _Reply(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
 
 
+# nats-server is written in Go and sends its figures as int64 / uint64 and finite float64s;
+# anything outside those is not a NATS server (and would overflow the float arithmetic below).
+_Int64 = Annotated[int, Field(ge=-(2**63), le=2**64 - 1)]
+_Count = Annotated[int, Field(ge=0, le=2**64 - 1)]
+
+
 class JetStreamConfig(_Reply):
     """The JetStream limits a server runs with (0 when JetStream is off)."""
 
-    max_memory: int | None = None
-    max_storage: int | None = None
+    max_memory: _Int64 | None = None
+    max_storage: _Int64 | None = None
 
 
 class JetStreamStats(_Reply):
     """Bytes JetStream currently holds in memory and on disk."""
 
-    memory: int
-    storage: int
+    memory: _Int64
+    storage: _Int64
 
 
 class VarzJetStream(_Reply):
@@ -102,11 +108,11 @@ class Varz(_Reply):
     """The parts of ``/varz`` Morpheus uses."""
 
     server_name: str | None = None
-    cpu: float = Field(ge=0)
-    mem: int = Field(ge=0)
-    cores: int = Field(ge=1)
-    connections: int = Field(ge=0)
-    remotes: int = Field(default=0, ge=0)
+    cpu: float = Field(ge=0, allow_inf_nan=False)
+    mem: _Count
+    cores: Annotated[int, Field(ge=1, le=2**64 - 1)]
+    connections: _Count
+    remotes: _Count = 0
     jetstream: VarzJetStream | None = None
 
 
@@ -121,8 +127,8 @@ class Jsz(_Reply):
     """The parts of ``/jsz`` Morpheus uses: JetStream usage and limits."""
 
     disabled: bool = False
-    memory: int
-    storage: int
+    memory: _Int64
+    storage: _Int64
     config: JetStreamConfig | None = None
 
 
@@ -246,7 +252,8 @@ def _parse(path: str, response: httpx.Response, model: type[_ReplyT]) -> _ReplyT
         raise _EndpointError(path, f"HTTP {response.status_code}", answered=True)
     try:
         data: Any = json.loads(response.content)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
+        # RecursionError: nesting deeper than the parser's stack (no NATS reply nests so).
         raise _EndpointError(path, "malformed JSON", answered=True) from exc
     if not isinstance(data, dict):
         raise _EndpointError(path, "expected a JSON object", answered=True)

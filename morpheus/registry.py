@@ -260,7 +260,9 @@ class Registry:
             known = [forest.id for forest in self.list_forests()]
             close = get_close_matches(forest_id, known, n=1)
             hint = f"; did you mean {close[0]}?" if close else "; `morpheus list` shows them"
-            raise ForestNotFoundError(f"no forest {forest_id!r} in the registry{hint}")
+            # Echo at most a screen line of what was typed (an id is never that long).
+            shown = forest_id if len(forest_id) <= 80 else forest_id[:80] + "…"
+            raise ForestNotFoundError(f"no forest {shown!r} in the registry{hint}")
         return self._forest(row)
 
     def list_forests(self) -> list[Forest]:

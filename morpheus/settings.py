@@ -40,17 +40,30 @@ class Section(BaseModel):
 
 
 class SshSettings(Section):
-    key_name: str = "morpheus"
-    key_path: Path | None = None
+    key_name: str = Field(
+        default="morpheus",
+        description="Name of the SSH key in the cloud account; uploaded from key_path if missing.",
+    )
+    key_path: Path | None = Field(
+        default=None,
+        description="Public key to upload; default: the first of ~/.ssh/id_ed25519.pub, "
+        "~/.ssh/id_rsa.pub.",
+    )
 
 
 class InfrastructureSettings(Section):
     provider: str = Field(default="hetzner", description="Provider used by `plant cloud`.")
     ssh: SshSettings = Field(default_factory=SshSettings)
-    server_type: str = "cx23"
-    image: str = "ubuntu-24.04"
-    locations: list[str] = Field(default_factory=lambda: ["fsn1", "nbg1", "hel1"], min_length=1)
-    enable_ipv4: bool = False
+    server_type: str = Field(default="cx23", description="Machine type of cloud nodes.")
+    image: str = Field(default="ubuntu-24.04", description="OS image of cloud nodes.")
+    locations: list[str] = Field(
+        default_factory=lambda: ["fsn1", "nbg1", "hel1"],
+        min_length=1,
+        description="Locations in order of preference; a node moves on when one is full.",
+    )
+    enable_ipv4: bool = Field(
+        default=False, description="Give nodes IPv4 too (it costs money); else IPv6 only."
+    )
     admin_sources: list[str] = Field(
         default_factory=list,
         description="CIDRs allowed to reach SSH and monitoring; empty means this machine.",
@@ -58,17 +71,39 @@ class InfrastructureSettings(Section):
 
 
 class IntegrationSettings(Section):
-    nats_install: bool = True
-    nats_version: str = Field(default=DEFAULT_NATS_VERSION, pattern=r"^\d+\.\d+\.\d+$")
-    nats_download_url: HttpUrl | None = None
-    nats_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
-    jetstream_max_memory: str = Field(default="1G", pattern=r"^\d+[KMGT]?$")
-    jetstream_max_file: str = Field(default="10G", pattern=r"^\d+[KMGT]?$")
-    nimsforest_install: bool = False
-    nimsforest_download_url: HttpUrl | None = None
-    nimsforest_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
-    registry_url: HttpUrl | None = None
-    callback_url: HttpUrl | None = None
+    nats_install: bool = Field(default=True, description="Install NATS on cloud nodes.")
+    nats_version: str = Field(
+        default=DEFAULT_NATS_VERSION,
+        pattern=r"^\d+\.\d+\.\d+$",
+        description="nats-server release installed on cloud nodes.",
+    )
+    nats_download_url: HttpUrl | None = Field(
+        default=None, description="Mirror URL of the nats-server download (needs nats_sha256)."
+    )
+    nats_sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$", description="SHA-256 of nats_download_url."
+    )
+    jetstream_max_memory: str = Field(
+        default="1G", pattern=r"^\d+[KMGT]?$", description="JetStream memory limit per node."
+    )
+    jetstream_max_file: str = Field(
+        default="10G", pattern=r"^\d+[KMGT]?$", description="JetStream file limit per node."
+    )
+    nimsforest_install: bool = Field(
+        default=False, description="Install and run NimsForest beside NATS on cloud nodes."
+    )
+    nimsforest_download_url: HttpUrl | None = Field(
+        default=None, description="Where nodes download NimsForest (needs nimsforest_sha256)."
+    )
+    nimsforest_sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the NimsForest download."
+    )
+    registry_url: HttpUrl | None = Field(
+        default=None, description="Where NimsForest on a node reports itself; none by default."
+    )
+    callback_url: HttpUrl | None = Field(
+        default=None, description="Called by a node once it is up; none by default."
+    )
 
     @model_validator(mode="after")
     def _mirror_has_a_digest(self) -> IntegrationSettings:
@@ -82,25 +117,42 @@ class IntegrationSettings(Section):
 
 
 class GrowthSettings(Section):
-    enabled: bool = True
-    threshold_cpu: int = Field(default=80, ge=1, le=100)
-    threshold_memory: int = Field(default=80, ge=1, le=100)
-    max_nodes: int = Field(default=10, ge=1, le=500)
-    cooldown_minutes: int = Field(default=10, ge=0)
+    enabled: bool = Field(default=True, description="`grow` adds nodes only when enabled.")
+    threshold_cpu: int = Field(
+        default=80, ge=1, le=100, description="Grow above this mean NATS CPU use (percent)."
+    )
+    threshold_memory: int = Field(
+        default=80, ge=1, le=100, description="Grow above this mean NATS memory use (percent)."
+    )
+    max_nodes: int = Field(
+        default=10, ge=1, le=500, description="Never grow a forest past this many nodes."
+    )
+    cooldown_minutes: int = Field(
+        default=10, ge=0, description="Minutes after a growth during which no other one starts."
+    )
 
 
 class ProvisioningSettings(Section):
     readiness_timeout: float = Field(
-        default=300.0, gt=0, allow_inf_nan=False, description="Seconds."
+        default=300.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds a new node may take to run NATS and see all its peers.",
     )
     readiness_interval: float = Field(
-        default=2.0, gt=0, allow_inf_nan=False, description="Seconds."
+        default=2.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Longest pause between readiness polls, in seconds.",
     )
-    ssh_port: int = Field(default=22, ge=1, le=65535)
+    ssh_port: int = Field(default=22, ge=1, le=65535, description="SSH port of cloud nodes.")
 
 
 class SecretSettings(Section):
-    hetzner_api_token: SecretStr | None = None
+    hetzner_api_token: SecretStr | None = Field(
+        default=None,
+        description="Hetzner Cloud API token; HCLOUD_TOKEN, then HETZNER_API_TOKEN, override it.",
+    )
 
 
 class Settings(BaseSettings):
@@ -115,7 +167,10 @@ class Settings(BaseSettings):
     growth: GrowthSettings = Field(default_factory=GrowthSettings)
     provisioning: ProvisioningSettings = Field(default_factory=ProvisioningSettings)
     secrets: SecretSettings = Field(default_factory=SecretSettings)
-    providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    providers: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="One table per provider plugin, validated by that plugin.",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -200,7 +255,7 @@ def _expand(value: Any, expansion: _Expansion, key: str, parents: frozenset[int]
     if isinstance(value, dict | list):
         if id(value) in parents:
             raise ConfigError(
-                f"{expansion.where(key)}: {key} contains itself through a YAML alias; "
+                f"{expansion.where(key)}: {_printable(key)} contains itself through a YAML alias; "
                 "an anchor (&name) cannot be used inside its own value"
             )
         parents = parents | {id(value)}
@@ -222,9 +277,7 @@ def _expand(value: Any, expansion: _Expansion, key: str, parents: frozenset[int]
             for k, item in value.items()
         }
     if isinstance(value, list):
-        return [
-            _expand(item, expansion, f"{key}.{i}", parents) for i, item in enumerate(value)
-        ]
+        return [_expand(item, expansion, f"{key}.{i}", parents) for i, item in enumerate(value)]
     return value
 
 
@@ -271,7 +324,9 @@ def _parse_config_file(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = " ".join(str(getattr(exc, "problem", None) or "not valid YAML").split())
+        problem = _printable(
+            " ".join(str(getattr(exc, "problem", None) or "not valid YAML").split())
+        )
         raise ConfigError(f"{where}: {problem}; fix the YAML syntax") from exc
     except RecursionError:
         raise ConfigError(f"{path}: the YAML is nested too deeply to read") from None
@@ -284,7 +339,7 @@ def _parse_config_file(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     assert isinstance(document, yaml.MappingNode)  # the same text composed as a mapping
     for key_node, _ in document.value:
-        if key_node.tag != "tag:yaml.org,2002:str":
+        if key_node.tag not in ("tag:yaml.org,2002:str", "tag:yaml.org,2002:merge"):
             raise ConfigError(
                 f"{path}:{key_node.start_mark.line + 1}: {key_node.value!r} is not a section "
                 "name; see config.example.yaml for the valid keys"
@@ -381,7 +436,15 @@ def _describe_validation_error(
         message = "unknown key; see config.example.yaml for the valid keys"
     more = len(exc.errors()) - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"{where}: {key}: {message}{suffix}"
+    return _printable(f"{where}: {key}: {message}{suffix}")
+
+
+def _printable(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters escaped: one line, always.
+
+    Keys and paths in messages come from the operator's files, which may hold anything.
+    """
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
 
 
 def _nearest_line(key: str, lines: Mapping[str, int]) -> int | None:
@@ -417,7 +480,9 @@ def load_settings(
             token_source = f"env {variable}"
             break
     else:
-        file_token = file_secrets.get("hetzner_api_token") if isinstance(file_secrets, dict) else None
+        file_token = (
+            file_secrets.get("hetzner_api_token") if isinstance(file_secrets, dict) else None
+        )
         if isinstance(file_token, str):
             data["secrets"]["hetzner_api_token"] = validate_token(
                 file_token, "secrets.hetzner_api_token"
@@ -427,11 +492,10 @@ def load_settings(
     except ValidationError as exc:
         raise ConfigError(_describe_validation_error(exc, path, lines, env)) from None
     except SettingsError as exc:
-        # A MORPHEUS_* variable for a list or a section must hold JSON.
         reason = " ".join(str(exc).split())
         raise ConfigError(
-            f"{reason}: a MORPHEUS_* variable for a list or section must be JSON, "
-            'e.g. MORPHEUS_INFRASTRUCTURE__LOCATIONS=\'["fsn1"]\''
+            f"a MORPHEUS_* environment variable cannot be read ({reason}); one for a list or "
+            "a section must hold JSON, e.g. MORPHEUS_INFRASTRUCTURE__LOCATIONS='[\"fsn1\"]'"
         ) from None
     sources: dict[str, str] = {}
     upper_env = {name.upper() for name in env}

@@ -153,3 +153,9 @@ def test_no_color_and_pipes_get_no_escape_codes(monkeypatch: pytest.MonkeyPatch)
     for args in (["check"], ["status", "forest-404"], ["plant", "local", "tiny"]):
         result = morpheus(*args)
         assert "\x1b[" not in result.stdout + result.stderr
+
+
+def test_brackets_in_messages_are_shown_not_parsed_as_markup() -> None:
+    result = morpheus("status", "forest-[2001:db8::1]")
+    assert result.returncode == 1
+    assert "'forest-[2001:db8::1]'" in result.stderr

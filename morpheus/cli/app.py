@@ -290,6 +290,44 @@ def reconcile(
         raise typer.Exit(EXIT_FAILURE)
 
 
+@app.command(name="import-registry")
+def import_registry(
+    ctx: typer.Context,
+    path: Annotated[
+        Path | None,
+        typer.Argument(
+            help="The older Go tool's registry (default: ~/.morpheus/registry.json).",
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be imported; write nothing.")
+    ] = False,
+    yes: YesOption = False,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Import the forests and nodes of the older Go tool's registry.json."""
+    from morpheus.cli import output as out
+    from morpheus.provider import installed_providers
+    from morpheus.services.migrate import DEFAULT_LEGACY_REGISTRY, plan_import
+    from morpheus.services.migrate import import_registry as import_forests
+
+    context = _state(ctx).context()
+    plan = plan_import(
+        (path or DEFAULT_LEGACY_REGISTRY).expanduser(),
+        context.registry.forest_ids(),
+        {provider.name for provider in installed_providers()},
+    )
+    if dry_run or not plan.forests:
+        out.show_import(plan, output, dry_run=dry_run)
+        return
+    if not yes:
+        out.show_import(plan, OutputFormat.table, dry_run=True)
+        _confirm(f"Import {len(plan.forests)} forest(s)?", "import-registry asks first: pass --yes")
+    out.show_import(import_forests(context, plan), output)
+
+
 @app.command(name="user-data")
 def user_data(
     ctx: typer.Context,

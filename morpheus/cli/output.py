@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
     from morpheus.cli.app import OutputFormat
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from morpheus.monitor import NodeSample
     from morpheus.provider import CheckResult, ProviderInfo
     from morpheus.services.grow import Assessment, Expansion
+    from morpheus.services.migrate import ImportPlan, ImportResult
     from morpheus.services.plant import PlantPlan, PlantResult
     from morpheus.services.provision import Removal
     from morpheus.services.reconcile import ReconcilePlan, Reconciliation
@@ -33,9 +35,12 @@ def _console(stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     tty = stream.isatty()
     # Piped output is for grep and logs: never truncate it to an imagined terminal width.
+    # No markup or emoji parsing: "[fd4d::2]" is an address, not a style, ":cd:" no emoji.
     return Console(
         file=stream,
         no_color="NO_COLOR" in os.environ or not tty,
+        markup=False,
+        emoji=False,
         highlight=False,
         soft_wrap=True,
         width=None if tty else 400,
@@ -44,7 +49,7 @@ def _console(stderr: bool = False) -> Console:
 
 def error(message: str) -> None:
     """One line on stderr; red at a terminal."""
-    _console(stderr=True).print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+    _console(stderr=True).print(Text.assemble(("error:", "red"), f" {message}"))
 
 
 def _emit(data: Any, output: OutputFormat) -> None:
@@ -327,9 +332,59 @@ def show_checks(results: list[CheckResult], output: OutputFormat) -> None:
         return
     console = _console()
     for result in results:
-        mark = "[green]✓[/green]" if result.ok else "[red]✗[/red]"
+        mark = ("✓", "green") if result.ok else ("✗", "red")
         fix = f" — fix: {result.fix}" if result.fix and not result.ok else ""
-        console.print(f"{mark} {result.name:<12} {result.detail}{fix}", highlight=False)
+        console.print(Text.assemble(mark, f" {result.name:<12} {result.detail}{fix}"))
+
+
+def show_import(
+    found: ImportPlan | ImportResult, output: OutputFormat, *, dry_run: bool = False
+) -> None:
+    """A plan (dry run, or nothing to import) or what was imported: forests, skips, notes."""
+    from morpheus.services.migrate import ImportPlan
+
+    planned = list(found.forests) if isinstance(found, ImportPlan) else found.imported
+    notes = list(found.notes) if isinstance(found, ImportPlan) else []
+    if _is_data(output):
+        _emit(
+            {
+                "source": str(found.source),
+                "dry_run": dry_run,
+                "forests": [
+                    {
+                        **forest_dict(p.forest, list(p.nodes)),
+                        "nodes": [node_dict(n) for n in p.nodes],
+                    }
+                    for p in planned
+                ],
+                "skipped": [{"forest": s.forest_id, "reason": s.reason} for s in found.skipped],
+                "notes": notes,
+            },
+            output,
+        )
+        return
+    console = _console()
+    verb = "Would import" if dry_run else "Imported"
+    if not planned:
+        console.print(f"Nothing to import from {found.source}.")
+    else:
+        table = Table("FOREST", "PROVIDER", "SIZE", "NODES", "STATUS", "ADDRESSES", box=None)
+        for p in planned:
+            hosts = ", ".join(n.host for n in p.nodes if n.host) or "-"
+            table.add_row(
+                p.forest.id,
+                p.forest.provider,
+                p.forest.size,
+                str(len(p.nodes)),
+                p.forest.status.value,
+                hosts,
+            )
+        console.print(f"{verb} from {found.source}:")
+        console.print(table)
+    for skipped in found.skipped:
+        console.print(f"  skipped {skipped.forest_id}: {skipped.reason}")
+    for note in notes:
+        console.print(f"  note: {note}")
 
 
 def show_config(loaded: LoadedSettings, output: OutputFormat) -> None:

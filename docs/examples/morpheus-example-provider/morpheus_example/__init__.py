@@ -1,0 +1,1 @@
+"""An example Morpheus provider plugin (see docs/plugins.md)."""
