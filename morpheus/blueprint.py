@@ -34,7 +34,8 @@ LabelValue = Annotated[
     str, StringConstraints(pattern=r"^(?:[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")
 ]
 SafePath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._/+-]{0,4000}$")]
-Size = Annotated[str, StringConstraints(pattern=r"^\d+[KMGT]?$")]
+# [0-9], not \d: the pattern engine counts other scripts' digits (e.g. "１G") as \d.
+Size = Annotated[str, StringConstraints(pattern=r"^[0-9]+[KMGT]?$")]
 HttpUrl = Annotated[
     str, StringConstraints(pattern=r"^https?://[A-Za-z0-9._~:/?#\[\]@!$&()*+,;=%-]+$")
 ]
@@ -136,7 +137,7 @@ class NatsInstall(Frozen):
     used when rendering user-data.
     """
 
-    version: Annotated[str, StringConstraints(pattern=r"^\d+\.\d+\.\d+$")]
+    version: Annotated[str, StringConstraints(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")]
     download_url: HttpUrl | None = None
     sha256: Sha256 | None = None
     artifacts: tuple[NatsArtifact, ...] = ()
@@ -175,6 +176,10 @@ class NodeBlueprint(Frozen):
     # What the node's own firewall lets in (cloud nodes): SSH and monitoring from these
     # networks (empty: from anywhere, the platform firewall narrows it), routes from peers.
     admin_sources: tuple[Network, ...] = ()
+    #: Networks the node firewall admits NATS routes from, instead of the exact peer
+    #: addresses: for platforms whose own firewall narrows routes to the forest and is
+    #: updated when it grows, since a booted node's rules are not re-rendered there.
+    route_sources: tuple[Network, ...] = ()
     ssh_port: int = Field(default=22, ge=1, le=65535)
     host_firewall: bool = True
     # When the node's configuration was rendered, shown in its node-info file.

@@ -141,6 +141,13 @@ def render_nimsforest_service(blueprint: NodeBlueprint) -> str:
     return _render("nimsforest.service.j2", blueprint)
 
 
+def _element(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    """A set element: a lone host as its address, anything wider as a prefix."""
+    if network.prefixlen == network.max_prefixlen:
+        return str(network.network_address)
+    return str(network)
+
+
 def render_firewall(blueprint: NodeBlueprint) -> str:
     """The node's nftables ruleset: SSH and monitoring from admin sources, routes from peers."""
     admin = [ipaddress.ip_network(source) for source in blueprint.admin_sources]
@@ -153,13 +160,17 @@ def render_firewall(blueprint: NodeBlueprint) -> str:
                 f"the node firewall admits peers by IP address, but peer {peer.host!r} is a "
                 "host name; give peers as addresses or turn the host firewall off"
             ) from None
+    routes: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = [
+        ipaddress.ip_network(source) for source in blueprint.route_sources
+    ] or [ipaddress.ip_network(address) for address in peers]
     return _render(
         "firewall.nft.j2",
         blueprint,
         admin_v4=sorted(str(n) for n in admin if n.version == 4),
         admin_v6=sorted(str(n) for n in admin if n.version == 6),
-        peers_v4=sorted({str(a) for a in peers if a.version == 4}),
-        peers_v6=sorted({str(a) for a in peers if a.version == 6}),
+        peers_v4=sorted({_element(n) for n in routes if n.version == 4}),
+        peers_v6=sorted({_element(n) for n in routes if n.version == 6}),
+        routes_open=bool(blueprint.route_sources) or blueprint.clustered,
     )
 
 

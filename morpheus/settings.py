@@ -74,7 +74,7 @@ class IntegrationSettings(Section):
     nats_install: bool = Field(default=True, description="Install NATS on cloud nodes.")
     nats_version: str = Field(
         default=DEFAULT_NATS_VERSION,
-        pattern=r"^\d+\.\d+\.\d+$",
+        pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$",
         description="nats-server release installed on cloud nodes.",
     )
     nats_download_url: HttpUrl | None = Field(
@@ -84,10 +84,10 @@ class IntegrationSettings(Section):
         default=None, pattern=r"^[0-9a-f]{64}$", description="SHA-256 of nats_download_url."
     )
     jetstream_max_memory: str = Field(
-        default="1G", pattern=r"^\d+[KMGT]?$", description="JetStream memory limit per node."
+        default="1G", pattern=r"^[0-9]+[KMGT]?$", description="JetStream memory limit per node."
     )
     jetstream_max_file: str = Field(
-        default="10G", pattern=r"^\d+[KMGT]?$", description="JetStream file limit per node."
+        default="10G", pattern=r"^[0-9]+[KMGT]?$", description="JetStream file limit per node."
     )
     nimsforest_install: bool = Field(
         default=False, description="Install and run NimsForest beside NATS on cloud nodes."

@@ -1027,8 +1027,10 @@ def test_firewall_admits_admins_and_peers_and_hides_the_client_port() -> None:
 def test_firewall_ruleset_parses_with_nft(tmp_path: Path) -> None:
     nft = shutil.which("nft")
     if nft is None:
+        assert os.environ.get("CI") != "true", "CI must install nftables (.ci/run does)"
         pytest.skip("nft is not installed (apt-get install nftables); the ruleset is unchecked")
-    for blueprint in (*forest(1), forest(3)[0], forest(3, admin_sources=())[0]):
+    wide = forest(3)[0].model_copy(update={"route_sources": ("::/0", "0.0.0.0/0")})
+    for blueprint in (*forest(1), forest(3)[0], forest(3, admin_sources=())[0], wide):
         ruleset = tmp_path / "firewall.nft"
         ruleset.write_text(render_firewall(blueprint))
         checked = subprocess.run([nft, "-c", "-f", str(ruleset)], capture_output=True, text=True)
@@ -1201,3 +1203,11 @@ def test_mirror_artifact_format_comes_from_its_url() -> None:
         assert nats_artifacts(install) == (
             NatsArtifact(arch="any", url=url, sha256="d" * 64, format=expected),
         )
+
+
+def test_route_sources_replace_the_peer_addresses_in_the_firewall() -> None:
+    wide = forest(3)[0].model_copy(update={"route_sources": ("::/0",)})
+    ruleset = render_firewall(wide)
+    assert "elements = { ::/0 }" in ruleset
+    assert "2001:db8:2::1" not in ruleset.split("set peers_v6")[1].split("}")[0]
+    assert "ip6 saddr @peers_v6 tcp dport 6222 accept" in ruleset

@@ -30,7 +30,7 @@ def test_example_names_every_key() -> None:
         assert set(data[section]) == set(values), section
 
 
-@pytest.mark.parametrize("name", ["local", "libvirt"])
+@pytest.mark.parametrize("name", ["local", "hetzner", "libvirt"])
 def test_example_provider_tables_are_their_defaults(name: str) -> None:
     data = yaml.safe_load(EXAMPLE.read_text())["providers"][name]
     model = load_provider_class(name).settings_model

@@ -137,8 +137,17 @@ def provision_nodes(
         )
         registry.save_node(placed[index])
         handles.append(handle)
-    for handle in handles:
-        provider.wait_running(handle, deadline)
+    for index, handle in enumerate(handles):
+        running = provider.wait_running(handle, deadline)
+        # A provider may have moved the node (another location, so another address).
+        placed[index] = placed[index].model_copy(
+            update={
+                "host": running.host or placed[index].host,
+                "addresses": running.addresses or placed[index].addresses,
+                "location": running.location or placed[index].location,
+            }
+        )
+        registry.save_node(placed[index])
         progress(handle.node_id, "running")
     wait_nats_ready(
         [

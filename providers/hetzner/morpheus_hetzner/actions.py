@@ -1,0 +1,126 @@
+"""Waiting for Hetzner actions, many at once.
+
+Polling actions is what burns the API's 3600 requests per hour.  ``ActionWatcher`` keeps one
+set of running action ids for the whole provider and asks about all of them in one request
+(``GET /actions?id=1&id=2...``), backing off between polls; whoever waits for any action
+learns about all the others for free.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import hcloud
+
+from morpheus_hetzner.api import HetznerApi, HetznerError
+
+#: The API answers at most this many actions per page.
+_PAGE = 50
+
+
+@dataclass(frozen=True)
+class ActionOutcome:
+    """How a finished action ended."""
+
+    id: int
+    command: str
+    status: str
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+class ActionWatcher:
+    """Tracks running actions and waits for them with batched, backed-off polls."""
+
+    def __init__(
+        self,
+        api: HetznerApi,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._api = api
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._poll_lock = threading.Lock()
+        self._running: set[int] = set()
+        self._finished: dict[int, ActionOutcome] = {}
+
+    def track(self, ids: Iterable[int]) -> None:
+        """Start watching actions (e.g. right after the request that started them)."""
+        with self._lock:
+            self._running.update(i for i in ids if i not in self._finished)
+
+    def record(self, raw: dict[str, Any]) -> None:
+        """Note an action as the API described it (finished ones need no poll)."""
+        if raw.get("status") in ("success", "error"):
+            self._finish(raw)
+        else:
+            self.track([int(raw["id"])])
+
+    def wait(self, ids: Iterable[int], deadline: float, doing: str) -> list[ActionOutcome]:
+        """Block until every action in ``ids`` finished; raise if one failed or time ran out."""
+        wanted = list(dict.fromkeys(ids))
+        self.track(wanted)
+        interval = self._api.config.poll_interval
+        while True:
+            with self._lock:
+                outstanding = [i for i in wanted if i not in self._finished]
+            if not outstanding:
+                break
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                raise HetznerError(
+                    f"{doing}: Hetzner actions {outstanding} still running at the deadline",
+                    code="timeout",
+                )
+            self._sleep(min(interval, remaining))
+            interval = min(
+                interval * self._api.config.poll_backoff, self._api.config.poll_max_interval
+            )
+            self.poll()
+        with self._lock:
+            outcomes = [self._finished[i] for i in wanted]
+        for outcome in outcomes:
+            if outcome.status == "error":
+                raise HetznerError(
+                    f"{doing}: the {outcome.command} action failed: "
+                    f"{outcome.error_message or 'no reason given'} ({outcome.error_code})",
+                    code=outcome.error_code,
+                )
+        return outcomes
+
+    def poll(self) -> None:
+        """Ask once about every running action (one request per 50 of them)."""
+        with self._poll_lock:
+            with self._lock:
+                ids = sorted(self._running)
+            for start in range(0, len(ids), _PAGE):
+                chunk = ids[start : start + _PAGE]
+                answer = self._api.call("checking actions", partial(_get_actions, ids=chunk))
+                for raw in answer.get("actions", []):
+                    if raw.get("status") in ("success", "error"):
+                        self._finish(raw)
+
+    def _finish(self, raw: dict[str, Any]) -> None:
+        error = raw.get("error") or {}
+        outcome = ActionOutcome(
+            id=int(raw["id"]),
+            command=str(raw.get("command", "?")),
+            status=str(raw["status"]),
+            error_code=error.get("code"),
+            error_message=error.get("message"),
+        )
+        with self._lock:
+            self._running.discard(outcome.id)
+            self._finished[outcome.id] = outcome
+
+
+def _get_actions(client: hcloud.Client, *, ids: list[int]) -> dict[str, Any]:
+    return client.request("GET", "/actions", params={"id": ids, "per_page": _PAGE})

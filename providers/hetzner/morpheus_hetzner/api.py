@@ -1,0 +1,253 @@
+"""The boundary to the Hetzner Cloud API: one hcloud client per thread, bounded retries, and
+the one place where ``hcloud.APIException`` and ``requests`` errors become Morpheus errors.
+
+Errors keep the API's ``code`` (``uniqueness_error``, ``resource_unavailable``, ``locked``...)
+so callers branch on codes, never on message text::
+
+    MorpheusError
+    └── ProviderError
+        └── HetznerError                an API call failed; ``.code`` is the API's code
+            ├── HetznerPreflightError   ... during the checks before anything is created
+            └── LostResponseError       a POST got no answer: it may or may not have happened
+
+Retry policy (``call``): 429 waits until ``RateLimit-Reset`` (when that is not too far off);
+5xx-like codes and unanswered idempotent requests back off exponentially with full jitter;
+callers may add codes (``locked`` for deletes).  Every loop is bounded by ``max_retries``.
+hcloud's own retries are switched off, because they neither honour ``RateLimit-Reset`` nor
+know that re-sending a POST can create a second server.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import hcloud
+import requests
+from pydantic import SecretStr
+
+from morpheus import __version__
+from morpheus.errors import PreflightError, ProviderError
+from morpheus_hetzner.settings import HetznerSettings
+
+T = TypeVar("T")
+
+#: Codes after which the same request may simply be sent again.
+TRANSIENT_CODES = frozenset(
+    {
+        "server_error",
+        "service_error",
+        "unavailable",
+        "maintenance",
+        "timeout",
+        "bad_gateway",
+        "gateway_timeout",
+        "conflict",
+    }
+)
+RATE_LIMITED = "rate_limit_exceeded"
+NO_AUTH_MESSAGE = (
+    "no Hetzner API token: set HCLOUD_TOKEN (or HETZNER_API_TOKEN), or "
+    "secrets.hetzner_api_token in config.yaml, to a Read & Write token from the Hetzner Cloud "
+    "console (project -> Security -> API tokens)"
+)
+
+
+class HetznerError(ProviderError):
+    """A Hetzner Cloud API call failed; ``code`` is the API's error code, when it gave one."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class HetznerPreflightError(HetznerError, PreflightError):
+    """A check before anything is created failed; nothing was created."""
+
+
+class LostResponseError(HetznerError):
+    """A request that creates something got no answer: it may or may not have been done."""
+
+
+def api_code(exc: hcloud.APIException) -> str:
+    """The error code as text: the API's code, or the HTTP status of a non-JSON answer."""
+    return exc.code if isinstance(exc.code, str) else f"http_{exc.code}"
+
+
+def is_transient(code: str) -> bool:
+    if code in TRANSIENT_CODES:
+        return True
+    return code.startswith("http_5")
+
+
+class HetznerApi:
+    """Builds hcloud clients (one per thread) and runs calls through the retry policy."""
+
+    def __init__(
+        self,
+        token: SecretStr | None,
+        endpoint: str,
+        config: HetznerSettings,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.endpoint = endpoint
+        self.config = config
+        self._token = token
+        self._sleep = sleep
+        self._local = threading.local()
+        self._clients: list[hcloud.Client] = []
+        self._clients_lock = threading.Lock()
+
+    @property
+    def has_token(self) -> bool:
+        return self._token is not None
+
+    def client(self) -> hcloud.Client:
+        """This thread's client (hcloud clients hold a ``requests.Session``: not thread-safe)."""
+        client: hcloud.Client | None = getattr(self._local, "client", None)
+        if client is not None:
+            return client
+        if self._token is None:
+            raise HetznerError(NO_AUTH_MESSAGE, code="no_token")
+        client = hcloud.Client(
+            token=self._token.get_secret_value(),
+            api_endpoint=self.endpoint,
+            application_name="morpheus",
+            application_version=__version__,
+            timeout=self.config.request_timeout,
+        )
+        # hcloud has no public knob for these (checked against hcloud 2.x): switch its own
+        # retries off and watch the rate-limit headers, which it does not expose.
+        base = getattr(client, "_client", None)
+        if base is not None and hasattr(base, "_retry_max_retries"):
+            base._retry_max_retries = 0
+        session = getattr(base, "_session", None)
+        if isinstance(session, requests.Session):
+            session.hooks["response"].append(self._remember_rate_limit)
+        self._local.client = client
+        with self._clients_lock:
+            self._clients.append(client)
+        return client
+
+    def close(self) -> None:
+        """Close every thread's HTTP session."""
+        with self._clients_lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            session = getattr(getattr(client, "_client", None), "_session", None)
+            if isinstance(session, requests.Session):
+                session.close()
+
+    def _remember_rate_limit(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        self._local.rate_limit_reset = response.headers.get("RateLimit-Reset")
+
+    def call(
+        self,
+        doing: str,
+        operation: Callable[[hcloud.Client], T],
+        *,
+        retry_codes: Iterable[str] = (),
+        idempotent: bool = True,
+    ) -> T:
+        """``operation(client)`` under the retry policy; failures become ``HetznerError``.
+
+        ``doing`` completes "Hetzner API: ... failed" in messages.  A non-idempotent call
+        (a POST that creates something) is not re-sent after a lost answer: it raises
+        ``LostResponseError`` and the caller decides (usually: re-send, then adopt the
+        resource by name on ``uniqueness_error``).
+        """
+        extra = frozenset(retry_codes)
+        attempt = 0
+        while True:
+            try:
+                return operation(self.client())
+            except hcloud.APIException as exc:
+                code = api_code(exc)
+                delay = self._delay_after(code, attempt, extra)
+                if delay is None or attempt >= self.config.max_retries:
+                    raise self.translate(exc, doing) from exc
+            except requests.RequestException as exc:
+                if not idempotent:
+                    raise LostResponseError(
+                        f"no answer from the Hetzner API at {self.endpoint} while {doing} "
+                        f"({type(exc).__name__})",
+                        code="lost_response",
+                    ) from exc
+                if attempt >= self.config.max_retries:
+                    raise HetznerError(
+                        f"cannot reach the Hetzner API at {self.endpoint} while {doing} "
+                        f"after {attempt + 1} attempts ({type(exc).__name__}); check the network "
+                        "and HCLOUD_ENDPOINT / providers.hetzner.endpoint",
+                        code="unreachable",
+                    ) from exc
+                delay = self.backoff(attempt)
+            self._sleep(delay)
+            attempt += 1
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter: a random wait up to base * 2**attempt."""
+        ceiling = min(self.config.retry_max_delay, self.config.retry_base_delay * 2**attempt)
+        return random.uniform(self.config.retry_base_delay / 2, max(ceiling, 0.0))
+
+    def _delay_after(self, code: str, attempt: int, extra: frozenset[str]) -> float | None:
+        if code == RATE_LIMITED:
+            wait = self._until_reset()
+            if wait is None:
+                return self.backoff(attempt)
+            if wait > self.config.max_rate_limit_wait:
+                return None
+            # A little jitter so parallel workers do not all return in the same instant.
+            return wait + random.uniform(0, min(1.0, self.config.retry_base_delay))
+        if is_transient(code) or code in extra:
+            return self.backoff(attempt)
+        return None
+
+    def _until_reset(self) -> float | None:
+        raw = getattr(self._local, "rate_limit_reset", None)
+        try:
+            reset = float(raw) if raw is not None else None
+        except ValueError:
+            return None
+        return None if reset is None else max(0.0, reset - time.time())
+
+    def translate(self, exc: hcloud.APIException, doing: str) -> HetznerError:
+        """The Morpheus error for an API error, with a message that says what to do."""
+        code = api_code(exc)
+        message = str(exc.message)
+        if self._token is not None:
+            message = message.replace(self._token.get_secret_value(), "***")
+        if code == "unauthorized":
+            return HetznerError(
+                "the Hetzner API refused the token (unauthorized): create a Read & Write API "
+                "token in the Hetzner Cloud console (project -> Security -> API tokens) and set "
+                "HCLOUD_TOKEN or secrets.hetzner_api_token",
+                code=code,
+            )
+        if code in ("forbidden", "token_readonly"):
+            return HetznerError(
+                f"the Hetzner API token may not do this ({code}) while {doing}: it is probably "
+                "read-only; create a Read & Write token",
+                code=code,
+            )
+        if code == RATE_LIMITED:
+            wait = self._until_reset()
+            when = ""
+            if wait is not None:
+                reset = datetime.fromtimestamp(time.time() + wait, UTC).strftime("%H:%M:%S UTC")
+                when = f"; it resets at {reset}, in {wait:.0f} s"
+            return HetznerError(
+                f"Hetzner API rate limit reached while {doing} (3600 requests per hour per "
+                f"project){when}; try again then",
+                code=code,
+            )
+        return HetznerError(f"Hetzner API: {doing} failed: {message} ({code})", code=code)
+
+
+def preflight_error(error: HetznerError) -> HetznerPreflightError:
+    """The same failure, reported as a pre-flight failure (nothing was created)."""
+    return HetznerPreflightError(str(error), code=error.code)

@@ -1,0 +1,197 @@
+"""Planting on Hetzner through the real plant service and the real CLI, against the fake API.
+
+The fake's servers do not run NATS, so a plant cannot become ready here: these tests prove
+the other half, that every way a plant can fail (an API error, Ctrl-C, readiness, SIGKILL)
+leaves no server, firewall, placement group or primary IP billing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from fakeapi import FakeHetzner
+from morpheus_hetzner.provider import HetznerProvider
+
+from conftest import ADMIN_SOURCE, FAST_PROVIDER, SettingsFactory
+from morpheus.registry import Registry
+from morpheus.services import Context
+from morpheus.services.plant import PlantFailedError, PlantRequest, plan, plant
+from morpheus.testing.cli import cli_environment, morpheus
+
+
+def assert_nothing_left(fake: FakeHetzner) -> None:
+    assert fake.servers == {}
+    assert fake.primary_ips == {}
+    assert fake.firewalls == {}
+    assert fake.placement_groups == {}
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} within {timeout} s")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def context(hetzner_settings: SettingsFactory, state_dir: Path) -> Iterator[Context]:
+    registry = Registry.in_state_dir(state_dir)
+    yield Context(settings=hetzner_settings(), state_dir=state_dir, registry=registry)
+    registry.close()
+
+
+def plan_and_plant(
+    context: Context, count: int, progress: Callable[[str, str], None] | None = None
+) -> None:
+    request = PlantRequest(target="hetzner", nodes=count)
+    plant_plan = plan(context, request)  # the provider comes through its entry point
+    assert isinstance(plant_plan.provider, HetznerProvider)
+    try:
+        plant(context, plant_plan, request, progress or (lambda node, words: None))
+    finally:
+        plant_plan.provider.close()
+
+
+# --------------------------------------------------------------------------- plant service
+
+
+def test_failure_on_node_4_of_5_rolls_everything_back(
+    fake_hetzner: FakeHetzner, context: Context
+) -> None:
+    fake_hetzner.inject(
+        method="POST",
+        path_prefix="/servers",
+        status=422,
+        code="invalid_input",
+        message="refused for the test",
+        after=3,
+    )
+    with pytest.raises(PlantFailedError, match="rolled back, 5 node") as caught:
+        plan_and_plant(context, 5)
+
+    assert "refused for the test (invalid_input)" in str(caught.value)
+    assert fake_hetzner.request_count("POST", "/servers", status=201) == 4  # 1-3 and 5 made it
+    assert context.registry.list_forests() == []
+    assert_nothing_left(fake_hetzner)
+
+
+def test_ctrl_c_while_creating_rolls_back_what_was_sent(
+    fake_hetzner: FakeHetzner, context: Context
+) -> None:
+    def interrupt_at_node_3(node_id: str, words: str) -> None:
+        if node_id.endswith("-node-3") and words == "creating":
+            raise KeyboardInterrupt
+
+    with pytest.raises(PlantFailedError, match="interrupted; rolled back"):
+        plan_and_plant(context, 5, interrupt_at_node_3)
+
+    assert fake_hetzner.request_count("POST", "/servers") == 2  # nodes 1 and 2 were sent
+    assert context.registry.list_forests() == []
+    assert_nothing_left(fake_hetzner)
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+@pytest.fixture
+def cli_config(
+    fake_hetzner: FakeHetzner, public_key: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """config.yaml in the working directory, and the token and endpoint the hcloud way."""
+    monkeypatch.setenv("HCLOUD_ENDPOINT", fake_hetzner.endpoint)
+    monkeypatch.setenv("HCLOUD_TOKEN", fake_hetzner.token)
+    config = {
+        "infrastructure": {"admin_sources": [ADMIN_SOURCE]},
+        "provisioning": {"readiness_timeout": 1.5, "readiness_interval": 0.2},
+        "providers": {"hetzner": FAST_PROVIDER},
+    }
+    path = Path.cwd() / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.slow
+def test_cli_plant_rolls_back_when_nats_never_becomes_ready(
+    fake_hetzner: FakeHetzner, cli_config: Path
+) -> None:
+    result = morpheus("plant", "hetzner", "medium", "--yes", timeout=60)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "rolled back, 3 node(s) deleted and nothing left behind" in result.stderr
+    assert fake_hetzner.token not in result.stdout + result.stderr
+    assert fake_hetzner.request_count("POST", "/servers", status=201) == 3
+    assert_nothing_left(fake_hetzner)
+    assert len(fake_hetzner.ssh_keys) == 1  # the operator's key stays for the next plant
+    assert morpheus("list", "-o", "json").stdout.strip() in ("[]", '{"forests": []}')
+
+
+def test_cli_dry_run_shows_the_price_and_creates_nothing(
+    fake_hetzner: FakeHetzner, cli_config: Path
+) -> None:
+    result = morpheus("plant", "hetzner", "large", "--dry-run", timeout=60)
+
+    assert result.returncode == 0, result.stderr
+    assert "cx23: 2 vCPU, 4 GB RAM, 40 GB disk" in result.stdout
+    assert "5 x EUR 3.49 = EUR 17.45 per month" in result.stdout
+    assert "IPv6 only" in result.stdout
+    assert ADMIN_SOURCE in result.stdout
+    assert not [r for r in fake_hetzner.requests if r.method != "GET"]
+
+
+def test_cli_bad_token_fails_before_anything_is_created(
+    fake_hetzner: FakeHetzner, cli_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HCLOUD_TOKEN", "not-the-right-token")
+    result = morpheus("plant", "hetzner", "small", "--yes", timeout=60)
+
+    assert result.returncode == 1
+    assert "refused the token (unauthorized)" in result.stderr
+    assert "HCLOUD_TOKEN" in result.stderr
+    assert "not-the-right-token" not in result.stdout + result.stderr
+    assert not [r for r in fake_hetzner.requests if r.method != "GET"]
+    assert fake_hetzner.ssh_keys == {}
+
+
+@pytest.mark.slow
+def test_sigkill_mid_plant_then_teardown_leaves_nothing(
+    fake_hetzner: FakeHetzner, cli_config: Path, state_dir: Path
+) -> None:
+    fake_hetzner.time_scale = 1.0  # creates take 10 s: the plant is surely still running
+    process = subprocess.Popen(
+        [sys.executable, "-m", "morpheus", "plant", "hetzner", "large", "--yes"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=cli_environment(),
+        start_new_session=True,
+    )
+    try:
+        wait_until(lambda: len(fake_hetzner.servers) >= 3, 30, "three servers were not created")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    fake_hetzner.time_scale = 0.01
+    with Registry.in_state_dir(state_dir) as registry:
+        (forest,) = registry.list_forests()
+
+    result = morpheus("teardown", forest.id, "--yes", timeout=60)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_nothing_left(fake_hetzner)
+    with Registry.in_state_dir(state_dir) as registry:
+        assert registry.list_forests() == []
+
+
+def test_cli_check_asks_the_api(fake_hetzner: FakeHetzner, cli_config: Path) -> None:
+    result = morpheus("check", "-o", "json", timeout=60)
+    assert "hetzner token" in result.stdout, result.stdout + result.stderr
+    assert "accepts it" in result.stdout
+    assert fake_hetzner.token not in result.stdout + result.stderr

@@ -1,0 +1,156 @@
+"""The pre-flight: every check fails before anything is created, and says how to fix it."""
+
+from __future__ import annotations
+
+import pytest
+from fakeapi import FakeHetzner
+from morpheus_hetzner.api import HetznerPreflightError
+from morpheus_hetzner.provider import HetznerProvider
+from pydantic import SecretStr
+
+from conftest import ProviderFactory
+from morpheus.errors import PreflightError
+from morpheus.provider import ForestPlan
+
+PLAN = ForestPlan(forest_id=None, node_count=3)
+
+
+@pytest.fixture(autouse=True)
+def nothing_is_created(fake_hetzner: FakeHetzner) -> object:
+    yield
+    assert not [r for r in fake_hetzner.requests if r.method != "GET"]
+
+
+def failure(provider: HetznerProvider, plan: ForestPlan = PLAN) -> HetznerPreflightError:
+    with pytest.raises(HetznerPreflightError) as caught:
+        provider.preflight(plan)
+    assert isinstance(caught.value, PreflightError)
+    return caught.value
+
+
+def test_a_good_plan_passes_with_three_requests(
+    fake_hetzner: FakeHetzner, hetzner: HetznerProvider
+) -> None:
+    hetzner.preflight(PLAN)
+    assert sorted(r.path for r in fake_hetzner.requests) == [
+        "/v1/images",
+        "/v1/server_types",
+        "/v1/ssh_keys",
+    ]
+
+
+def test_bad_token_says_how_to_get_a_good_one(
+    fake_hetzner: FakeHetzner, hetzner: HetznerProvider
+) -> None:
+    hetzner.api._token = SecretStr("wrong-token")
+    error = failure(hetzner)
+    assert error.code == "unauthorized"
+    assert "Read & Write API token" in str(error)
+    assert "HCLOUD_TOKEN" in str(error)
+    assert "wrong-token" not in str(error)
+
+
+def test_missing_token(hetzner_factory: ProviderFactory) -> None:
+    provider = hetzner_factory()
+    provider.api._token = None
+    error = failure(provider)
+    assert error.code == "no_token"
+    assert "HCLOUD_TOKEN" in str(error)
+
+
+def test_unknown_server_type_suggests_close_names(hetzner_factory: ProviderFactory) -> None:
+    error = failure(hetzner_factory(infrastructure={"server_type": "cx24"}))
+    assert error.code == "not_found"
+    assert "'cx24' does not exist" in str(error)
+    assert "cx23" in str(error)
+
+
+def test_deprecated_server_type(hetzner_factory: ProviderFactory) -> None:
+    error = failure(hetzner_factory(infrastructure={"server_type": "cx11"}))
+    assert "deprecated in fsn1, orderable until 2024-09-06" in str(error)
+    assert "infrastructure.server_type" in str(error)
+
+
+def test_server_type_unavailable_in_every_configured_location(
+    fake_hetzner: FakeHetzner, hetzner_factory: ProviderFactory
+) -> None:
+    fake_hetzner.set_location_unavailable("fsn1", "cx23")
+    error = failure(hetzner_factory(infrastructure={"locations": ["fsn1", "ash"]}))
+    assert error.code == "resource_unavailable"
+    assert "out of capacity in fsn1; not offered in ash" in str(error)
+    assert "available in: hel1, nbg1" in str(error)
+
+
+def test_unknown_image(hetzner_factory: ProviderFactory) -> None:
+    error = failure(hetzner_factory(infrastructure={"image": "ubuntu-99.04"}))
+    assert "image 'ubuntu-99.04' does not exist for x86 servers" in str(error)
+
+
+def test_too_big_user_data(hetzner: HetznerProvider) -> None:
+    error = failure(hetzner, ForestPlan(forest_id=None, node_count=200))
+    assert error.code == "user_data"
+    assert "more than the 32768 bytes" in str(error)
+
+
+def test_invalid_labels(hetzner: HetznerProvider) -> None:
+    error = failure(hetzner, ForestPlan(forest_id="Forest_" + "x" * 60, node_count=1))
+    assert "label" in str(error)
+
+
+def test_no_ssh_key_anywhere(hetzner: HetznerProvider, public_key: object) -> None:
+    from pathlib import Path
+
+    assert isinstance(public_key, Path)
+    public_key.unlink()
+    error = failure(hetzner)
+    assert error.code == "ssh_key"
+    assert "ssh-keygen" in str(error)
+
+
+def test_admin_sources_that_cannot_be_found(hetzner_factory: ProviderFactory) -> None:
+    provider = hetzner_factory(infrastructure={"admin_sources": []})
+    provider._detect_admin = lambda **_: []
+    error = failure(provider)
+    assert error.code == "admin_sources"
+    assert "infrastructure.admin_sources" in str(error)
+
+
+def test_detected_admin_source_is_this_machines_network(hetzner_factory: ProviderFactory) -> None:
+    provider = hetzner_factory(infrastructure={"admin_sources": []})
+    provider._detect_admin = lambda **_: ["2a01:4f8:1:2::/64"]
+    provider.preflight(PLAN)
+    assert provider.admin_sources() == ["2a01:4f8:1:2::/64"]
+
+
+def test_checks_pass_for_a_good_setup(hetzner: HetznerProvider) -> None:
+    results = {r.name: r for r in hetzner.checks()}
+    assert all(r.ok for r in results.values()), results
+    assert "a plant uploads" in results["hetzner SSH key"].detail
+    assert results["hetzner admin sources"].detail == "2001:db8:ad::/64"
+
+
+def test_checks_name_each_problem(
+    fake_hetzner: FakeHetzner, hetzner_factory: ProviderFactory, hcloud_client: object
+) -> None:
+    import hcloud
+
+    from conftest import public_key_line
+
+    assert isinstance(hcloud_client, hcloud.Client)
+    hcloud_client.ssh_keys.create(name="morpheus", public_key=public_key_line())
+    fake_hetzner.set_location_unavailable("fsn1")
+    provider = hetzner_factory(infrastructure={"locations": ["fsn1"], "image": "nope-1"})
+    results = {r.name: r for r in provider.checks()}
+    assert results["hetzner token"].ok
+    assert not results["hetzner server type"].ok
+    assert "out of capacity in fsn1" in results["hetzner server type"].detail
+    assert not results["hetzner image"].ok
+    assert not results["hetzner SSH key"].ok
+    assert "nodes will not let this machine in" in results["hetzner SSH key"].detail
+    fake_hetzner.clear_requests()  # the key above was made by the test, not the checks
+
+
+def test_checks_with_a_refused_token(hetzner: HetznerProvider) -> None:
+    hetzner.api._token = SecretStr("wrong")
+    (result,) = hetzner.checks()
+    assert not result.ok and "refused the token" in result.detail
