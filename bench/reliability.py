@@ -25,7 +25,7 @@ def main() -> int:
         report = Path(scratch) / "campaign.jsonl"
         files = [c for c in CAMPAIGNS if (ROOT / c).exists()]
         run = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", *files],
+            [sys.executable, "-m", "pytest", "-q", "-m", "campaign or not campaign", *files],
             cwd=ROOT,
             env=dict(os.environ, MORPHEUS_CAMPAIGN_REPORT=str(report)),
             check=False,

@@ -18,6 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,15 @@ from morpheus.testing.cli import cli_environment, morpheus
 from morpheus.testing.nats import healthz_ok, peers_seen, processes_mentioning
 
 REPORT = os.environ.get("MORPHEUS_CAMPAIGN_REPORT")
+
+
+def kill_points(points: Iterable[int]) -> list[Any]:
+    """Every third kill point runs in the default suite; all of them with `-m campaign`
+    (bench/reliability.py), which keeps CI short and the full campaign one command away."""
+    return [
+        point if index % 3 == 0 else pytest.param(point, marks=pytest.mark.campaign)
+        for index, point in enumerate(points)
+    ]
 
 
 @pytest.fixture(autouse=True)
@@ -95,19 +105,19 @@ def teardown_recovers(state_dir: Path, operation: str, point: int, seen: int) ->
     assert set(left.values()) == {0}, left
 
 
-@pytest.mark.parametrize("point", range(16))
+@pytest.mark.parametrize("point", kill_points(range(16)))
 def test_plant_medium_killed(state_dir: Path, point: int) -> None:
     seen = kill_after(["plant", "local", "medium"], point)
     teardown_recovers(state_dir, "plant medium", point, seen)
 
 
-@pytest.mark.parametrize("point", range(6))
+@pytest.mark.parametrize("point", kill_points(range(6)))
 def test_plant_small_killed(state_dir: Path, point: int) -> None:
     seen = kill_after(["plant", "local", "small"], point)
     teardown_recovers(state_dir, "plant small", point, seen)
 
 
-@pytest.mark.parametrize("point", range(8))
+@pytest.mark.parametrize("point", kill_points(range(8)))
 def test_teardown_killed(state_dir: Path, point: int) -> None:
     assert morpheus("plant", "local", "medium").returncode == 0
     seen = kill_after(["teardown", only_forest(), "--yes"], point)
@@ -138,14 +148,14 @@ def grow_recovers(state_dir: Path, operation: str, point: int, seen: int, names:
     assert set(left.values()) == {0}, left
 
 
-@pytest.mark.parametrize("point", range(14))
+@pytest.mark.parametrize("point", kill_points(range(14)))
 def test_grow_one_to_three_killed(state_dir: Path, point: int) -> None:
     assert morpheus("plant", "local", "small").returncode == 0
     seen = kill_after(["grow", "--auto", "--threshold", "3"], point)
     grow_recovers(state_dir, "grow 1->3", point, seen, ["node-1"])
 
 
-@pytest.mark.parametrize("point", range(8))
+@pytest.mark.parametrize("point", kill_points(range(8)))
 def test_grow_three_to_four_killed(state_dir: Path, point: int) -> None:
     assert morpheus("plant", "local", "medium").returncode == 0
     seen = kill_after(["grow", "--auto", "--threshold", "3"], point)

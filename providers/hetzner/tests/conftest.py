@@ -11,6 +11,7 @@ from typing import Any
 
 import hcloud
 import pytest
+import yaml
 from morpheus_hetzner.provider import HetznerProvider
 
 from morpheus.settings import Settings
@@ -139,3 +140,20 @@ def hetzner_factory(
 def hetzner(hetzner_factory: ProviderFactory) -> HetznerProvider:
     """A provider pointed at ``fake_hetzner`` with fast polls and retries."""
     return hetzner_factory()
+
+
+@pytest.fixture
+def cli_config(
+    fake_hetzner: FakeHetzner, public_key: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """config.yaml in the working directory, and the token and endpoint the hcloud way."""
+    monkeypatch.setenv("HCLOUD_ENDPOINT", fake_hetzner.endpoint)
+    monkeypatch.setenv("HCLOUD_TOKEN", fake_hetzner.token)
+    config = {
+        "infrastructure": {"admin_sources": [ADMIN_SOURCE]},
+        "provisioning": {"readiness_timeout": 1.5, "readiness_interval": 0.2},
+        "providers": {"hetzner": FAST_PROVIDER},
+    }
+    path = Path.cwd() / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path

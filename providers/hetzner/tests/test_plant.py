@@ -16,11 +16,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 from fakeapi import FakeHetzner
 from morpheus_hetzner.provider import HetznerProvider
 
-from conftest import ADMIN_SOURCE, FAST_PROVIDER, SettingsFactory
+from conftest import ADMIN_SOURCE, SettingsFactory
 from morpheus.registry import Registry
 from morpheus.services import Context
 from morpheus.services.plant import PlantFailedError, PlantRequest, plan, plant
@@ -100,23 +99,6 @@ def test_ctrl_c_while_creating_rolls_back_what_was_sent(
 
 
 # --------------------------------------------------------------------------- the CLI
-
-
-@pytest.fixture
-def cli_config(
-    fake_hetzner: FakeHetzner, public_key: Path, monkeypatch: pytest.MonkeyPatch
-) -> Path:
-    """config.yaml in the working directory, and the token and endpoint the hcloud way."""
-    monkeypatch.setenv("HCLOUD_ENDPOINT", fake_hetzner.endpoint)
-    monkeypatch.setenv("HCLOUD_TOKEN", fake_hetzner.token)
-    config = {
-        "infrastructure": {"admin_sources": [ADMIN_SOURCE]},
-        "provisioning": {"readiness_timeout": 1.5, "readiness_interval": 0.2},
-        "providers": {"hetzner": FAST_PROVIDER},
-    }
-    path = Path.cwd() / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 @pytest.mark.slow
