@@ -757,6 +757,9 @@ class HetznerProvider(Provider):
                 response = self.api.call(
                     f"creating server {name} in {location}",
                     post,
+                    # `locked`: a primary IP or the placement group is busy with another
+                    # action; nothing was created, so asking again is safe.
+                    retry_codes={"locked"},
                     idempotent=False,
                 )
             except LostResponseError:
@@ -1145,7 +1148,7 @@ class HetznerProvider(Provider):
         lost = 0
         while True:
             try:
-                return self.api.call(doing, create, idempotent=False)
+                return self.api.call(doing, create, retry_codes={"locked"}, idempotent=False)
             except LostResponseError:
                 found = find()
                 if found is not None:
