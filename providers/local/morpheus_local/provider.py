@@ -106,7 +106,8 @@ def _process_alive(pid: int) -> bool:
 
 def _processes_using(directory: Path) -> list[int]:
     """PIDs whose command line mentions ``directory`` (our nats-server and NimsForest)."""
-    needle = str(directory).encode()
+    # The trailing slash: node-1 must not match node-10 (nor forest-X match forest-X-2).
+    needle = (str(directory) + "/").encode()
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

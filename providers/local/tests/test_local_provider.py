@@ -76,3 +76,22 @@ def test_missing_binary_is_explained(state_dir: Path, monkeypatch: pytest.Monkey
     provider = LocalProvider(LocalSettings(), state_dir / "local")
     with pytest.raises(ProviderError, match="MORPHEUS_NATS_SERVER=/nonexistent/nats-server is not"):
         ContractForest(provider, Settings()).plant(1)
+
+
+def test_deleting_node_1_leaves_node_10_alone(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from morpheus_local.provider import _processes_using
+
+    ten = tmp_path / "forest-x" / "forest-x-node-10"
+    ten.mkdir(parents=True)
+    with subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", str(ten / "nats.conf")]
+    ) as bystander:
+        try:
+            wait_until(lambda: bystander.pid in _processes_using(ten), 10, "the bystander")
+            assert bystander.pid not in _processes_using(tmp_path / "forest-x" / "forest-x-node-1")
+            assert bystander.pid not in _processes_using(tmp_path / "forest")
+        finally:
+            bystander.kill()
