@@ -92,13 +92,28 @@ def test_completion_fast_path_answers_as_typer_does(shell: str) -> None:
     assert complete_forest_id("forest-") == [forest_id]
     assert complete_forest_id("nope") == []
     for words in ("morpheus status fo", "morpheus teardown ", "morpheus grow nope"):
-        env = dict(os.environ, _MORPHEUS_COMPLETE=f"complete_{shell}", COMP_WORDS=words,
-                   COMP_CWORD="2", _TYPER_COMPLETE_ARGS=words)
-        fast = subprocess.run([sys.executable, "-m", "morpheus"], env=env, capture_output=True,
-                              text=True, timeout=60, check=True)
+        env = dict(
+            os.environ,
+            _MORPHEUS_COMPLETE=f"complete_{shell}",
+            COMP_WORDS=words,
+            COMP_CWORD="2",
+            _TYPER_COMPLETE_ARGS=words,
+        )
+        fast = subprocess.run(
+            [sys.executable, "-m", "morpheus"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         typer_answer = subprocess.run(
             [sys.executable, "-c", "from morpheus.cli.app import main; main()"],
-            env=env, capture_output=True, text=True, timeout=60, check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert fast.stdout.strip() == typer_answer.stdout.strip(), words
         assert (forest_id in fast.stdout) == ("nope" not in words)
