@@ -34,7 +34,7 @@ LabelValue = Annotated[
     str, StringConstraints(pattern=r"^(?:[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")
 ]
 SafePath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._/+-]{0,4000}$")]
-# [0-9], not \d: the pattern engine counts other scripts' digits (e.g. "１G") as \d.
+# [0-9], not \d: the pattern engine counts every script's digits (fullwidth ones too) as \d.
 Size = Annotated[str, StringConstraints(pattern=r"^[0-9]+[KMGT]?$")]
 HttpUrl = Annotated[
     str, StringConstraints(pattern=r"^https?://[A-Za-z0-9._~:/?#\[\]@!$&()*+,;=%-]+$")

@@ -40,17 +40,28 @@ def _connect(state_dir: Path) -> sqlite3.Connection | None:
 
 def forest_summaries(state_dir: Path) -> list[ForestSummary]:
     """Every forest with its node count; none when there is no registry yet."""
-    db = _connect(state_dir)
-    if db is None:
-        return []
-    with db:
-        rows = db.execute(
-            "SELECT f.id, f.provider, f.size, f.location, f.status, f.created_at,"
-            " f.last_expansion, f.cluster_name, count(n.id)"
-            " FROM forests f LEFT JOIN nodes n ON n.forest_id = f.id"
-            " GROUP BY f.id ORDER BY f.created_at, f.id"
-        ).fetchall()
-    db.close()
+    from morpheus.errors import RegistryError
+
+    path = state_dir / "registry.sqlite3"
+    try:
+        db = _connect(state_dir)
+        if db is None:
+            return []
+        try:
+            rows = db.execute(
+                "SELECT f.id, f.provider, f.size, f.location, f.status, f.created_at,"
+                " f.last_expansion, f.cluster_name, count(n.id)"
+                " FROM forests f LEFT JOIN nodes n ON n.forest_id = f.id"
+                " GROUP BY f.id ORDER BY f.created_at, f.id"
+            ).fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        if "no such table" in str(exc):
+            return []  # an empty file: no forest was ever recorded in it
+        raise RegistryError(
+            f"cannot use the registry {path}: {exc}; move it aside to start afresh"
+        ) from exc
     return [ForestSummary(*row) for row in rows]
 
 

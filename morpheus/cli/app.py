@@ -61,6 +61,7 @@ class State:
             from morpheus.settings import load_settings
 
             loaded = load_settings(self.config)
+            show_warnings(loaded.warnings)
             directory = state_dir()
             self._context = Context(
                 settings=loaded.settings,
@@ -68,6 +69,11 @@ class State:
                 registry=Registry.in_state_dir(directory),
             )
         return self._context
+
+
+def show_warnings(warnings: list[str]) -> None:
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
 
 
 def _state(ctx: typer.Context) -> State:
@@ -378,7 +384,7 @@ def grow(
 
     state = _state(ctx)
     context = state.context()
-    forest_id = forest or _choose_forest(context)
+    forest_id = forest if forest is not None else _choose_forest(context)
     policy = policy_from(context.settings.growth, threshold)
     assessment = assess(context, forest_id, policy, per_node_timeout=timeout)
     json_output = output != OutputFormat.table
@@ -456,7 +462,9 @@ def config_check(ctx: typer.Context, output: OutputOption = OutputFormat.table) 
     from morpheus.cli import output as out
     from morpheus.settings import load_settings
 
-    out.show_config(load_settings(_state(ctx).config), output)
+    loaded = load_settings(_state(ctx).config)
+    show_warnings(loaded.warnings)
+    out.show_config(loaded, output)
 
 
 def _confirm(
@@ -477,17 +485,29 @@ def _fail(message: str, code: int) -> NoReturn:
 
 def main() -> None:
     """Entry point: run the app and turn Morpheus errors into one line and an exit code."""
+    from typer._click.exceptions import NoArgsIsHelpError
+    from typer._click.exceptions import UsageError as ClickUsageError
+
+    from morpheus.cli.output import error
     from morpheus.errors import MorpheusError
 
     try:
-        app(prog_name="morpheus")
+        code = app(prog_name="morpheus", standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        typer.echo(exc.ctx.get_help() if exc.ctx else "")
+        sys.exit(EXIT_USAGE)
+    except ClickUsageError as exc:
+        # One line, like every other error (Click's own format takes four).
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        error(f"{exc.format_message()}{hint}")
+        sys.exit(EXIT_USAGE)
+    except typer.Abort:
+        error("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
     except MorpheusError as exc:
-        from morpheus.cli.output import error
-
         error(str(exc))
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        from morpheus.cli.output import error
-
         error("interrupted")
         sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)

@@ -47,8 +47,16 @@ def _console(stderr: bool = False) -> Console:
     )
 
 
+def _printable(message: str) -> str:
+    """Control characters shown escaped, so an error stays one line and moves no cursor."""
+    return "".join(
+        char if char.isprintable() else char.encode("unicode_escape").decode() for char in message
+    )
+
+
 def error(message: str) -> None:
     """One line on stderr; red at a terminal."""
+    message = _printable(message)
     _console(stderr=True).print(Text.assemble(("error:", "red"), f" {message}"))
 
 

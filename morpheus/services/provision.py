@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from morpheus.blueprint import (
-    NatsInstall,
-    NimsForestApp,
     NodeBlueprint,
     Peer,
     RouteCredentials,
@@ -37,14 +35,16 @@ def blueprint_for(
 ) -> NodeBlueprint:
     """The blueprint of one node from the forest, its reservation and the route mesh."""
     integration = settings.integration
+    # Plain dicts: build_blueprint validates them with everything else, so a bad value is
+    # one TemplateInputError naming the key.
     nimsforest = None
     if integration.nimsforest_install:
-        nimsforest = NimsForestApp(
-            download_url=integration.nimsforest_download_url,
-            sha256=integration.nimsforest_sha256,
-            registry_url=integration.registry_url,
-            callback_url=integration.callback_url,
-        )
+        nimsforest = {
+            "download_url": integration.nimsforest_download_url,
+            "sha256": integration.nimsforest_sha256,
+            "registry_url": integration.registry_url,
+            "callback_url": integration.callback_url,
+        }
     fields: dict[str, object] = {
         "forest_id": forest.id,
         "run_id": forest.run_id,
@@ -60,11 +60,11 @@ def blueprint_for(
             "max_memory": integration.jetstream_max_memory,
             "max_file": integration.jetstream_max_file,
         },
-        "nats": NatsInstall(
-            version=integration.nats_version,
-            download_url=integration.nats_download_url,
-            sha256=integration.nats_sha256,
-        ),
+        "nats": {
+            "version": integration.nats_version,
+            "download_url": integration.nats_download_url,
+            "sha256": integration.nats_sha256,
+        },
         "nimsforest": nimsforest,
         "labels": labels_for(forest.id, node.id, forest.run_id),
         "admin_sources": tuple(settings.infrastructure.admin_sources),

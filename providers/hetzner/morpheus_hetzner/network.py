@@ -137,9 +137,9 @@ def label_problems(labels: Mapping[str, str]) -> list[str]:
     """Why Hetzner would refuse these labels (empty when it would not)."""
     problems = []
     for key, value in labels.items():
-        if not _LABEL_KEY.match(key):
+        if not _LABEL_KEY.fullmatch(key):
             problems.append(f"label key {key!r} is not a valid Hetzner label key")
-        if not _LABEL_VALUE.match(value):
+        if not _LABEL_VALUE.fullmatch(value):
             problems.append(
                 f"label {key}={value!r}: values are at most 63 letters, digits, '-', '_' or "
                 "'.', starting and ending with a letter or digit"
@@ -149,4 +149,4 @@ def label_problems(labels: Mapping[str, str]) -> list[str]:
 
 def valid_server_name(name: str) -> bool:
     """Whether Hetzner accepts ``name`` as a server name (an RFC 1123 host label here)."""
-    return bool(_SERVER_NAME.match(name))
+    return bool(_SERVER_NAME.fullmatch(name))

@@ -17,10 +17,11 @@ import subprocess
 import sysconfig
 import time
 from contextlib import ExitStack
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress
 
 from morpheus.blueprint import JetStreamLimits
 from morpheus.errors import ProviderError
@@ -48,15 +49,21 @@ class LocalSettings(BaseModel):
     nimsforest_binary: Path | None = Field(
         default=None, description="NimsForest binary started beside each node; none by default."
     )
-    host: str = Field(default="127.0.0.1", description="Loopback address the nodes listen on.")
+    host: IPvAnyAddress = Field(
+        default=IPv4Address("127.0.0.1"), description="Loopback address the nodes listen on."
+    )
     node_memory: str | None = Field(
         default=None,
-        pattern=r"^\d+[KMGT]?$",
+        pattern=r"^[1-9][0-9]*[KMGT]?$",
         description="RAM each local node counts as having (memory % is judged against it); "
         "default: this machine's RAM.",
     )
-    jetstream_max_memory: str = Field(default="64M", pattern=r"^\d+[KMGT]?$")
-    jetstream_max_file: str = Field(default="1G", pattern=r"^\d+[KMGT]?$")
+    jetstream_max_memory: str = Field(default="64M", pattern=r"^[0-9]+[KMGT]?$")
+    jetstream_max_file: str = Field(default="1G", pattern=r"^[0-9]+[KMGT]?$")
+
+    @property
+    def address(self) -> str:
+        return str(self.host)
 
 
 def find_nats_server(configured: Path | None) -> Path:
@@ -121,7 +128,21 @@ def _processes_using(directory: Path) -> list[int]:
     return pids
 
 
-def _spawn_detached(argv: list[str], log: Path, env: dict[str, str] | None = None) -> int:
+_SECRET_VARIABLES = ("HCLOUD_TOKEN", "HETZNER_API_TOKEN")
+
+
+def node_environment(**extra: str) -> dict[str, str]:
+    """The environment a node's programs get: ours, without any cloud token."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in _SECRET_VARIABLES and not name.startswith("MORPHEUS_SECRETS__")
+    }
+    env.update(extra)
+    return env
+
+
+def _spawn_detached(argv: list[str], log: Path, env: dict[str, str]) -> int:
     """Start ``argv`` in its own session, re-parented away from us; return its PID.
 
     A shell backgrounds the program and exits, so the node outlives the CLI, is never left a
@@ -219,7 +240,7 @@ class LocalProvider(Provider):
             def free_port() -> int:
                 while True:
                     probe = stack.enter_context(socket.socket())
-                    probe.bind((self.settings.host, 0))
+                    probe.bind((self.settings.address, 0))
                     port = int(probe.getsockname()[1])
                     if port not in taken:
                         taken.add(port)
@@ -231,8 +252,8 @@ class LocalProvider(Provider):
                     Reservation(
                         forest_id=forest_id,
                         node_id=node_id,
-                        host=self.settings.host,
-                        addresses=[self.settings.host],
+                        host=self.settings.address,
+                        addresses=[self.settings.address],
                         ports=ports,
                     )
                 )
@@ -241,9 +262,9 @@ class LocalProvider(Provider):
     def blueprint_fields(self, reservation: Reservation) -> dict[str, object]:
         forest_dir = self.root / reservation.forest_id
         return {
-            "client_listen": self.settings.host,
-            "monitor_listen": self.settings.host,
-            "cluster_listen": self.settings.host,
+            "client_listen": self.settings.address,
+            "monitor_listen": self.settings.address,
+            "cluster_listen": self.settings.address,
             "store_dir": str(forest_dir / reservation.node_id / "jetstream"),
             "jetstream": JetStreamLimits(
                 max_memory=self.settings.jetstream_max_memory,
@@ -274,7 +295,7 @@ class LocalProvider(Provider):
         self._write_private(node_dir / "nats.conf", render_nats_conf(blueprint))
         self._start_nats(node_dir, binary)
         if self.settings.nimsforest_binary is not None:
-            env = dict(os.environ, NATS_URL=f"nats://localhost:{blueprint.ports.client}")
+            env = node_environment(NATS_URL=f"nats://localhost:{blueprint.ports.client}")
             pid = _spawn_detached(
                 [str(self.settings.nimsforest_binary)], node_dir / "nimsforest.log", env
             )
@@ -285,6 +306,7 @@ class LocalProvider(Provider):
         pid = _spawn_detached(
             [str(binary), "-c", str(node_dir / "nats.conf"), "-P", str(node_dir / "nats.pid")],
             node_dir / "nats.log",
+            node_environment(),
         )
         # nats-server writes the pid file itself a moment later; write it now so a kill
         # between here and there still leaves the PID on disk.
@@ -306,7 +328,7 @@ class LocalProvider(Provider):
                 )
             with socket.socket() as probe:
                 probe.settimeout(0.5)
-                if probe.connect_ex((self.settings.host, handle.ports.monitor)) == 0:
+                if probe.connect_ex((self.settings.address, handle.ports.monitor)) == 0:
                     return handle.model_copy(update={"state": "running"})
             if time.monotonic() >= deadline:
                 raise ProviderError(
