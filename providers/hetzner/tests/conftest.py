@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,14 @@ if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
 from fakeapi import FakeHetzner  # noqa: E402  (needs the sys.path entry above)
-
-HcloudClientFactory = Callable[..., hcloud.Client]
-SettingsFactory = Callable[..., Settings]
-ProviderFactory = Callable[..., HetznerProvider]
+from hetzner_support import (  # noqa: E402
+    ADMIN_SOURCE,
+    FAST_PROVIDER,
+    HcloudClientFactory,
+    ProviderFactory,
+    SettingsFactory,
+    public_key_line,
+)
 
 #: Simulated actions take 1/100 of their real duration: a server is running ~0.15 s
 #: after its create request.
@@ -71,27 +74,6 @@ def hcloud_client_factory(fake_hetzner: FakeHetzner) -> Iterator[HcloudClientFac
 def hcloud_client(hcloud_client_factory: HcloudClientFactory) -> hcloud.Client:
     """An hcloud client pointed at ``fake_hetzner`` with the accepted token."""
     return hcloud_client_factory()
-
-
-#: Where test forests say SSH and monitoring come from (a documentation prefix).
-ADMIN_SOURCE = "2001:db8:ad::/64"
-
-#: Provider knobs scaled down like the fake's clock: polls and retries in milliseconds.
-FAST_PROVIDER = {
-    "poll_interval": 0.01,
-    "poll_max_interval": 0.05,
-    "retry_base_delay": 0.01,
-    "retry_max_delay": 0.05,
-    "create_jitter": 0.01,
-    "request_timeout": 5.0,
-    "delete_timeout": 30.0,
-}
-
-
-def public_key_line() -> str:
-    """A well-formed OpenSSH ed25519 public key (random, never used to log in)."""
-    blob = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20" + os.urandom(32)
-    return "ssh-ed25519 " + base64.b64encode(blob).decode() + " test@morpheus"
 
 
 @pytest.fixture

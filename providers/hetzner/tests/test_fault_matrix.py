@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 from fakeapi import FakeHetzner
+from hetzner_support import ProviderFactory
 
-from conftest import ProviderFactory
 from morpheus.errors import MorpheusError
 from morpheus.settings import Settings
 from morpheus.testing.contract import ContractForest

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 from fakeapi import FakeHetzner
+from hetzner_support import ADMIN_SOURCE, SettingsFactory
 from morpheus_hetzner.provider import HetznerProvider
 
-from conftest import ADMIN_SOURCE, SettingsFactory
 from morpheus.registry import Registry
 from morpheus.services import Context
 from morpheus.services.plant import PlantFailedError, PlantRequest, plan, plant

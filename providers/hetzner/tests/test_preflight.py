@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 from fakeapi import FakeHetzner
+from hetzner_support import ProviderFactory
 from morpheus_hetzner.api import HetznerPreflightError
 from morpheus_hetzner.provider import HetznerProvider
 from pydantic import SecretStr
 
-from conftest import ProviderFactory
 from morpheus.errors import PreflightError
 from morpheus.provider import ForestPlan
 
@@ -133,8 +133,7 @@ def test_checks_name_each_problem(
     fake_hetzner: FakeHetzner, hetzner_factory: ProviderFactory, hcloud_client: object
 ) -> None:
     import hcloud
-
-    from conftest import public_key_line
+    from hetzner_support import public_key_line
 
     assert isinstance(hcloud_client, hcloud.Client)
     hcloud_client.ssh_keys.create(name="morpheus", public_key=public_key_line())

@@ -10,10 +10,10 @@ import hcloud
 import pytest
 from fakeapi import FakeHetzner
 from hcloud.ssh_keys import SSHKey
+from hetzner_support import ADMIN_SOURCE, ProviderFactory, public_key_line
 from morpheus_hetzner.api import HetznerError
 from morpheus_hetzner.provider import HetznerProvider
 
-from conftest import ADMIN_SOURCE, ProviderFactory, public_key_line
 from morpheus.provider import ForestPlan, NodeHandle
 from morpheus.settings import Settings
 from morpheus.testing.contract import ContractForest
