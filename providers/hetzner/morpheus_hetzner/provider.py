@@ -1042,7 +1042,17 @@ class HetznerProvider(Provider):
             f"looking up the server of {node_id}",
             lambda c: c.servers.get_all(label_selector=_selector(forest_id, node_id)),
         )
-        return servers[0] if servers else None
+        if servers:
+            return servers[0]
+        # Forests imported from the older Go tool: its servers carry `forest-id=<forest>`
+        # and are named like our node ids (import-registry keeps those ids).
+        legacy = self.api.call(
+            f"looking up the server of {node_id}",
+            lambda c: c.servers.get_all(
+                label_selector=f"managed-by=morpheus,forest-id={forest_id}", name=node_id
+            ),
+        )
+        return legacy[0] if legacy else None
 
     def checks(self) -> list[CheckResult]:
         """Token, server type, image, SSH key and admin sources, each on its own line."""

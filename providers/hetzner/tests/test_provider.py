@@ -450,3 +450,34 @@ def test_forest_resources_stay_while_a_server_lives(
         forest.provider.delete_forest_resources(forest.id)
     (firewall,) = fake_hetzner.firewalls.values()
     assert firewall.label_selectors  # still protecting the server
+
+
+def test_servers_of_forests_imported_from_the_go_tool_are_deleted(
+    fake_hetzner: FakeHetzner, hetzner: HetznerProvider, hcloud_client: hcloud.Client
+) -> None:
+    from hcloud.images import Image
+    from hcloud.server_types import ServerType
+
+    forest_id = "forest-1700000000"
+    hcloud_client.servers.create(
+        name=f"{forest_id}-node-1",
+        server_type=ServerType(name="cx23"),
+        image=Image(name="ubuntu-24.04"),
+        labels={"managed-by": "morpheus", "forest-id": forest_id},
+    )
+    other = hcloud_client.servers.create(
+        name="forest-1700000001-node-1",
+        server_type=ServerType(name="cx23"),
+        image=Image(name="ubuntu-24.04"),
+        labels={"managed-by": "morpheus", "forest-id": "forest-1700000001"},
+    )
+    ghost = NodeHandle(
+        provider_id="1",
+        node_id=f"{forest_id}-node-1",
+        forest_id=forest_id,
+        run_id="imported",
+        index=1,
+        state="unknown",
+    )
+    hetzner.delete_node(ghost)
+    assert [s.name for s in fake_hetzner.servers.values()] == [other.server.name]
