@@ -138,6 +138,8 @@ class NatsInstall(Frozen):
     """
 
     version: Annotated[str, StringConstraints(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")]
+    #: False: the image already has nats-server (integration.nats_install: false).
+    install: bool = True
     download_url: HttpUrl | None = None
     sha256: Sha256 | None = None
     artifacts: tuple[NatsArtifact, ...] = ()

@@ -666,7 +666,14 @@ def shell_configurations() -> list[NodeBlueprint]:
 
 
 @pytest.mark.parametrize(
-    "blueprint", shell_configurations(), ids=["one", "three", "five", "mirror"]
+    "blueprint",
+    [
+        *shell_configurations(),
+        forest(3)[0].model_copy(
+            update={"nats": forest(3)[0].nats.model_copy(update={"install": False})}
+        ),
+    ],
+    ids=["one", "three", "five", "mirror", "preinstalled"],
 )
 def test_every_shell_snippet_passes_bash_n_and_shellcheck(
     blueprint: NodeBlueprint, tmp_path: Path
@@ -1211,3 +1218,13 @@ def test_route_sources_replace_the_peer_addresses_in_the_firewall() -> None:
     assert "elements = { ::/0 }" in ruleset
     assert "2001:db8:2::1" not in ruleset.split("set peers_v6")[1].split("}")[0]
     assert "ip6 saddr @peers_v6 tcp dport 6222 accept" in ruleset
+
+
+def test_nats_install_off_uses_the_images_binary() -> None:
+    preinstalled = forest(1)[0].nats.model_copy(update={"install": False})
+    blueprint = forest(1)[0].model_copy(update={"nats": preinstalled})
+    bootstrap = file_text(render_user_data(blueprint, now=NOW), NODE_PATHS.bootstrap)
+    assert '"$lib_dir/install-nats"' not in bootstrap
+    assert 'test -x "$nats_binary"' in bootstrap
+    installed = file_text(render_user_data(forest(1)[0], now=NOW), NODE_PATHS.bootstrap)
+    assert '"$lib_dir/install-nats"' in installed

@@ -62,6 +62,7 @@ def blueprint_for(
         },
         "nats": {
             "version": integration.nats_version,
+            "install": integration.nats_install,
             "download_url": integration.nats_download_url,
             "sha256": integration.nats_sha256,
         },
