@@ -81,6 +81,31 @@ def _parse(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
 
+def _details(node: Node) -> tuple[object, ...]:
+    """The columns of a node row that change over its life, in _DETAIL_COLUMNS order."""
+    return (
+        node.provider_id,
+        node.host,
+        json.dumps(node.addresses),
+        node.ports.model_dump_json(),
+        None if node.capacity is None else node.capacity.model_dump_json(),
+        node.status,
+        node.location,
+    )
+
+
+_DETAIL_COLUMNS = "provider_id, host, addresses, ports, capacity, status, location"
+
+
+def _insert_node(db: sqlite3.Connection, node: Node, *, or_ignore: bool = False) -> None:
+    verb = "INSERT OR IGNORE" if or_ignore else "INSERT"
+    db.execute(
+        f"{verb} INTO nodes (id, forest_id, name, idx, {_DETAIL_COLUMNS}, created_at)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        (node.id, node.forest_id, node.name, node.index, *_details(node), _iso(node.created_at)),
+    )
+
+
 class Registry:
     """The state database at ``path`` (created 0600 with its directory 0700)."""
 
@@ -232,25 +257,7 @@ class Registry:
             for node in nodes:
                 if db.execute("SELECT 1 FROM nodes WHERE id = ?", (node.id,)).fetchone():
                     raise RegistryError(f"a node {node.id} is already recorded; nothing imported")
-                db.execute(
-                    "INSERT INTO nodes (id, forest_id, name, idx, provider_id, host, addresses,"
-                    " ports, capacity, status, location, created_at)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        node.id,
-                        forest.id,
-                        node.name,
-                        node.index,
-                        node.provider_id,
-                        node.host,
-                        json.dumps(node.addresses),
-                        node.ports.model_dump_json(),
-                        None if node.capacity is None else node.capacity.model_dump_json(),
-                        node.status,
-                        node.location,
-                        _iso(node.created_at),
-                    ),
-                )
+                _insert_node(db, node)
             self._event(db, forest.id, now, "imported", message)
         return True
 
@@ -338,19 +345,7 @@ class Registry:
                     status=NodeStatus.PLANNED,
                     created_at=now,
                 )
-                db.execute(
-                    "INSERT INTO nodes (id, forest_id, name, idx, ports, status, created_at)"
-                    " VALUES (?,?,?,?,?,?,?)",
-                    (
-                        node.id,
-                        forest_id,
-                        node.name,
-                        index,
-                        node.ports.model_dump_json(),
-                        node.status,
-                        _iso(now),
-                    ),
-                )
+                _insert_node(db, node)
                 nodes.append(node)
             db.execute(
                 "UPDATE forests SET next_node_index = ? WHERE id = ?", (first + count, forest_id)
@@ -363,16 +358,7 @@ class Registry:
             cursor = db.execute(
                 "UPDATE nodes SET provider_id = ?, host = ?, addresses = ?, ports = ?,"
                 " capacity = ?, status = ?, location = ? WHERE id = ?",
-                (
-                    node.provider_id,
-                    node.host,
-                    json.dumps(node.addresses),
-                    node.ports.model_dump_json(),
-                    None if node.capacity is None else node.capacity.model_dump_json(),
-                    node.status,
-                    node.location,
-                    node.id,
-                ),
+                (*_details(node), node.id),
             )
             if cursor.rowcount != 1:
                 raise RegistryError(f"node {node.id} is not in the registry")
@@ -380,19 +366,7 @@ class Registry:
     def adopt_node(self, node: Node) -> None:
         """Record a node the platform has but the registry lost (found by its labels)."""
         with self._write() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO nodes (id, forest_id, name, idx, ports, status, created_at)"
-                " VALUES (?,?,?,?,?,?,?)",
-                (
-                    node.id,
-                    node.forest_id,
-                    node.name,
-                    node.index,
-                    node.ports.model_dump_json(),
-                    node.status,
-                    _iso(node.created_at),
-                ),
-            )
+            _insert_node(db, node, or_ignore=True)
             db.execute(
                 "UPDATE forests SET next_node_index = max(next_node_index, ?) WHERE id = ?",
                 (node.index + 1, node.forest_id),

@@ -169,7 +169,6 @@ def plant(
 ) -> None:
     """Create a forest of NATS nodes that cluster with each other."""
     from morpheus.cli import output as out
-    from morpheus.services import no_progress
     from morpheus.services.plant import PlantRequest, plan
     from morpheus.services.plant import plant as plant_forest
 
@@ -190,9 +189,7 @@ def plant(
             return
         _confirm("Create these machines?")
     with out.NodeProgress(enabled=not state.quiet and output == OutputFormat.table) as progress:
-        result = plant_forest(
-            context, plant_plan, request, progress if not state.quiet else no_progress
-        )
+        result = plant_forest(context, plant_plan, request, progress)
     out.show_planted(result, output)
 
 
@@ -241,7 +238,6 @@ def teardown(
 ) -> None:
     """Delete a forest: every node, process, file and record of it."""
     from morpheus.cli import output as out
-    from morpheus.services import no_progress
     from morpheus.services.teardown import teardown as teardown_forest
     from morpheus.services.teardown import teardown_preview
 
@@ -258,7 +254,7 @@ def teardown(
         if typed.strip() != found.id:
             _fail("the id did not match; nothing was deleted", EXIT_FAILURE)
     with out.NodeProgress(enabled=not state.quiet) as progress:
-        removal = teardown_forest(context, found.id, progress if not state.quiet else no_progress)
+        removal = teardown_forest(context, found.id, progress)
     out.show_removal(found.id, removal)
     if removal.failed:
         raise typer.Exit(EXIT_FAILURE)
@@ -275,7 +271,6 @@ def reconcile(
 ) -> None:
     """Repair a forest after an interrupted plant, grow or teardown (registry = platform)."""
     from morpheus.cli import output as out
-    from morpheus.services import no_progress
     from morpheus.services.reconcile import preview
     from morpheus.services.reconcile import reconcile as reconcile_forest
 
@@ -288,9 +283,7 @@ def reconcile(
     if plan.changes and not yes:
         _confirm("Apply these changes?", "reconcile deletes nodes: pass --yes")
     with out.NodeProgress(enabled=not state.quiet) as progress:
-        result = reconcile_forest(
-            context, plan.forest.id, progress if not state.quiet else no_progress
-        )
+        result = reconcile_forest(context, plan.forest.id, progress)
     out.show_reconciliation(result)
     if result.failed:
         raise typer.Exit(EXIT_FAILURE)
@@ -379,7 +372,6 @@ def grow(
     """
     from morpheus.cli import output as out
     from morpheus.growth import GrowthAction
-    from morpheus.services import no_progress
     from morpheus.services.grow import Expansion, assess, expand, policy_from
 
     state = _state(ctx)
@@ -397,7 +389,7 @@ def grow(
             _confirm(f"Add {count} node{'s' if count > 1 else ''}?", "pass --yes or --auto")
         show_progress = not (state.quiet or json_output)
         with out.NodeProgress(enabled=show_progress) as progress:
-            expansion = expand(context, assessment, progress if show_progress else no_progress)
+            expansion = expand(context, assessment, progress)
     out.show_growth(assessment, expansion, output, dry_run=dry_run)
     if expansion.added:
         raise typer.Exit(EXIT_GREW)
