@@ -675,7 +675,7 @@ def _varz(**changes: Any) -> bytes:
         ((200, _varz(jetstream="on")), "/varz: bad 'jetstream'"),
         ((200, _varz(jetstream={"stats": {"memory": 1, "storage": 2**70}})), "/varz: bad 'jet"),
         ((503, _varz()), "/varz: HTTP 503"),
-        ((0, b""), "Server disconnected without sending a response"),
+        ((0, b""), "server closed the connection without a response"),
     ],
 )
 def test_malformed_nats_replies_make_one_unreachable_sample(

@@ -6,6 +6,7 @@ Every address used here is loopback (127.0.0.1 or ::1); mocked hosts never leave
 from __future__ import annotations
 
 import asyncio
+import resource
 import shutil
 import socket
 import subprocess
@@ -22,10 +23,12 @@ import respx
 from pydantic import ValidationError
 
 from morpheus.monitor import (
+    DEFAULT_CONCURRENCY,
     ForestLoad,
     MonitorTarget,
     NodeSample,
     aggregate,
+    concurrency_within,
     monitor_url,
     poll_nodes,
 )
@@ -593,6 +596,39 @@ def test_concurrency_is_bounded(
     samples = poll([n.target for n in nodes], transport=transport, concurrency=4)
     assert all(s.reachable for s in samples)
     assert most == 4
+
+
+def test_default_concurrency_is_bounded(
+    fake_node: Callable[..., FakeNode], transport: httpx.MockTransport
+) -> None:
+    in_flight: set[str] = set()
+    most = 0
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        nonlocal most
+        in_flight.add(request.url.netloc.decode())
+        most = max(most, len(in_flight))
+        await asyncio.sleep(0.1)
+        in_flight.discard(request.url.netloc.decode())
+        return httpx.Response(200, json=VARZ)
+
+    nodes = [fake_node() for _ in range(DEFAULT_CONCURRENCY + 30)]
+    for node in nodes:
+        node.varz.mock(side_effect=slow)
+    samples = poll([n.target for n in nodes], transport=transport)
+    assert all(s.reachable for s in samples)
+    assert most == concurrency_within(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    assert most <= DEFAULT_CONCURRENCY
+
+
+@pytest.mark.parametrize(
+    ("open_file_limit", "concurrency"),
+    [(None, DEFAULT_CONCURRENCY), (1_048_576, DEFAULT_CONCURRENCY), (256, 96), (65, 1), (10, 1)],
+)
+def test_concurrency_fits_the_open_file_limit(
+    open_file_limit: int | None, concurrency: int
+) -> None:
+    assert concurrency_within(open_file_limit) == concurrency
 
 
 def test_nodes_are_polled_concurrently(

@@ -12,12 +12,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
-
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
     from morpheus.cli.app import OutputFormat
     from morpheus.models import Forest, Node
     from morpheus.monitor import NodeSample
@@ -31,7 +30,13 @@ if TYPE_CHECKING:
     from morpheus.settings import LoadedSettings
 
 
+# rich is imported where it is used: commands that print JSON, and successful runs of the
+# rest until they render, start without it (about 60 ms, measured by bench/grow_monitor.py).
+
+
 def _console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
     stream = sys.stderr if stderr else sys.stdout
     tty = stream.isatty()
     # Piped output is for grep and logs: never truncate it to an imagined terminal width.
@@ -47,6 +52,12 @@ def _console(stderr: bool = False) -> Console:
     )
 
 
+def _table(*columns: str) -> Table:
+    from rich.table import Table
+
+    return Table(*columns, box=None)
+
+
 def _printable(message: str) -> str:
     """Control characters shown escaped, so an error stays one line and moves no cursor."""
     return "".join(
@@ -56,6 +67,8 @@ def _printable(message: str) -> str:
 
 def error(message: str) -> None:
     """One line on stderr; red at a terminal."""
+    from rich.text import Text
+
     message = _printable(message)
     _console(stderr=True).print(Text.assemble(("error:", "red"), f" {message}"))
 
@@ -89,6 +102,8 @@ class NodeProgress:
 
     def __enter__(self) -> NodeProgress:
         if self.enabled and self.console.is_terminal:
+            from rich.live import Live
+
             self.live = Live(self._table(), console=self.console, transient=False)
             self.live.__enter__()
         return self
@@ -103,6 +118,8 @@ class NodeProgress:
             self.live.__exit__(kind, value, traceback)
 
     def _table(self) -> Table:
+        from rich.table import Table
+
         table = Table(box=None, show_header=False, pad_edge=False)
         for node_id, words in self.states.items():
             table.add_row(f"  {node_id}", words)
@@ -216,7 +233,7 @@ def show_status(view: ForestView, output: OutputFormat) -> None:
     console.print(
         f"🌲 Forest: {forest.id}  ({forest.provider}, {forest.size}, {forest.status.value})"
     )
-    table = Table("NODE", "STATUS", "PLATFORM", "NATS", "PEERS", "CPU", "MEM", "ADDRESS", box=None)
+    table = _table("NODE", "STATUS", "PLATFORM", "NATS", "PEERS", "CPU", "MEM", "ADDRESS")
     expected = max(len(view.nodes) - 1, 0)
     for item in view.nodes:
         sample = item.sample
@@ -325,7 +342,7 @@ def show_providers(infos: list[ProviderInfo], output: OutputFormat) -> None:
             output,
         )
         return
-    table = Table("NAME", "DISTRIBUTION", "VERSION", box=None)
+    table = _table("NAME", "DISTRIBUTION", "VERSION")
     for info in infos:
         table.add_row(info.name, info.distribution, info.version)
     _console().print(table)
@@ -338,6 +355,8 @@ def show_checks(results: list[CheckResult], output: OutputFormat) -> None:
             output,
         )
         return
+    from rich.text import Text
+
     console = _console()
     for result in results:
         mark = ("✓", "green") if result.ok else ("✗", "red")
@@ -376,7 +395,7 @@ def show_import(
     if not planned:
         console.print(f"Nothing to import from {found.source}.")
     else:
-        table = Table("FOREST", "PROVIDER", "SIZE", "NODES", "STATUS", "ADDRESSES", box=None)
+        table = _table("FOREST", "PROVIDER", "SIZE", "NODES", "STATUS", "ADDRESSES")
         for p in planned:
             hosts = ", ".join(n.host for n in p.nodes if n.host) or "-"
             table.add_row(
@@ -416,7 +435,7 @@ def show_config(loaded: LoadedSettings, output: OutputFormat) -> None:
         f"Config file: {loaded.path or 'none (defaults and environment only)'}", markup=False
     )
     console.print("Configuration is valid.")
-    table = Table("KEY", "VALUE", "SOURCE", box=None)
+    table = _table("KEY", "VALUE", "SOURCE")
     for key, value, source in rows:
         table.add_row(key, json.dumps(value), source)
     console.print(table)
@@ -463,7 +482,7 @@ def show_assessment(assessment: Assessment) -> None:
     console.print(f"  CPU:    {_bar(load.cpu_percent)}{cpu_warn}", markup=False)
     console.print(f"  Memory: {_bar(load.memory_percent)}{mem_warn}\n", markup=False)
     console.print(f"Nodes ({len(assessment.nodes)}):")
-    table = Table("ID", "IP", "CPU", "MEM", "PEERS", "STATUS", box=None)
+    table = _table("ID", "IP", "CPU", "MEM", "PEERS", "STATUS")
     for node, sample in zip(assessment.nodes, assessment.samples, strict=True):
         table.add_row(
             node.name,
