@@ -14,7 +14,8 @@ def main() -> None:
         return
     # httpx imports its own command-line client (click, rich, pygments: about 85 ms) whenever
     # click is installed, as it is in the development environment; Morpheus never runs it.
-    sys.modules.setdefault("httpx._main", None)
+    # None in sys.modules blocks an import (typeshed does not allow for that).
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     from morpheus.cli.app import main as run_app
 
     try:
