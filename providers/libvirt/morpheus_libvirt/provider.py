@@ -426,7 +426,14 @@ class LibvirtProvider(Provider):
         ]
 
     def blueprint_fields(self, reservation: Reservation) -> dict[str, object]:
-        return {"capacity": self.settings.machine.capacity}
+        plan = self.network_plan
+        return {
+            "capacity": self.settings.machine.capacity,
+            # Nodes cannot be re-rendered once booted (no apply_blueprint), so a node's own
+            # firewall admits routes from the whole morpheus network, where the nodes a grow
+            # adds will be, rather than from today's peers; route authorization still applies.
+            "route_sources": tuple(str(net) for net in (plan.ipv6, plan.ipv4) if net),
+        }
 
     def create_node(self, blueprint: NodeBlueprint) -> NodeHandle:
         from morpheus.render import render_user_data

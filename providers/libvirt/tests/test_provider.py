@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import ipaddress
+import re
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -221,6 +223,32 @@ def test_user_data_is_the_core_renderer_output(
             forest.cleanup()
             base.delete(0)
             del base
+
+
+def test_node_firewalls_admit_routes_from_nodes_a_grow_adds_later(
+    provider: LibvirtProvider, forest: ContractForest, volume_contents: VolumeContents
+) -> None:
+    first, *_ = forest.plant(3)
+    (later,) = provider.reserve_addresses(forest.id, forest.run_id, [f"{forest.id}-node-4"])
+    pool = provider.connection().storagePoolLookupByName(TEST_POOL)
+    seed = pool.storageVolLookupByName(volume_names(first.node_id)[1]).path()
+    _label, files, _joliet = read_seed(volume_contents.by_path[seed])
+    (firewall,) = [
+        f["content"]
+        for f in yaml.safe_load(files["user-data"])["write_files"]
+        if f["path"].endswith("firewall.nft")
+    ]
+    admitted = [
+        ipaddress.ip_network(element.strip())
+        for name in ("peers_v6", "peers_v4")
+        for element in re.search(  # type: ignore[union-attr]
+            rf"set {name} {{[^}}]*elements = {{ ([^}}]*) }}", firewall
+        )[1].split(",")
+    ]
+    for address in later.addresses:  # the new node's IPv6 and IPv4 addresses
+        assert any(ipaddress.ip_address(address) in network for network in admitted), address
+    assert re.search(r"ip6 saddr @peers_v6 tcp dport \d+ accept", firewall)
+    assert re.search(r"ip saddr @peers_v4 tcp dport \d+ accept", firewall)
 
 
 def test_delete_removes_domain_and_volumes_and_is_idempotent(
