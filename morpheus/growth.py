@@ -15,13 +15,16 @@
    straight to three (JetStream needs three servers for a quorum that survives a loss); if
    ``max_nodes`` is below three it is blocked rather than grown to a two-node cluster, which
    would lose JetStream on either node's failure.
-6. ``cooldown``: blocked until ``cooldown_minutes`` have passed since ``last_expansion``
+6. ``cannot_reconfigure``: blocked when the forest has one node and its provider cannot
+   reconfigure a running node: growing restarts node 1 into a cluster.
+7. ``cooldown``: blocked until ``cooldown_minutes`` have passed since ``last_expansion``
    (at exactly the end of the cooldown growth is allowed again).
-7. Otherwise ``grow``, with the reason naming what is over its threshold.
+8. Otherwise ``grow``, with the reason naming what is over its threshold.
 
-The lasting obstacle (``max_nodes``) is reported before the passing one (``cooldown``), so an
-operator is not told to wait for something that will not help. ``cooldown_remaining_seconds``
-is filled in whatever the outcome, for the operator's view and the JSON output.
+The lasting obstacles (``max_nodes``, ``cannot_reconfigure``) are reported before the passing
+one (``cooldown``), so an operator is not told to wait for something that will not help.
+``cooldown_remaining_seconds`` is filled in whatever the outcome, for the operator's view and
+the JSON output.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ class GrowthReason(StrEnum):
     MEMORY_OVER_THRESHOLD = "memory_over_threshold"
     CPU_AND_MEMORY_OVER_THRESHOLD = "cpu_and_memory_over_threshold"
     MAX_NODES = "max_nodes"
+    CANNOT_RECONFIGURE = "cannot_reconfigure"
     COOLDOWN = "cooldown"
 
 
@@ -102,11 +106,13 @@ def decide(
     node_count: int,
     last_expansion: datetime | None,
     now: datetime,
+    can_reconfigure: bool = True,
 ) -> GrowthDecision:
     """Decide whether a forest of ``node_count`` nodes under ``load`` should grow now.
 
     ``node_count`` is the number of nodes the forest has (what ``max_nodes`` limits);
-    ``load`` is what polling them found.
+    ``load`` is what polling them found; ``can_reconfigure`` is the forest's provider's
+    (see ``Provider.can_reconfigure``), which only a one-node forest's growth needs.
     """
     cooldown_total = policy.cooldown_minutes * 60
     remaining = 0.0
@@ -171,6 +177,14 @@ def decide(
             )
         return outcome(
             GrowthAction.BLOCKED, GrowthReason.MAX_NODES, f"{why}, but {limit}; not growing."
+        )
+
+    if node_count == 1 and not can_reconfigure:
+        return outcome(
+            GrowthAction.BLOCKED,
+            GrowthReason.CANNOT_RECONFIGURE,
+            f"{why}, but growing a one-node forest restarts node 1 into a cluster, which its "
+            "provider cannot do; plant a new forest of 3 or more nodes.",
         )
 
     if remaining > 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -151,6 +152,33 @@ def test_unreachable_nodes_are_shown_and_block_when_most_are(state_dir: Path) ->
     assert code == BLOCKED
     assert report["decision"]["reason"] == "too_many_unreachable"
     assert [n["reachable"] for n in report["nodes"]] == [False, False, True]
+
+
+def test_a_lone_node_its_provider_cannot_reconfigure_is_blocked_with_the_reason(
+    state_dir: Path,
+) -> None:
+    forest_id = plant("small")["forest"]["id"]
+
+    def provider_of_forest(name: str) -> None:
+        with sqlite3.connect(state_dir / "registry.sqlite3") as db:
+            db.execute("UPDATE forests SET provider = ? WHERE id = ?", (name, forest_id))
+
+    # The Hetzner provider cannot reconfigure a booted node; the forest's node stays the real
+    # local nats-server, so the figures are real and nothing may be created anywhere.
+    provider_of_forest("hetzner")
+    try:
+        code, report = grow_json("--auto", "--threshold", "3")
+        interactive = morpheus("grow", "--threshold", "3")
+    finally:
+        provider_of_forest("local")
+    assert code == BLOCKED
+    assert report["decision"]["action"] == "blocked"
+    assert report["decision"]["reason"] == "cannot_reconfigure"
+    assert "plant a new forest of 3 or more nodes" in report["decision"]["message"]
+    assert report["nodes_added"] == []
+    assert interactive.returncode == BLOCKED  # not asked "Add 2 nodes?" only to fail
+    assert "Add 2 nodes?" not in interactive.stdout
+    assert len(status(forest_id)["nodes"]) == 1
 
 
 def test_failed_growth_removes_only_the_new_node(monkeypatch: pytest.MonkeyPatch) -> None:

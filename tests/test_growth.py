@@ -194,6 +194,48 @@ def test_max_nodes_is_reported_before_cooldown() -> None:
     assert decision.cooldown_remaining_seconds == pytest.approx(600.0)
 
 
+@pytest.mark.parametrize(
+    ("forest_load", "action", "reason"),
+    [
+        (load(HOT, nodes=1), GrowthAction.BLOCKED, GrowthReason.CANNOT_RECONFIGURE),
+        (load(COOL, nodes=1), GrowthAction.NONE, GrowthReason.BELOW_THRESHOLD),
+        (load(HOT, nodes=2), GrowthAction.GROW, GrowthReason.CPU_OVER_THRESHOLD),
+        (load(HOT, nodes=3), GrowthAction.GROW, GrowthReason.CPU_OVER_THRESHOLD),
+    ],
+)
+def test_only_a_lone_node_needs_a_provider_that_can_reconfigure(
+    forest_load: ForestLoad, action: GrowthAction, reason: GrowthReason
+) -> None:
+    decision = decide(
+        forest_load,
+        GrowthPolicy(),
+        node_count=forest_load.nodes,
+        last_expansion=None,
+        now=NOW,
+        can_reconfigure=False,
+    )
+    assert (decision.action, decision.reason) == (action, reason)
+    if reason is GrowthReason.CANNOT_RECONFIGURE:
+        assert decision.nodes_to_add == 0
+        assert "plant a new forest of 3 or more nodes" in decision.message
+
+
+def test_lasting_obstacles_come_in_order_before_the_cooldown() -> None:
+    def blocked(policy: GrowthPolicy) -> GrowthReason:
+        return decide(
+            load(HOT, nodes=1),
+            policy,
+            node_count=1,
+            last_expansion=NOW,
+            now=NOW,
+            can_reconfigure=False,
+        ).reason
+
+    assert blocked(GrowthPolicy(max_nodes=2)) is GrowthReason.MAX_NODES
+    assert blocked(GrowthPolicy()) is GrowthReason.CANNOT_RECONFIGURE
+    assert blocked(GrowthPolicy(cooldown_minutes=0)) is GrowthReason.CANNOT_RECONFIGURE
+
+
 def test_naive_datetimes_are_taken_as_utc() -> None:
     naive_now = NOW.replace(tzinfo=None)
     decision = run(load(HOT), last_expansion=naive_now - timedelta(minutes=5), now=NOW)

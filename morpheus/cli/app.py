@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-#: ``grow``: nodes were added / growth was needed but blocked (cooldown, max_nodes, unreachable).
+#: ``grow``: nodes were added / growth was needed but blocked (see ``GrowthReason``).
 EXIT_GREW = 10
 EXIT_BLOCKED = 11
 EXIT_INTERRUPTED = 130
@@ -368,7 +368,8 @@ def grow(
     CPU and memory are the NATS server's own figures from its monitoring port (process CPU
     over the machine's cores; resident memory over the node's RAM), averaged over the nodes
     that answer. Exit codes: 0 no growth needed, 10 grew, 11 growth blocked (cooldown,
-    max_nodes, too many unreachable nodes), 1 error, 2 usage.
+    max_nodes, too many unreachable nodes, a one-node forest its provider cannot
+    reconfigure), 1 error, 2 usage.
     """
     from morpheus.cli import output as out
     from morpheus.growth import GrowthAction

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from morpheus.blueprint import Peer
-from morpheus.errors import MorpheusError, ProviderError
+from morpheus.errors import MorpheusError
 from morpheus.growth import GrowthAction, GrowthDecision, GrowthPolicy, decide
 from morpheus.jetstream import adopt_streams, read_streams
 from morpheus.models import Forest, ForestStatus, Node, NodeStatus, host_for_url
 from morpheus.monitor import ForestLoad, MonitorTarget, NodeSample, aggregate, poll_nodes
+from morpheus.provider import load_provider_class
 from morpheus.registry import forest_lock
 from morpheus.services import Context, Progress
 from morpheus.services.provision import provision_nodes, reconfigure_nodes, remove_nodes
@@ -69,6 +70,14 @@ def _targets(nodes: list[Node]) -> list[MonitorTarget]:
     ]
 
 
+def _can_reconfigure(provider_name: str) -> bool:
+    try:
+        return load_provider_class(provider_name).can_reconfigure
+    except MorpheusError:
+        # A missing or broken plugin does not hide the figures; growing reports it.
+        return True
+
+
 def assess(
     ctx: Context, forest_id: str, policy: GrowthPolicy, *, per_node_timeout: float = 2.0
 ) -> Assessment:
@@ -85,7 +94,12 @@ def assess(
     load = aggregate(samples)
     now = ctx.clock()
     decision = decide(
-        load, policy, node_count=len(nodes), last_expansion=forest.last_expansion, now=now
+        load,
+        policy,
+        node_count=len(nodes),
+        last_expansion=forest.last_expansion,
+        now=now,
+        can_reconfigure=len(nodes) != 1 or _can_reconfigure(forest.provider),
     )
     return Assessment(forest, nodes, samples, load, policy, decision, now)
 
@@ -97,22 +111,18 @@ def expand(ctx: Context, assessment: Assessment, progress: Progress) -> Expansio
         forest = registry.get_forest(assessment.forest.id)
         existing = [n for n in registry.nodes(forest.id) if n.status == NodeStatus.ACTIVE]
         now = ctx.clock()
+        provider = ctx.provider(forest.provider)
         decision = decide(
             assessment.load,
             assessment.policy,
             node_count=len(existing),
             last_expansion=forest.last_expansion,
             now=now,
+            can_reconfigure=provider.can_reconfigure,
         )
         if decision.action != GrowthAction.GROW:
             return Expansion(decision)
-        provider = ctx.provider(forest.provider)
         standalone = len(existing) == 1
-        if standalone and not provider.can_reconfigure:
-            raise ProviderError(
-                f"growing a one-node forest reconfigures node 1 into a cluster, which the "
-                f"{provider.name} provider cannot do; plant a new forest of 3 nodes instead"
-            )
         streams = read_streams(existing[0].monitor_url or "") if standalone else []
         reconfigure = existing if provider.can_reconfigure else []
         old_mesh = [Peer(host=n.host or "", port=n.ports.cluster) for n in existing]
