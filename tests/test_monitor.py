@@ -576,9 +576,10 @@ def test_failing_jsz_is_reported_but_the_node_counts(
     assert sample.jetstream_memory_used is None
 
 
-def test_concurrency_is_bounded(
-    fake_node: Callable[..., FakeNode], transport: httpx.MockTransport
-) -> None:
+def most_nodes_at_once(
+    nodes: list[FakeNode], transport: httpx.MockTransport, **options: Any
+) -> int:
+    """Poll ``nodes`` whose /varz answers slowly; the most nodes answering at one time."""
     in_flight: set[str] = set()
     most = 0
 
@@ -590,33 +591,25 @@ def test_concurrency_is_bounded(
         in_flight.discard(request.url.netloc.decode())
         return httpx.Response(200, json=VARZ)
 
-    nodes = [fake_node() for _ in range(12)]
     for node in nodes:
         node.varz.mock(side_effect=slow)
-    samples = poll([n.target for n in nodes], transport=transport, concurrency=4)
+    samples = poll([n.target for n in nodes], transport=transport, **options)
     assert all(s.reachable for s in samples)
-    assert most == 4
+    return most
+
+
+def test_concurrency_is_bounded(
+    fake_node: Callable[..., FakeNode], transport: httpx.MockTransport
+) -> None:
+    nodes = [fake_node() for _ in range(12)]
+    assert most_nodes_at_once(nodes, transport, concurrency=4) == 4
 
 
 def test_default_concurrency_is_bounded(
     fake_node: Callable[..., FakeNode], transport: httpx.MockTransport
 ) -> None:
-    in_flight: set[str] = set()
-    most = 0
-
-    async def slow(request: httpx.Request) -> httpx.Response:
-        nonlocal most
-        in_flight.add(request.url.netloc.decode())
-        most = max(most, len(in_flight))
-        await asyncio.sleep(0.1)
-        in_flight.discard(request.url.netloc.decode())
-        return httpx.Response(200, json=VARZ)
-
     nodes = [fake_node() for _ in range(DEFAULT_CONCURRENCY + 30)]
-    for node in nodes:
-        node.varz.mock(side_effect=slow)
-    samples = poll([n.target for n in nodes], transport=transport)
-    assert all(s.reachable for s in samples)
+    most = most_nodes_at_once(nodes, transport)
     assert most == concurrency_within(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     assert most <= DEFAULT_CONCURRENCY
 
