@@ -12,31 +12,19 @@ figures into docs/reliability.md.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from morpheus.testing.campaign import kill_points, record_outcome
 from morpheus.testing.cli import cli_environment, morpheus
 from morpheus.testing.nats import healthz_ok, peers_seen, processes_mentioning
-
-REPORT = os.environ.get("MORPHEUS_CAMPAIGN_REPORT")
-
-
-def kill_points(points: Iterable[int]) -> list[Any]:
-    """Every third kill point runs in the default suite; all of them with `-m campaign`
-    (bench/reliability.py), which keeps CI short and the full campaign one command away."""
-    return [
-        point if index % 3 == 0 else pytest.param(point, marks=pytest.mark.campaign)
-        for index, point in enumerate(points)
-    ]
 
 
 @pytest.fixture(autouse=True)
@@ -87,21 +75,12 @@ def only_forest() -> str:
     return forest_id
 
 
-def record(operation: str, point: int, seen: int, left: dict[str, int]) -> None:
-    if REPORT:
-        with open(REPORT, "a", encoding="utf-8") as report:
-            report.write(
-                json.dumps({"operation": operation, "point": point, "seen": seen, "left": left})
-                + "\n"
-            )
-
-
 def teardown_recovers(state_dir: Path, operation: str, point: int, seen: int) -> None:
     for forest_id in forests():  # none when killed before the forest was recorded
         recovered = morpheus("teardown", forest_id, "--yes")
         assert recovered.returncode == 0, recovered.stderr
     left = leftovers(state_dir)
-    record(operation, point, seen, left)
+    record_outcome(operation, point, seen, left)
     assert set(left.values()) == {0}, left
 
 
@@ -144,7 +123,7 @@ def grow_recovers(state_dir: Path, operation: str, point: int, seen: int, names:
     extra = {"stray_node_dirs": len(list(state_dir.glob("local/*/*"))) - len(kept)}
     assert morpheus("teardown", forest_id, "--yes").returncode == 0
     left = {**leftovers(state_dir), **extra}
-    record(operation, point, seen, left)
+    record_outcome(operation, point, seen, left)
     assert set(left.values()) == {0}, left
 
 

@@ -69,7 +69,6 @@ def firewall_rules(
     Nothing else comes in (a Hetzner firewall drops what no inbound rule allows).
     """
     admin = sorted(admin_sources)
-    forest = sorted(set(forest_networks))
     rules = [
         FirewallRule(
             direction="in",
@@ -86,17 +85,7 @@ def firewall_rules(
             description="NATS monitoring from admin sources",
         ),
     ]
-    if forest:
-        rules.append(
-            FirewallRule(
-                direction="in",
-                protocol="tcp",
-                port=str(ports.cluster),
-                source_ips=forest,
-                description="NATS routes from the forest",
-            )
-        )
-    return rules
+    return rules + _route_rules(forest_networks, ports.cluster)
 
 
 def with_forest_routes(
@@ -113,18 +102,7 @@ def with_forest_routes(
             rule.direction == "in" and rule.protocol == "tcp" and rule.port == str(cluster_port)
         )
     ]
-    forest = sorted(set(networks))
-    if forest:
-        kept.append(
-            FirewallRule(
-                direction="in",
-                protocol="tcp",
-                port=str(cluster_port),
-                source_ips=forest,
-                description="NATS routes from the forest",
-            )
-        )
-    return kept
+    return kept + _route_rules(networks, cluster_port)
 
 
 def rule_key(rule: FirewallRule) -> tuple[str, str, str | None, tuple[str, ...]]:
@@ -150,3 +128,19 @@ def label_problems(labels: Mapping[str, str]) -> list[str]:
 def valid_server_name(name: str) -> bool:
     """Whether Hetzner accepts ``name`` as a server name (an RFC 1123 host label here)."""
     return bool(_SERVER_NAME.fullmatch(name))
+
+
+def _route_rules(networks: Iterable[str], cluster_port: int) -> list[FirewallRule]:
+    """The rule admitting NATS routes from ``networks``; none when there are none."""
+    forest = sorted(set(networks))
+    if not forest:
+        return []
+    return [
+        FirewallRule(
+            direction="in",
+            protocol="tcp",
+            port=str(cluster_port),
+            source_ips=forest,
+            description="NATS routes from the forest",
+        )
+    ]

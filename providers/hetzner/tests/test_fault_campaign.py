@@ -9,31 +9,18 @@ raised so that every kill lands while the plant is still creating or waiting.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fakeapi import FakeHetzner
 
+from morpheus.testing.campaign import kill_points, record_outcome
 from morpheus.testing.cli import cli_environment, morpheus
-
-REPORT = os.environ.get("MORPHEUS_CAMPAIGN_REPORT")
-
-
-def kill_points(points: Iterable[int]) -> list[Any]:
-    """Every third kill point runs in the default suite; all of them with `-m campaign`
-    (bench/reliability.py), which keeps CI short and the full campaign one command away."""
-    return [
-        point if index % 3 == 0 else pytest.param(point, marks=pytest.mark.campaign)
-        for index, point in enumerate(points)
-    ]
 
 
 def kill_at_request(fake: FakeHetzner, args: list[str], requests: int) -> int:
@@ -74,19 +61,7 @@ def recover(fake: FakeHetzner, state_dir: Path, operation: str, point: int, seen
         result = morpheus("teardown", forest["id"], "--yes", timeout=120)
         assert result.returncode == 0, result.stdout + result.stderr
     left = left_behind(fake, state_dir)
-    if REPORT:
-        with open(REPORT, "a", encoding="utf-8") as report:
-            report.write(
-                json.dumps(
-                    {
-                        "operation": f"hetzner {operation}",
-                        "point": point,
-                        "seen": seen,
-                        "left": left,
-                    }
-                )
-                + "\n"
-            )
+    record_outcome(f"hetzner {operation}", point, seen, left)
     assert set(left.values()) == {0}, left
 
 
