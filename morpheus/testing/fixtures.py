@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from morpheus.testing.nats import kill_all, processes_mentioning
+from morpheus.testing.tools import RUN_VARIABLES
 
 _ISOLATED_VARIABLES = (
     "MORPHEUS_CONFIG",
@@ -29,6 +30,8 @@ def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
     import os
 
     for name in list(os.environ):
+        if name in RUN_VARIABLES:
+            continue
         if name.startswith("MORPHEUS_") or name in _ISOLATED_VARIABLES:
             monkeypatch.delenv(name)
     state = tmp_path / "state"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
@@ -13,14 +12,11 @@ from types import ModuleType
 import pytest
 
 from morpheus.errors import ProviderError
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+from morpheus.testing.tools import missing
 
 
 def test_binding_is_importable() -> None:
-    """Locally a missing binding skips the libvirt tests with the reason; in CI it fails them."""
+    """A missing binding skips with the reason, or fails with MORPHEUS_REQUIRE_TOOLS (CI)."""
     try:
         importlib.import_module("morpheus_libvirt")
     except ImportError as exc:
@@ -37,9 +33,7 @@ def test_binding_is_importable() -> None:
             reason = f"the libvirt binding cannot be imported ({exc}); {INSTALL_HINT}"
         else:
             return
-    if _in_ci():
-        pytest.fail(f"CI must run the libvirt tests: {reason}")
-    pytest.skip(reason)
+    missing(reason)
 
 
 @pytest.fixture

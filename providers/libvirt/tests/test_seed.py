@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +11,8 @@ import yaml
 from libvirt_support import SEED_NAMES, read_seed
 from morpheus_libvirt.addresses import NetworkPlan, plan_addresses
 from morpheus_libvirt.seed import SeedFiles, build_seed_iso, meta_data, network_config
+
+from morpheus.testing.tools import require_tool
 
 
 @pytest.fixture
@@ -36,12 +37,12 @@ def test_seed_iso_of_empty_files() -> None:
     assert by_rock_ridge == {name: "" for name in SEED_NAMES}
 
 
-@pytest.mark.skipif(shutil.which("blkid") is None, reason="blkid (util-linux) is not installed")
 def test_blkid_sees_the_label_cloud_init_looks_for(files: SeedFiles, tmp_path: Path) -> None:
+    blkid = require_tool("blkid")
     image = tmp_path / "seed.iso"
     image.write_bytes(build_seed_iso(files))
     probe = subprocess.run(
-        ["blkid", "--probe", "--output", "export", str(image)],
+        [blkid, "--probe", "--output", "export", str(image)],
         capture_output=True,
         text=True,
         check=True,
