@@ -28,6 +28,7 @@ from pydantic import (
 
 from morpheus.errors import TemplateInputError
 from morpheus.models import Capacity, Ports, host_for_url
+from morpheus.validation import describe_validation_error
 
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")]
 LabelValue = Annotated[
@@ -244,11 +245,8 @@ def build_blueprint(**fields: Any) -> NodeBlueprint:
     try:
         return NodeBlueprint(**fields)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        key = ".".join(str(part) for part in error["loc"])
-        where = f"{key}: " if key else ""
         raise TemplateInputError(
-            f"refusing to render node configuration: {where}{error['msg']}"
+            f"refusing to render node configuration: {describe_validation_error(exc)}"
         ) from None
 
 

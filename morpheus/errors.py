@@ -8,18 +8,31 @@ cloud SDKs) are translated into these once, at the boundary, with ``raise ... fr
     ├── ConfigError               invalid or unreadable configuration
     ├── UsageError                exit 2: a flag or argument that cannot be acted on
     ├── ForestNotFoundError       exit 1: no such forest in the registry
+    ├── ForestStateError          the registry's record is not enough to act on
     ├── RegistryError             the state database cannot be used
     ├── ProviderNotFoundError     no installed provider with that name
-    ├── ProviderError             a provider failed (API, process, platform)
+    ├── ProviderError             a provider failed (API, process, platform); ``.code``
     │   └── PreflightError        a check before creating anything failed
     ├── ReadinessError            nodes did not become ready in time
+    ├── PlantFailedError          planting failed; ``.removal`` says what the rollback did
+    ├── GrowFailedError           growing failed; the new nodes were removed
+    ├── JetStreamMigrationError   streams could not be carried into a new cluster
     ├── NatsReleaseError          no nats-server build with a known SHA-256 could be found
     ├── LegacyRegistryError       the older tool's registry.json cannot be imported
     └── TemplateInputError        a value would be unsafe to render
         └── UserDataError         rendered user-data a cloud would refuse (size, first line)
+
+Provider plugins raise ``ProviderError`` / ``PreflightError`` (or their own subclasses of
+them) with the platform's error ``code`` when it has one, so callers branch on the code and
+never on message text.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from morpheus.models import Removal
 
 
 class MorpheusError(Exception):
@@ -50,8 +63,16 @@ class ProviderNotFoundError(MorpheusError):
     """No installed provider plugin has the requested name."""
 
 
+class ForestStateError(MorpheusError):
+    """The registry's record of a forest lacks what the command needs (refresh it first)."""
+
+
 class ProviderError(MorpheusError):
-    """A provider could not do what was asked."""
+    """A provider could not do what was asked; ``code`` is the platform's error code, if any."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class PreflightError(ProviderError):
@@ -60,6 +81,22 @@ class PreflightError(ProviderError):
 
 class ReadinessError(MorpheusError):
     """Nodes were created but did not become ready before the deadline."""
+
+
+class PlantFailedError(MorpheusError):
+    """Planting failed; ``removal`` says what the rollback deleted and what it could not."""
+
+    def __init__(self, message: str, removal: Removal | None) -> None:
+        super().__init__(message)
+        self.removal = removal
+
+
+class GrowFailedError(MorpheusError):
+    """Growing failed; the nodes it had added were removed (or the message names those left)."""
+
+
+class JetStreamMigrationError(MorpheusError):
+    """Streams of a standalone node could not be carried into its new cluster."""
 
 
 class TemplateInputError(MorpheusError):

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict
 
-from morpheus.errors import MorpheusError
+from morpheus.errors import JetStreamMigrationError
 
 
 class ConsumerSpec(BaseModel):
@@ -35,10 +35,6 @@ class StreamSpec(BaseModel):
     name: str
     config: dict[str, Any]
     consumers: list[ConsumerSpec] = []
-
-
-class JetStreamMigrationError(MorpheusError):
-    """Streams of a standalone node could not be carried into its new cluster."""
 
 
 def read_streams(monitor_url: str, timeout: float = 5.0) -> list[StreamSpec]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -103,3 +104,11 @@ class Event(BaseModel):
     at: datetime
     kind: str
     message: str
+
+
+@dataclass
+class Removal:
+    """What a teardown or rollback removed, and what it could not."""
+
+    deleted: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from morpheus.errors import ConfigError, ProviderError, ProviderNotFoundError
 from morpheus.models import Capacity, Ports
+from morpheus.validation import describe_validation_error
 
 if TYPE_CHECKING:
     from morpheus.blueprint import NodeBlueprint
@@ -119,9 +120,9 @@ class Provider(ABC):
         try:
             return cls.settings_model.model_validate(raw)
         except ValidationError as exc:
-            error = exc.errors()[0]
-            key = ".".join(["providers", cls.name, *(str(p) for p in error["loc"])])
-            raise ConfigError(f"{key}: {error['msg']}") from None
+            raise ConfigError(
+                describe_validation_error(exc, prefix=("providers", cls.name))
+            ) from None
 
     def preflight(self, plan: ForestPlan) -> None:  # noqa: B027 - optional hook
         """Check everything that can be checked before anything is created; raise early.

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from morpheus.errors import ReadinessError
 from morpheus.monitor import MonitorTarget, NodeSample, poll_nodes
+from morpheus.waiting import poll_until
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,8 @@ def wait_nats_ready(
     """
     pending = {target.node_id: target for target in targets}
     said: dict[str, str] = {}
-    interval = 0.05
-    while pending:
+
+    def all_ready() -> bool | None:
         remaining = deadline - time.monotonic()
         samples = asyncio.run(
             poll_nodes(
@@ -74,11 +75,18 @@ def wait_nats_ready(
                 progress(target.node_id, words)
             if ready:
                 del pending[target.node_id]
-        if not pending:
-            return
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            stuck = ", ".join(f"{node} ({said.get(node, 'no answer')})" for node in pending)
-            raise ReadinessError(f"not ready before the deadline: {stuck}")
-        time.sleep(min(interval, remaining))
-        interval = min(interval * 2, max_interval)
+        return True if not pending else None
+
+    def stuck() -> ReadinessError:
+        nodes = ", ".join(f"{node} ({said.get(node, 'no answer')})" for node in pending)
+        return ReadinessError(f"not ready before the deadline: {nodes}")
+
+    if pending:
+        poll_until(
+            all_ready,
+            deadline=deadline,
+            interval=0.05,
+            backoff=2,
+            max_interval=max_interval,
+            timeout_error=stuck,
+        )

@@ -27,6 +27,7 @@ from pydantic_settings import (
 
 from morpheus.blueprint import HttpUrl
 from morpheus.errors import ConfigError
+from morpheus.validation import UNKNOWN_KEY, describe_validation_error, printable, problem_key
 
 ENV_PREFIX = "MORPHEUS_"
 TOKEN_VARIABLES = ("HCLOUD_TOKEN", "HETZNER_API_TOKEN")
@@ -255,7 +256,7 @@ def _expand(value: Any, expansion: _Expansion, key: str, parents: frozenset[int]
     if isinstance(value, dict | list):
         if id(value) in parents:
             raise ConfigError(
-                f"{expansion.where(key)}: {_printable(key)} contains itself through a YAML alias; "
+                f"{expansion.where(key)}: {printable(key)} contains itself through a YAML alias; "
                 "an anchor (&name) cannot be used inside its own value"
             )
         parents = parents | {id(value)}
@@ -324,7 +325,7 @@ def _parse_config_file(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = _printable(
+        problem = printable(
             " ".join(str(getattr(exc, "problem", None) or "not valid YAML").split())
         )
         raise ConfigError(f"{where}: {problem}; fix the YAML syntax") from exc
@@ -421,8 +422,7 @@ def _leaf_keys(model: BaseModel, prefix: str = "") -> Iterator[str]:
 def _describe_validation_error(
     exc: ValidationError, path: Path | None, lines: Mapping[str, int], environ: Mapping[str, str]
 ) -> str:
-    error = exc.errors()[0]
-    key = ".".join(str(part) for part in error["loc"])
+    key = problem_key(exc)
     env_name = ENV_PREFIX + key.replace(".", "__").upper()
     if env_name in {name.upper() for name in environ}:
         where = f"environment variable {env_name}"
@@ -431,20 +431,7 @@ def _describe_validation_error(
         where = f"{path}:{line}" if line else str(path)
     else:
         where = "configuration"
-    message = error["msg"]
-    if error["type"] == "extra_forbidden":
-        message = "unknown key; see config.example.yaml for the valid keys"
-    more = len(exc.errors()) - 1
-    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return _printable(f"{where}: {key}: {message}{suffix}")
-
-
-def _printable(text: str) -> str:
-    """``text`` with line breaks and other unprintable characters escaped: one line, always.
-
-    Keys and paths in messages come from the operator's files, which may hold anything.
-    """
-    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
+    return printable(where) + ": " + describe_validation_error(exc, unknown_key=UNKNOWN_KEY)
 
 
 def _nearest_line(key: str, lines: Mapping[str, int]) -> int | None:

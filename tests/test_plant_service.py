@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from morpheus_local.provider import LocalProvider, LocalSettings
 
-from morpheus.errors import ProviderError
+from morpheus.errors import PlantFailedError, ProviderError
 from morpheus.models import ForestStatus, NodeStatus
 from morpheus.provider import NodeHandle, Reservation
 from morpheus.registry import Registry
 from morpheus.services import Context, no_progress
-from morpheus.services.plant import PlantFailedError, PlantPlan, PlantRequest, plant
+from morpheus.services.plant import PlantPlan, PlantRequest, plant
 from morpheus.services.teardown import remove_forest, teardown
 from morpheus.settings import Settings
 from morpheus.testing.nats import processes_mentioning

@@ -18,13 +18,12 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from morpheus.cli.app import OutputFormat
-    from morpheus.models import Forest, Node
+    from morpheus.models import Forest, Node, Removal
     from morpheus.monitor import NodeSample
     from morpheus.provider import CheckResult, ProviderInfo
     from morpheus.services.grow import Assessment, Expansion
     from morpheus.services.migrate import ImportPlan, ImportResult
     from morpheus.services.plant import PlantPlan, PlantResult
-    from morpheus.services.provision import Removal
     from morpheus.services.reconcile import ReconcilePlan, Reconciliation
     from morpheus.services.status import ForestView
     from morpheus.settings import LoadedSettings
@@ -58,18 +57,13 @@ def _table(*columns: str) -> Table:
     return Table(*columns, box=None)
 
 
-def _printable(message: str) -> str:
-    """Control characters shown escaped, so an error stays one line and moves no cursor."""
-    return "".join(
-        char if char.isprintable() else char.encode("unicode_escape").decode() for char in message
-    )
-
-
 def error(message: str) -> None:
     """One line on stderr; red at a terminal."""
     from rich.text import Text
 
-    message = _printable(message)
+    from morpheus.validation import printable
+
+    message = printable(message)
     _console(stderr=True).print(Text.assemble(("error:", "red"), f" {message}"))
 
 

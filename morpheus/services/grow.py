@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from morpheus.blueprint import Peer
-from morpheus.errors import MorpheusError
+from morpheus.errors import GrowFailedError, MorpheusError
 from morpheus.growth import GrowthAction, GrowthDecision, GrowthPolicy, decide
 from morpheus.jetstream import adopt_streams, read_streams
 from morpheus.models import Forest, ForestStatus, Node, NodeStatus, host_for_url
@@ -153,7 +153,7 @@ def expand(ctx: Context, assessment: Assessment, progress: Progress) -> Expansio
             registry.set_forest_status(forest.id, ForestStatus.ACTIVE)
             left = f"; could not delete {', '.join(removal.failed)}" if removal.failed else ""
             registry.add_event(forest.id, "failed", f"growth failed: {reason}{left}", ctx.clock())
-            raise MorpheusError(
+            raise GrowFailedError(
                 f"growing {forest.id} failed: {reason}; the new node(s) were removed{left}"
             ) from exc
         registry.set_forest_status(forest.id, ForestStatus.ACTIVE)

@@ -34,6 +34,7 @@ from morpheus.blueprint import RouteCredentials
 from morpheus.errors import LegacyRegistryError
 from morpheus.models import Forest, ForestStatus, Node, NodeStatus
 from morpheus.services import Context
+from morpheus.validation import describe_validation_error
 
 #: Where the Go tool kept its registry.
 DEFAULT_LEGACY_REGISTRY = Path("~/.morpheus/registry.json")
@@ -166,14 +167,9 @@ def parse_legacy_registry(text: str, source: str) -> LegacyRegistry:
 
 
 def _describe(exc: ValidationError, source: str) -> str:
-    error = exc.errors()[0]
-    more = len(exc.errors()) - 1
-    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    if not error["loc"]:
+    if not exc.errors()[0]["loc"]:
         return f'{source}: the top level must be an object with "forests" and "nodes"'
-    key = ".".join(str(part) for part in error["loc"])
-    message = error["msg"].removeprefix("Value error, ")
-    return f"{source}: {key}: {message}{suffix}"
+    return f"{source}: {describe_validation_error(exc, drop_value_error=True)}"
 
 
 def plan_import(

@@ -10,13 +10,12 @@ from difflib import get_close_matches
 from pathlib import Path
 
 from morpheus.blueprint import NodeBlueprint, Peer, RouteCredentials, route_mesh
-from morpheus.errors import MorpheusError, UsageError
+from morpheus.errors import MorpheusError, PlantFailedError, UsageError
 from morpheus.models import Forest, ForestStatus, Node, NodeStatus
 from morpheus.provider import ForestPlan, PlanLine, Provider, Reservation, installed_providers
 from morpheus.registry import forest_lock
 from morpheus.services import Context, Progress
 from morpheus.services.provision import (
-    Removal,
     blueprint_for,
     provision_nodes,
     reservation_of,
@@ -51,14 +50,6 @@ class PlantPlan:
 class PlantResult:
     forest: Forest
     nodes: list[Node]
-
-
-class PlantFailedError(MorpheusError):
-    """Planting failed; ``removal`` says what the rollback deleted and what it could not."""
-
-    def __init__(self, message: str, removal: Removal | None) -> None:
-        super().__init__(message)
-        self.removal = removal
 
 
 def provider_name(target: str, ctx: Context) -> str:

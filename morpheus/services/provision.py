@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 
 from morpheus.blueprint import (
@@ -15,8 +14,8 @@ from morpheus.blueprint import (
     labels_for,
     route_mesh,
 )
-from morpheus.errors import MorpheusError
-from morpheus.models import Forest, Node, NodeStatus
+from morpheus.errors import ForestStateError, MorpheusError
+from morpheus.models import Forest, Node, NodeStatus, Removal
 from morpheus.provider import NodeHandle, Provider, Reservation
 from morpheus.readiness import ReadinessTarget, wait_nats_ready
 from morpheus.services import Context, Progress
@@ -175,7 +174,7 @@ def provision_nodes(
 def reservation_of(node: Node) -> Reservation:
     """The reservation an existing node was made from, rebuilt from its record."""
     if node.host is None:
-        raise MorpheusError(f"{node.id} has no recorded address; run `morpheus status` first")
+        raise ForestStateError(f"{node.id} has no recorded address; run `morpheus status` first")
     return Reservation(
         forest_id=node.forest_id,
         node_id=node.id,
@@ -218,14 +217,6 @@ def handle_for(forest: Forest, node: Node) -> NodeHandle:
         ports=node.ports,
         state="unknown",
     )
-
-
-@dataclass
-class Removal:
-    """What a teardown or rollback removed, and what it could not."""
-
-    deleted: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
 
 
 def remove_nodes(

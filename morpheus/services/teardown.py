@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from morpheus.errors import MorpheusError
-from morpheus.models import ForestStatus
+from morpheus.models import ForestStatus, Removal
 from morpheus.provider import Provider
 from morpheus.registry import forest_lock
 from morpheus.services import Context, Progress
-from morpheus.services.provision import Removal, remove_nodes
+from morpheus.services.provision import remove_nodes
 
 
 def teardown(ctx: Context, forest_id: str, progress: Progress) -> Removal:

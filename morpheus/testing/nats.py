@@ -15,6 +15,8 @@ from typing import TypeVar
 
 import httpx
 
+from morpheus.waiting import poll_until
+
 T = TypeVar("T")
 
 
@@ -33,16 +35,14 @@ def wait_until(
     condition: Callable[[], T | None], timeout: float = 30.0, what: str = "condition"
 ) -> T:
     """Poll ``condition`` until it returns something truthy, or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    delay = 0.02
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.5)
+    return poll_until(
+        lambda: condition() or None,
+        deadline=time.monotonic() + timeout,
+        interval=0.02,
+        backoff=2,
+        max_interval=0.5,
+        timeout_error=lambda: AssertionError(f"timed out after {timeout:.0f}s waiting for {what}"),
+    )
 
 
 def peers_seen(monitor_url: str) -> set[str] | None:

@@ -60,10 +60,6 @@ NO_AUTH_MESSAGE = (
 class HetznerError(ProviderError):
     """A Hetzner Cloud API call failed; ``code`` is the API's error code, when it gave one."""
 
-    def __init__(self, message: str, code: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-
 
 class HetznerPreflightError(HetznerError, PreflightError):
     """A check before anything is created failed; nothing was created."""

@@ -20,9 +20,10 @@ from fakeapi import FakeHetzner
 from hetzner_support import ADMIN_SOURCE, SettingsFactory
 from morpheus_hetzner.provider import HetznerProvider
 
+from morpheus.errors import PlantFailedError
 from morpheus.registry import Registry
 from morpheus.services import Context
-from morpheus.services.plant import PlantFailedError, PlantRequest, plan, plant
+from morpheus.services.plant import PlantRequest, plan, plant
 from morpheus.testing.cli import cli_environment, morpheus
 
 

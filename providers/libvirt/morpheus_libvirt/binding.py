@@ -70,6 +70,12 @@ def _code_names() -> dict[int, str]:
     return names
 
 
+def code_name(exc: BaseException) -> str | None:
+    """libvirt's name for the error's code (``VIR_ERR_NO_DOMAIN``): ``ProviderError.code``."""
+    code = error_code(exc)
+    return None if code is None else _code_names().get(code, f"VIR_ERR_{code}")
+
+
 def describe_error(exc: BaseException) -> str:
     """libvirt's own message with its error code, e.g. ``... (VIR_ERR_NO_DOMAIN, code 42)``."""
     get_message = getattr(exc, "get_error_message", None)
@@ -88,7 +94,9 @@ def libvirt_errors(action: str) -> Iterator[None]:
     try:
         yield
     except libvirt.libvirtError as exc:
-        raise ProviderError(f"libvirt could not {action}: {describe_error(exc)}") from exc
+        raise ProviderError(
+            f"libvirt could not {action}: {describe_error(exc)}", code=code_name(exc)
+        ) from exc
 
 
 def is_libvirt_error(exc: BaseException, *codes: int) -> bool:
@@ -126,7 +134,8 @@ def open_connection(uri: str) -> Any:
         raise ProviderError(
             f"cannot connect to libvirt at {uri}: {describe_error(exc)}; check that libvirtd "
             "(or virtqemud) runs and that you may use it (`virsh -c "
-            f"{uri} list` must work: join the libvirt group, or set providers.libvirt.uri)"
+            f"{uri} list` must work: join the libvirt group, or set providers.libvirt.uri)",
+            code=code_name(exc),
         ) from exc
 
 

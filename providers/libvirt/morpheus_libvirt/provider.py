@@ -13,7 +13,6 @@ once, in the ``libvirt_errors`` block around each public method.
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import suppress
@@ -25,6 +24,7 @@ from pydantic import BaseModel
 
 from morpheus.errors import ConfigError, PreflightError, ProviderError
 from morpheus.provider import ForestPlan, NodeHandle, PlanLine, Provider, Reservation
+from morpheus.waiting import poll_until
 from morpheus_libvirt.addresses import NetworkPlan, addresses_of, plan_addresses
 from morpheus_libvirt.base_image import (
     BaseImage,
@@ -526,7 +526,10 @@ class LibvirtProvider(Provider):
         )
 
     def wait_running(self, handle: NodeHandle, deadline: float) -> NodeHandle:
-        while True:
+        state_name = "unknown"
+
+        def running() -> NodeHandle | None:
+            nonlocal state_name
             with libvirt_errors(f"read the state of node {handle.node_id}"):
                 connection = self.connection()
                 domain = self._lookup_domain(connection, handle.provider_id, handle.node_id)
@@ -545,12 +548,17 @@ class LibvirtProvider(Provider):
                     f"`virsh -c {self.settings.uri} console {handle.node_id}` and "
                     f"/var/log/libvirt/qemu/{handle.node_id}.log on the libvirt host"
                 )
-            if time.monotonic() >= deadline:
-                raise ProviderError(
-                    f"the VM of node {handle.node_id} is still {state_name}, not running, "
-                    "at the deadline"
-                )
-            time.sleep(self._poll_interval)
+            return None
+
+        return poll_until(
+            running,
+            deadline=deadline,
+            interval=self._poll_interval,
+            timeout_error=lambda: ProviderError(
+                f"the VM of node {handle.node_id} is still {state_name}, not running, "
+                "at the deadline"
+            ),
+        )
 
     def list_nodes(self, forest_id: str) -> list[NodeHandle]:
         with libvirt_errors(f"list the nodes of {forest_id}"):

@@ -520,6 +520,7 @@ def test_libvirt_errors_keep_their_code(provider: LibvirtProvider) -> None:
     message = str(caught.value)
     assert message.startswith("libvirt could not look up a VM: Domain not found")
     assert message.endswith("(VIR_ERR_NO_DOMAIN, code 42)")
+    assert isinstance(caught.value, ProviderError) and caught.value.code == "VIR_ERR_NO_DOMAIN"
     assert caught.value.__cause__ is not None
 
 

@@ -28,6 +28,7 @@ from morpheus.errors import ProviderError
 from morpheus.models import Capacity, Ports
 from morpheus.provider import CheckResult, NodeHandle, Provider, Reservation
 from morpheus.render import render_nats_conf
+from morpheus.waiting import poll_until
 
 if TYPE_CHECKING:
     from morpheus.blueprint import NodeBlueprint
@@ -171,9 +172,13 @@ def _stop(pids: list[int], grace: float) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while any(_process_alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    with contextlib.suppress(TimeoutError):
+        poll_until(
+            lambda: None if any(_process_alive(pid) for pid in pids) else True,
+            deadline=time.monotonic() + grace,
+            interval=0.05,
+            timeout_error=TimeoutError,
+        )
     for pid in pids:
         if _process_alive(pid):
             with contextlib.suppress(ProcessLookupError):
@@ -320,7 +325,8 @@ class LocalProvider(Provider):
 
     def wait_running(self, handle: NodeHandle, deadline: float) -> NodeHandle:
         node_dir = self._node_dir(handle.forest_id, handle.node_id)
-        while True:
+
+        def ports_open() -> NodeHandle | None:
             pid = self._pid(node_dir)
             if pid is None or not _process_alive(pid):
                 raise ProviderError(
@@ -330,11 +336,16 @@ class LocalProvider(Provider):
                 probe.settimeout(0.5)
                 if probe.connect_ex((self.settings.address, handle.ports.monitor)) == 0:
                     return handle.model_copy(update={"state": "running"})
-            if time.monotonic() >= deadline:
-                raise ProviderError(
-                    f"nats-server of {handle.node_id} did not open its ports in time"
-                )
-            time.sleep(0.05)
+            return None
+
+        return poll_until(
+            ports_open,
+            deadline=deadline,
+            interval=0.05,
+            timeout_error=lambda: ProviderError(
+                f"nats-server of {handle.node_id} did not open its ports in time"
+            ),
+        )
 
     @staticmethod
     def _log_tail(node_dir: Path) -> str:

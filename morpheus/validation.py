@@ -1,0 +1,53 @@
+"""How a refused value reads: the one wording of validation errors, and one-line text.
+
+Every model read from outside (config, provider tables, the older tool's registry, the
+values a template receives) reports its first problem the same way:
+``key.path: what is wrong (and N more problems)``; callers put where it came from in front.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+UNKNOWN_KEY = "unknown key; see config.example.yaml for the valid keys"
+
+
+def printable(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters escaped: one line, always.
+
+    Keys, paths and messages may come from the operator's files or a remote API, which may
+    hold anything.
+    """
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
+
+
+def problem_key(exc: ValidationError, prefix: Sequence[str] = ()) -> str:
+    """The dotted key of the first problem, below ``prefix``."""
+    return ".".join([*prefix, *(str(part) for part in exc.errors()[0]["loc"])])
+
+
+def describe_validation_error(
+    exc: ValidationError,
+    *,
+    prefix: Sequence[str] = (),
+    unknown_key: str | None = None,
+    drop_value_error: bool = False,
+) -> str:
+    """``key: message (and N more problems)`` for the first problem of ``exc``.
+
+    ``unknown_key`` replaces pydantic's words for a key the model forbids;
+    ``drop_value_error`` drops pydantic's ``Value error, `` in front of our validators' words.
+    """
+    errors = exc.errors()
+    error = errors[0]
+    message = error["msg"]
+    if unknown_key is not None and error["type"] == "extra_forbidden":
+        message = unknown_key
+    if drop_value_error:
+        message = message.removeprefix("Value error, ")
+    key = problem_key(exc, prefix)
+    more = len(errors) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return printable(f"{key}: {message}{suffix}" if key else f"{message}{suffix}")
