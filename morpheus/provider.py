@@ -107,6 +107,11 @@ class Provider(ABC):
     can_reconfigure: ClassVar[bool] = False
     #: The model of this provider's ``providers.<name>`` config table.
     settings_model: ClassVar[type[BaseModel]] = NoProviderSettings
+    #: Whether nodes boot from the core's cloud-init user-data (``morpheus.render``); plant
+    #: and grow then check the download sources and the user-data size before any API call.
+    renders_user_data: ClassVar[bool] = False
+    #: The setting that gives nodes IPv4, named when an IPv6-only node cannot reach a host.
+    ipv4_setting: ClassVar[str | None] = None
 
     @classmethod
     @abstractmethod
@@ -129,6 +134,10 @@ class Provider(ABC):
 
         Raise ``PreflightError`` with a message that says how to fix the problem.
         """
+
+    def ipv6_only(self) -> bool:
+        """Whether the nodes have no IPv4 route (an IPv4-only download host is unreachable)."""
+        return False
 
     def plan_lines(self, plan: ForestPlan) -> list[PlanLine]:
         """Lines describing what ``plan`` will create (type, location, monthly cost...)."""

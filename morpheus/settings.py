@@ -97,7 +97,13 @@ class IntegrationSettings(Section):
         default=None, description="Where nodes download NimsForest (needs nimsforest_sha256)."
     )
     nimsforest_sha256: str | None = Field(
-        default=None, pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the NimsForest download."
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 of the NimsForest download; required unless the next is true.",
+    )
+    nimsforest_insecure_skip_verify: bool = Field(
+        default=False,
+        description="INSECURE: install the NimsForest download without checking a SHA-256.",
     )
     registry_url: HttpUrl | None = Field(
         default=None, description="Where NimsForest on a node reports itself; none by default."

@@ -188,6 +188,8 @@ def plant(
                 out.show_written(written)
             return
         _confirm("Create these machines?")
+    else:
+        show_warnings(plant_plan.warnings)
     with out.NodeProgress(enabled=not state.quiet and output == OutputFormat.table) as progress:
         result = plant_forest(context, plant_plan, request, progress)
     out.show_planted(result, output)

@@ -166,6 +166,8 @@ def show_plan(plan: PlantPlan) -> None:
     console.print(f"Plan: {plan.size} forest of {plan.node_count} node(s) on {plan.provider.name}")
     for line in plan.lines:
         console.print(f"  {line.label}: {line.value}", markup=False)
+    for warning in plan.warnings:
+        console.print(f"  warning: {warning}", markup=False)
     if plan.provider.costs_money:
         console.print(
             "  ports: 22 (SSH) and 8222 (NATS monitoring) from admin sources only; 6222 (cluster)"
@@ -415,11 +417,15 @@ def show_config(loaded: LoadedSettings, output: OutputFormat) -> None:
         (key, "********" if key in secrets else values[key], loaded.sources.get(key, "default"))
         for key in sorted(values)
     ]
+    from morpheus.install_sources import describe_install_sources
+
+    downloads = describe_install_sources(loaded.settings.integration)
     if _is_data(output):
         _emit(
             {
                 "file": str(loaded.path) if loaded.path else None,
                 "values": {key: {"value": value, "source": source} for key, value, source in rows},
+                "cloud_node_downloads": downloads,
             },
             output,
         )
@@ -433,6 +439,9 @@ def show_config(loaded: LoadedSettings, output: OutputFormat) -> None:
     for key, value, source in rows:
         table.add_row(key, json.dumps(value), source)
     console.print(table)
+    console.print("Cloud nodes download at first boot:")
+    for program, source in downloads.items():
+        console.print(f"  {program}: {source}", markup=False)
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

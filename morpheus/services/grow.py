@@ -21,7 +21,12 @@ from morpheus.monitor import ForestLoad, MonitorTarget, NodeSample, aggregate, p
 from morpheus.provider import load_provider_class
 from morpheus.registry import forest_lock
 from morpheus.services import Context, Progress
-from morpheus.services.provision import provision_nodes, reconfigure_nodes, remove_nodes
+from morpheus.services.provision import (
+    check_first_boot,
+    provision_nodes,
+    reconfigure_nodes,
+    remove_nodes,
+)
 from morpheus.settings import GrowthSettings
 
 #: How long a second ``grow`` waits for the first to finish before giving up.
@@ -122,6 +127,7 @@ def expand(ctx: Context, assessment: Assessment, progress: Progress) -> Expansio
         )
         if decision.action != GrowthAction.GROW:
             return Expansion(decision)
+        check_first_boot(ctx.settings, provider, len(existing) + decision.nodes_to_add, now)
         standalone = len(existing) == 1
         streams = read_streams(existing[0].monitor_url or "") if standalone else []
         reconfigure = existing if provider.can_reconfigure else []

@@ -5,24 +5,30 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from difflib import get_close_matches
 from pathlib import Path
 
 from morpheus.blueprint import NodeBlueprint, Peer, RouteCredentials, route_mesh
 from morpheus.errors import MorpheusError, PlantFailedError, UsageError
+from morpheus.install_sources import describe_install_sources
 from morpheus.models import Forest, ForestStatus, Node, NodeStatus
 from morpheus.provider import ForestPlan, PlanLine, Provider, Reservation, installed_providers
 from morpheus.registry import forest_lock
 from morpheus.services import Context, Progress
 from morpheus.services.provision import (
     blueprint_for,
+    check_first_boot,
     provision_nodes,
     reservation_of,
 )
 from morpheus.services.teardown import remove_forest
 
 SIZES = {"small": 1, "medium": 3, "large": 5}
+TWO_NODE_WARNING = (
+    "a 2-node forest cannot lose a node: JetStream needs a majority of its servers (2 of 2) "
+    "to elect a leader, so either node failing stops JetStream; plant 1 node, or 3 or more"
+)
 MODES = ("local", "cloud")
 
 
@@ -44,6 +50,8 @@ class PlantPlan:
     size: str
     node_count: int
     lines: list[PlanLine]
+    #: What the operator should know before saying yes (shown with the plan, or alone).
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -86,9 +94,15 @@ def plan(ctx: Context, request: PlantRequest) -> PlantPlan:
     """Resolve the request and run the provider's pre-flight; nothing is created."""
     size, count = node_count(request.size, request.nodes)
     provider = ctx.provider(provider_name(request.target, ctx))
+    check_first_boot(ctx.settings, provider, count, ctx.clock())
     forest_plan = ForestPlan(forest_id=None, node_count=count)
     provider.preflight(forest_plan)
-    return PlantPlan(provider, size, count, provider.plan_lines(forest_plan))
+    lines = provider.plan_lines(forest_plan)
+    if provider.renders_user_data:
+        sources = describe_install_sources(ctx.settings.integration)
+        lines += [PlanLine(program, source) for program, source in sources.items()]
+    warnings = [TWO_NODE_WARNING] if count == 2 else []
+    return PlantPlan(provider, size, count, lines, warnings)
 
 
 def _always() -> bool:

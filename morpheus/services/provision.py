@@ -14,7 +14,7 @@ from morpheus.blueprint import (
     labels_for,
     route_mesh,
 )
-from morpheus.errors import ForestStateError, MorpheusError
+from morpheus.errors import ForestStateError, MorpheusError, UserDataError
 from morpheus.models import Forest, Node, NodeStatus, Removal
 from morpheus.provider import NodeHandle, Provider, Reservation
 from morpheus.readiness import ReadinessTarget, wait_nats_ready
@@ -33,6 +33,26 @@ def blueprint_for(
     now: datetime,
 ) -> NodeBlueprint:
     """The blueprint of one node from the forest, its reservation and the route mesh."""
+    fields = _settings_fields(settings, forest.id, forest.run_id, forest.cluster_name, now)
+    fields.update(
+        {
+            "node_id": node.id,
+            "node_name": node.name,
+            "index": node.index,
+            "host": reservation.host,
+            "ports": reservation.ports,
+            "peers": tuple(peers),
+            "credentials": credentials,
+            "labels": labels_for(forest.id, node.id, forest.run_id),
+        }
+    )
+    fields.update(provider.blueprint_fields(reservation))
+    return build_blueprint(**fields)
+
+
+def _settings_fields(
+    settings: Settings, forest_id: str, run_id: str, cluster_name: str, now: datetime
+) -> dict[str, object]:
     integration = settings.integration
     # Plain dicts: build_blueprint validates them with everything else, so a bad value is
     # one TemplateInputError naming the key.
@@ -44,17 +64,10 @@ def blueprint_for(
             "registry_url": integration.registry_url,
             "callback_url": integration.callback_url,
         }
-    fields: dict[str, object] = {
-        "forest_id": forest.id,
-        "run_id": forest.run_id,
-        "node_id": node.id,
-        "node_name": node.name,
-        "index": node.index,
-        "cluster_name": forest.cluster_name,
-        "host": reservation.host,
-        "ports": reservation.ports,
-        "peers": tuple(peers),
-        "credentials": credentials,
+    return {
+        "forest_id": forest_id,
+        "run_id": run_id,
+        "cluster_name": cluster_name,
         "jetstream": {
             "max_memory": integration.jetstream_max_memory,
             "max_file": integration.jetstream_max_file,
@@ -66,13 +79,61 @@ def blueprint_for(
             "sha256": integration.nats_sha256,
         },
         "nimsforest": nimsforest,
-        "labels": labels_for(forest.id, node.id, forest.run_id),
         "admin_sources": tuple(settings.infrastructure.admin_sources),
         "ssh_port": settings.provisioning.ssh_port,
         "rendered_at": now,
     }
-    fields.update(provider.blueprint_fields(reservation))
+
+
+def widest_blueprint(settings: Settings, node_count: int, now: datetime) -> NodeBlueprint:
+    """The node of a ``node_count``-node forest with the largest user-data, or larger.
+
+    Its last node (the longest name), routing to every peer at an IPv6 address of the
+    longest text form, with the firewall listing each peer; providers render no more.
+    """
+    forest_id = f"forest-{int(now.timestamp())}-99"
+    fields = _settings_fields(settings, forest_id, "run-ffffffff", forest_id, now)
+    node_id = f"{forest_id}-node-{node_count}"
+    peers = tuple(
+        Peer(host=f"2001:db8:ffff:ffff:ffff:ffff:{0xF000 + i // 0x1000:x}:{0xF000 + i:x}")
+        for i in range(1, node_count + 1)
+    )
+    fields.update(
+        {
+            "node_id": node_id,
+            "node_name": f"node-{node_count}",
+            "index": node_count,
+            "host": peers[-1].host,
+            "peers": peers if node_count > 1 else (),
+            "credentials": RouteCredentials.generate(),
+            "labels": labels_for(forest_id, node_id, "run-ffffffff"),
+            "admin_sources": tuple(settings.infrastructure.admin_sources)
+            or ("2001:db8:ffff:ffff::/64", "203.0.113.255/32"),
+        }
+    )
     return build_blueprint(**fields)
+
+
+def check_first_boot(
+    settings: Settings, provider: Provider, node_count: int, now: datetime
+) -> None:
+    """Before any API call of a plant or grow to ``node_count`` nodes: can the nodes boot?
+
+    Only for providers whose nodes boot from the core's user-data: the download sources are
+    verified and reachable (``check_install_sources``) and the largest node's user-data fits.
+    """
+    if not provider.renders_user_data:
+        return
+    from morpheus.install_sources import check_install_sources
+    from morpheus.render import render_user_data
+
+    check_install_sources(
+        settings.integration, ipv6_only=provider.ipv6_only(), ipv4_setting=provider.ipv4_setting
+    )
+    try:
+        render_user_data(widest_blueprint(settings, node_count, now), now=now)
+    except UserDataError as exc:
+        raise UserDataError(f"a forest of {node_count} nodes cannot be booted: {exc}") from exc
 
 
 def provision_nodes(

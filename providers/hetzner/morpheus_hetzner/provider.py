@@ -138,6 +138,8 @@ class HetznerProvider(Provider):
     costs_money: ClassVar[bool] = True
     can_reconfigure: ClassVar[bool] = False
     settings_model: ClassVar[type[BaseModel]] = HetznerSettings
+    renders_user_data: ClassVar[bool] = True
+    ipv4_setting: ClassVar[str | None] = "infrastructure.enable_ipv4: true"
 
     def __init__(
         self,
@@ -206,6 +208,9 @@ class HetznerProvider(Provider):
         except HetznerError as exc:
             raise preflight_error(exc) from exc
         self._check_user_data(plan)
+
+    def ipv6_only(self) -> bool:
+        return not self.settings.infrastructure.enable_ipv4
 
     def plan_lines(self, plan: ForestPlan) -> list[PlanLine]:
         infra = self.settings.infrastructure

@@ -138,6 +138,8 @@ class LibvirtProvider(Provider):
     name: ClassVar[str] = "libvirt"
     costs_money: ClassVar[bool] = False
     settings_model: ClassVar[type[BaseModel]] = LibvirtSettings
+    renders_user_data: ClassVar[bool] = True
+    ipv4_setting: ClassVar[str | None] = "providers.libvirt.ipv4_subnet"
 
     def __init__(
         self,
@@ -170,6 +172,9 @@ class LibvirtProvider(Provider):
         assert isinstance(libvirt_settings, LibvirtSettings)
         keys = operator_public_keys(settings.infrastructure.ssh.key_path, Path.home())
         return cls(libvirt_settings, state_dir / "libvirt", ssh_public_keys=keys)
+
+    def ipv6_only(self) -> bool:
+        return self.network_plan.ipv4 is None
 
     # connection -------------------------------------------------------------------------
 
