@@ -57,7 +57,7 @@ def test_github_is_refused_only_for_ipv6_only_nodes() -> None:
         nimsforest_sha256=DIGEST,
     )
     check_install_sources(config, ipv6_only=False)
-    with pytest.raises(PreflightError, match="on github.com, which has no IPv6 address") as error:
+    with pytest.raises(PreflightError, match=r"on github\.com, which has no IPv6 address") as error:
         check_install_sources(config, ipv6_only=True, ipv4_setting="x.enable_ipv4: true")
     assert "a mirror reachable over IPv6, or give the nodes IPv4 (x.enable_ipv4: true)" in str(
         error.value
