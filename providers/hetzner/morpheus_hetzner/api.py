@@ -117,14 +117,12 @@ class HetznerApi:
             application_version=__version__,
             timeout=self.config.request_timeout,
         )
-        # hcloud has no public knob for these (checked against hcloud 2.x): switch its own
-        # retries off and watch the rate-limit headers, which it does not expose.
-        base = getattr(client, "_client", None)
-        if base is not None and hasattr(base, "_retry_max_retries"):
-            base._retry_max_retries = 0
-        session = getattr(base, "_session", None)
-        if isinstance(session, requests.Session):
-            session.hooks["response"].append(self._remember_rate_limit)
+        # hcloud has no public knob for these: switch its own retries off and watch the
+        # rate-limit headers, which it does not expose.  Checked, not guessed: an hcloud
+        # that moved them fails here (and in the tests) instead of silently retrying twice.
+        base, session = _hcloud_internals(client)
+        base._retry_max_retries = 0
+        session.hooks["response"].append(self._remember_rate_limit)
         self._local.client = client
         with self._clients_lock:
             self._clients.append(client)
@@ -135,9 +133,7 @@ class HetznerApi:
         with self._clients_lock:
             clients, self._clients = self._clients, []
         for client in clients:
-            session = getattr(getattr(client, "_client", None), "_session", None)
-            if isinstance(session, requests.Session):
-                session.close()
+            _hcloud_internals(client)[1].close()
 
     def _remember_rate_limit(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         self._local.rate_limit_reset = response.headers.get("RateLimit-Reset")
@@ -184,6 +180,38 @@ class HetznerApi:
                 delay = self.backoff(attempt)
             self._sleep(delay)
             attempt += 1
+
+    def create_or_adopt(
+        self,
+        doing: str,
+        create: Callable[[hcloud.Client], T],
+        find: Callable[[], T | None],
+    ) -> T:
+        """Create a named resource; after a lost answer or ``uniqueness_error`` take the one
+        that exists when it is ours (``find`` checks the labels)."""
+        lost = 0
+        while True:
+            try:
+                return self.call(doing, create, retry_codes={"locked"}, idempotent=False)
+            except LostResponseError:
+                found = find()
+                if found is not None:
+                    return found
+                lost += 1
+                if lost > self.config.max_retries:
+                    raise
+                self._sleep(self.backoff(lost - 1))
+            except HetznerError as exc:
+                if exc.code != "uniqueness_error":
+                    raise
+                found = find()
+                if found is None:
+                    raise HetznerError(
+                        f"{doing}: the name is taken by something Morpheus did not make for "
+                        "this forest; rename or delete it in the Hetzner console",
+                        code="uniqueness_error",
+                    ) from exc
+                return found
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with full jitter: a random wait up to base * 2**attempt."""
@@ -242,6 +270,19 @@ class HetznerApi:
                 code=code,
             )
         return HetznerError(f"Hetzner API: {doing} failed: {message} ({code})", code=code)
+
+
+def _hcloud_internals(client: hcloud.Client) -> tuple[Any, requests.Session]:
+    """The private parts of an hcloud client Morpheus needs: its retrying request layer and
+    that layer's ``requests`` session."""
+    base = getattr(client, "_client", None)
+    session = getattr(base, "_session", None)
+    if not hasattr(base, "_retry_max_retries") or not isinstance(session, requests.Session):
+        raise RuntimeError(
+            f"hcloud {hcloud.__version__} no longer has Client._client._retry_max_retries and "
+            "._session: morpheus-hetzner needs updating for this hcloud version"
+        )
+    return base, session
 
 
 def preflight_error(error: HetznerError) -> HetznerPreflightError:

@@ -7,13 +7,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
+from hcloud.primary_ips import PrimaryIP
 from hcloud.server_types import ServerType
 from hcloud.servers import BoundServer
 
 from morpheus.models import Capacity, Ports
 from morpheus.provider import NodeHandle
+from morpheus_hetzner.api import HetznerError
 from morpheus_hetzner.network import node_host
 
 GIB = 1 << 30
@@ -63,15 +64,14 @@ class PrimaryAddress:
     assignee_id: int | None = None
 
     @classmethod
-    def from_api(cls, raw: Mapping[str, Any]) -> PrimaryAddress:
-        location = raw.get("location") or {}
+    def from_model(cls, model: PrimaryIP) -> PrimaryAddress:
         return cls(
-            id=int(raw["id"]),
-            kind=str(raw["type"]),
-            ip=str(raw["ip"]),
-            location=location.get("name") if isinstance(location, Mapping) else None,
-            labels=dict(raw.get("labels") or {}),
-            assignee_id=raw.get("assignee_id"),
+            id=ident(model.id),
+            kind=str(model.type),
+            ip=str(model.ip),
+            location=str(model.location.name) if model.location is not None else None,
+            labels=dict(model.labels or {}),
+            assignee_id=model.assignee_id,
         )
 
     @property
@@ -189,3 +189,21 @@ def handle_of(server: BoundServer) -> NodeHandle:
         location=slot.location or None,
         labels=labels,
     )
+
+
+def ident(value: int | None) -> int:
+    """An id the API must have answered with."""
+    if value is None:
+        raise HetznerError("the Hetzner API answered without an id", code="invalid_response")
+    return value
+
+
+def forest_selector(forest_id: str, node_id: str | None = None) -> str:
+    """The label selector of everything Morpheus made for a forest (or one of its nodes)."""
+    selector = f"managed-by=morpheus,forest={forest_id}"
+    return selector if node_id is None else f"{selector},node={node_id}"
+
+
+def owned(labels: Mapping[str, str], expected: Mapping[str, str], *ignore: str) -> bool:
+    """Whether ``labels`` carry every expected label (but those in ``ignore``)."""
+    return all(labels.get(k) == v for k, v in expected.items() if k not in ignore)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import threading
 from collections.abc import Iterable
 from pathlib import Path
+
+from morpheus_hetzner.api import HetznerApi, HetznerError, HetznerPreflightError
+from morpheus_hetzner.resources import ident
 
 #: Looked for in ~/.ssh when ``infrastructure.ssh.key_path`` is not set, in this order.
 DEFAULT_PUBLIC_KEYS = ("id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub")
@@ -44,3 +48,108 @@ def read_public_key(candidates: Iterable[Path]) -> tuple[Path, str] | None:
         if fingerprint(text) is not None:
             return candidate, text
     return None
+
+
+class ProjectKey:
+    """The project's SSH key of the configured name: looked up, or uploaded from this machine."""
+
+    def __init__(self, api: HetznerApi, *, name: str, key_path: Path | None) -> None:
+        self._api = api
+        self.name = name
+        self._key_path = key_path
+        self._lock = threading.Lock()
+        self._id: int | None = None
+        self._public_key: tuple[Path, str] | None = None
+
+    def check(self) -> None:
+        """Pre-flight: the key is in the project, or there is a local one to upload."""
+        key = self._look_up()
+        if key is not None:
+            with self._lock:
+                self._id = key
+        else:
+            self.local()
+
+    def words(self) -> str:
+        """The plan line: in the project, or which file a plant uploads."""
+        if self._id is not None:
+            return f"{self.name} (in the project)"
+        path, _ = self.local()
+        return f"{self.name} (uploading {path})"
+
+    def local(self) -> tuple[Path, str]:
+        """The public key to upload when the project has none by the configured name."""
+        if self._public_key is not None:
+            return self._public_key
+        candidates = public_key_candidates(self._key_path, Path.home())
+        found = read_public_key(candidates)
+        if found is None:
+            tried = ", ".join(str(c) for c in candidates)
+            raise HetznerPreflightError(
+                f"no SSH key named {self.name!r} in the Hetzner project and no public key "
+                f"to upload ({tried}); create one with `ssh-keygen -t ed25519` or set "
+                "infrastructure.ssh.key_path / infrastructure.ssh.key_name",
+                code="ssh_key",
+            )
+        self._public_key = found
+        return found
+
+    def ensure(self) -> int:
+        """The key's id, uploading the local public key when the project has none.
+
+        Uploading is tried first (the pre-flight already looked the name up); a
+        ``uniqueness_error`` means the key is there, uploaded by another plant or earlier
+        under another name, and that one is used.
+        """
+        with self._lock:
+            if self._id is not None:
+                return self._id
+        name = self.name
+        _, public_key = self.local()
+
+        def find() -> int | None:
+            found = self._look_up()
+            digest = fingerprint(public_key)
+            if found is None and digest is not None:
+                key = self._api.call(
+                    "looking up SSH key by fingerprint",
+                    lambda c: c.ssh_keys.get_by_fingerprint(digest),
+                )
+                found = None if key is None else ident(key.data_model.id)
+            return found
+
+        key_id = self._api.create_or_adopt(
+            f"uploading SSH key {name}",
+            lambda c: ident(
+                c.ssh_keys.create(
+                    name=name, public_key=public_key, labels={"managed-by": "morpheus"}
+                ).data_model.id
+            ),
+            find,
+        )
+        with self._lock:
+            self._id = key_id
+        return key_id
+
+    def check_line(self) -> str:
+        """Whether nodes will let this machine's key in; raises when they would not."""
+        key = self._api.call(
+            f"looking up SSH key {self.name}", lambda c: c.ssh_keys.get_by_name(self.name)
+        )
+        if key is None:
+            path, _ = self.local()
+            return f"{self.name} is not in the project yet; a plant uploads {path}"
+        local = read_public_key(public_key_candidates(self._key_path, Path.home()))
+        if local is not None and fingerprint(local[1]) != key.data_model.fingerprint:
+            raise HetznerError(
+                f"the project's SSH key {self.name!r} is not {local[0]}: nodes will not let "
+                "this machine in; set infrastructure.ssh.key_name to a key of yours",
+                code="ssh_key",
+            )
+        return f"{self.name} is in the project" + (f" and matches {local[0]}" if local else "")
+
+    def _look_up(self) -> int | None:
+        key = self._api.call(
+            f"looking up SSH key {self.name}", lambda c: c.ssh_keys.get_by_name(self.name)
+        )
+        return None if key is None else ident(key.data_model.id)

@@ -1,0 +1,381 @@
+"""Servers: created in parallel on worker threads, moved when a location is full, adopted by
+name after a lost answer, waited for, found by label and deleted."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import TypeVar
+
+import hcloud
+from hcloud.images import Image
+from hcloud.locations import Location
+from hcloud.placement_groups import PlacementGroup
+from hcloud.primary_ips import PrimaryIP
+from hcloud.server_types import ServerType
+from hcloud.servers import BoundServer, CreateServerResponse, Server, ServerCreatePublicNetwork
+from hcloud.ssh_keys import SSHKey
+
+from morpheus.blueprint import NodeBlueprint, Peer
+from morpheus.provider import NodeHandle
+from morpheus.render import render_user_data
+from morpheus_hetzner.actions import ActionWatcher
+from morpheus_hetzner.addresses import Addresses
+from morpheus_hetzner.api import HetznerApi, HetznerError, LostResponseError
+from morpheus_hetzner.catalogue import Catalogue
+from morpheus_hetzner.firewall import Firewalls
+from morpheus_hetzner.placement import PlacementGroups
+from morpheus_hetzner.resources import (
+    Slot,
+    forest_selector,
+    handle_of,
+    ident,
+    owned,
+    slot_of_server,
+)
+from morpheus_hetzner.settings import HetznerSettings
+from morpheus_hetzner.ssh_keys import ProjectKey
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Created:
+    """A server the API accepted (or one found by name after a lost answer)."""
+
+    server_id: int
+    action_ids: tuple[int, ...]
+    slot: Slot
+    adopted: bool = False
+
+
+@dataclass
+class PendingCreate:
+    forest_id: str
+    future: Future[Created]
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+class Workers:
+    """The bounded pool of threads that talk to the API in parallel (one client each)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+
+    def submit(self, call: Callable[[], T]) -> Future[T]:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=self._size, thread_name_prefix="hetzner"
+                )
+            return self._executor.submit(call)
+
+    def run_all(self, calls: Sequence[Callable[[], T]]) -> list[T]:
+        """Run ``calls`` in parallel; wait for all of them before raising any error, so
+        nothing is still being created while the caller rolls back."""
+        futures = [self.submit(call) for call in calls]
+        wait_futures(futures)
+        return [future.result() for future in futures]
+
+    def shutdown(self) -> None:
+        """Let running calls finish, then stop the threads."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+
+
+class Servers:
+    """Everything the provider does to servers themselves."""
+
+    def __init__(
+        self,
+        api: HetznerApi,
+        actions: ActionWatcher,
+        *,
+        catalogue: Catalogue,
+        addresses: Addresses,
+        firewalls: Firewalls,
+        key: ProjectKey,
+        placement: PlacementGroups,
+        workers: Workers,
+        config: HetznerSettings,
+    ) -> None:
+        self._api = api
+        self._actions = actions
+        self._catalogue = catalogue
+        self._addresses = addresses
+        self._firewalls = firewalls
+        self._key = key
+        self._placement = placement
+        self._workers = workers
+        self._config = config
+        self._lock = threading.Lock()
+        self._pending: dict[str, PendingCreate] = {}
+
+    # create ---------------------------------------------------------------------------
+
+    def start_create(self, blueprint: NodeBlueprint, slot: Slot, user_data: str) -> None:
+        """Hand the ``POST /servers`` to a worker; ``wait_created`` collects it."""
+        pending = PendingCreate(forest_id=blueprint.forest_id, future=Future())
+        with self._lock:
+            self._pending[blueprint.node_id] = pending
+        pending.future = self._workers.submit(
+            lambda: self._create(blueprint, slot, user_data, pending.cancelled)
+        )
+
+    def settle(self, forest_id: str, *, node_id: str | None = None, cancel: bool = False) -> None:
+        """Wait for this process's creates in the forest (or of one node) to be done, so a
+        list or delete sees every server they made; ``cancel`` stops those not yet sent."""
+        with self._lock:
+            pending = [
+                p
+                for nid, p in self._pending.items()
+                if p.forest_id == forest_id and (node_id is None or nid == node_id)
+            ]
+        for item in pending:
+            if cancel:
+                item.cancelled.set()
+        wait_futures([item.future for item in pending])
+        if cancel:
+            with self._lock:
+                for nid in [n for n, p in self._pending.items() if p in pending]:
+                    del self._pending[nid]
+
+    def _create(
+        self, blueprint: NodeBlueprint, slot: Slot, user_data: str, cancelled: threading.Event
+    ) -> Created:
+        """The worker: POST the server, moving it to the next location when one is full."""
+        name = blueprint.node_id
+        if cancelled.wait(random.uniform(0, self._config.create_jitter)):
+            raise HetznerError(f"creating {name} was cancelled", code="cancelled")
+        server_type = self._catalogue.server_type()
+        image_id = self._catalogue.image_id(server_type)
+        ssh_key_id = self._key.ensure()
+        placement = self._placement.id_of(blueprint.forest_id)
+        tried: list[str] = []
+        lost = 0
+        while True:
+            if cancelled.is_set():
+                raise HetznerError(f"creating {name} was cancelled", code="cancelled")
+            location = slot.location
+            post = partial(
+                _post_server,
+                name=name,
+                server_type_id=server_type.id,
+                image_id=image_id,
+                ssh_key_id=ssh_key_id,
+                user_data=user_data,
+                labels=dict(blueprint.labels),
+                slot=slot,
+                placement_group_id=placement,
+            )
+            try:
+                response = self._api.call(
+                    f"creating server {name} in {location}",
+                    post,
+                    # `locked`: a primary IP or the placement group is busy with another
+                    # action; nothing was created, so asking again is safe.
+                    retry_codes={"locked"},
+                    idempotent=False,
+                )
+            except LostResponseError:
+                # Send it again: if the first one was done, the name says so (below).
+                lost += 1
+                if lost > self._config.max_retries:
+                    raise
+                time.sleep(self._api.backoff(lost - 1))
+                continue
+            except HetznerError as exc:
+                if exc.code == "uniqueness_error":
+                    return self._adopt(blueprint, exc)
+                if exc.code == "placement_error" and placement is not None:
+                    placement = None  # the group is full (10 servers): place it anywhere
+                    continue
+                if exc.code != "resource_unavailable":
+                    raise
+                tried.append(location)
+                later = self._catalogue.fallback_locations(server_type, tried)
+                if not later:
+                    raise HetznerError(
+                        f"creating {name}: server type {server_type.name} is out of capacity in "
+                        f"{', '.join(tried)}; add locations to infrastructure.locations or pick "
+                        "another infrastructure.server_type",
+                        code="resource_unavailable",
+                    ) from exc
+                slot, blueprint, user_data = self._move(blueprint, slot, later[0])
+                continue
+            ids = (
+                ident(response.action.data_model.id),
+                *(ident(a.data_model.id) for a in response.next_actions or []),
+            )
+            self._actions.track(ids)
+            return Created(ident(response.server.data_model.id), ids, slot)
+
+    def _move(
+        self, blueprint: NodeBlueprint, slot: Slot, location: str
+    ) -> tuple[Slot, NodeBlueprint, str]:
+        """Give a node addresses in ``location`` instead, and its user-data to match."""
+        moved = self._addresses.reserve(
+            blueprint.forest_id, blueprint.run_id, blueprint.node_id, location
+        )
+        self._addresses.release([slot.ipv6, *([slot.ipv4] if slot.ipv4 else [])])
+        peers = tuple(
+            Peer(host=moved.host, port=p.port) if p.host == slot.host else p
+            for p in blueprint.peers
+        )
+        blueprint = blueprint.model_copy(update={"host": moved.host, "peers": peers})
+        self._firewalls.refresh(blueprint.forest_id)
+        return (
+            moved,
+            blueprint,
+            render_user_data(blueprint, now=blueprint.rendered_at or datetime.now(UTC)),
+        )
+
+    def _adopt(self, blueprint: NodeBlueprint, cause: HetznerError) -> Created:
+        """The server of this name already exists: take it when it is this run's node."""
+        name = blueprint.node_id
+        server = self._api.call(f"looking up server {name}", lambda c: c.servers.get_by_name(name))
+        if server is None:
+            raise cause
+        labels = server.data_model.labels or {}
+        if not owned(labels, blueprint.labels):
+            raise HetznerError(
+                f"a server named {name} already exists and is not this run's node (labels "
+                f"{dict(labels)}); delete or rename it in the Hetzner console",
+                code="uniqueness_error",
+            ) from cause
+        return Created(ident(server.data_model.id), (), slot_of_server(server), adopted=True)
+
+    # wait -------------------------------------------------------------------------------
+
+    def wait_created(self, handle: NodeHandle, deadline: float) -> Created:
+        """This process's create of the node, or the server found by label (a create made
+        by another process)."""
+        with self._lock:
+            pending = self._pending.get(handle.node_id)
+        if pending is not None:
+            try:
+                return pending.future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                raise HetznerError(
+                    f"creating {handle.node_id}: the API did not accept it before the deadline",
+                    code="timeout",
+                ) from None
+        server = self.server_of(handle.forest_id, handle.node_id)
+        if server is None:
+            raise HetznerError(f"{handle.node_id} has no server", code="not_found")
+        return Created(ident(server.data_model.id), (), slot_of_server(server), True)
+
+    def wait_status(self, server_id: int, node_id: str, deadline: float) -> None:
+        """Poll one server (one found by name has no actions to wait for) until it runs."""
+        interval = self._config.poll_interval
+        while True:
+            server = self._api.call(
+                f"checking server {node_id}", lambda c: c.servers.get_by_id(server_id)
+            )
+            if server.data_model.status == "running":
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise HetznerError(
+                    f"{node_id} is still {server.data_model.status} at the deadline",
+                    code="timeout",
+                )
+            time.sleep(min(interval, remaining))
+            interval = min(interval * self._config.poll_backoff, self._config.poll_max_interval)
+
+    # find and delete ----------------------------------------------------------------------
+
+    def of_forest(self, forest_id: str) -> list[BoundServer]:
+        return self._api.call(
+            f"listing the servers of {forest_id}",
+            lambda c: c.servers.get_all(label_selector=forest_selector(forest_id)),
+        )
+
+    def handles(self, forest_id: str) -> list[NodeHandle]:
+        return sorted(
+            (handle_of(s) for s in self.of_forest(forest_id)), key=lambda h: (h.index, h.node_id)
+        )
+
+    def server_of(self, forest_id: str, node_id: str) -> BoundServer | None:
+        servers = self._api.call(
+            f"looking up the server of {node_id}",
+            lambda c: c.servers.get_all(label_selector=forest_selector(forest_id, node_id)),
+        )
+        if servers:
+            return servers[0]
+        # Forests imported from the older Go tool: its servers carry `forest-id=<forest>`
+        # and are named like our node ids (import-registry keeps those ids).
+        legacy = self._api.call(
+            f"looking up the server of {node_id}",
+            lambda c: c.servers.get_all(
+                label_selector=f"managed-by=morpheus,forest-id={forest_id}", name=node_id
+            ),
+        )
+        return legacy[0] if legacy else None
+
+    def delete(self, handle: NodeHandle) -> None:
+        """Delete the node's server (none is fine) and wait for the delete action."""
+        self.settle(handle.forest_id, node_id=handle.node_id, cancel=True)
+        server = self.server_of(handle.forest_id, handle.node_id)
+        if server is None:
+            return
+        server_id = ident(server.data_model.id)
+        try:
+            action = self._api.call(
+                f"deleting server {server.data_model.name}",
+                lambda c: c.servers.delete(Server(id=server_id)),
+                retry_codes={"locked"},
+            )
+        except HetznerError as exc:
+            if exc.code != "not_found":
+                raise
+        else:
+            deadline = time.monotonic() + self._config.delete_timeout
+            self._actions.wait(
+                [ident(action.data_model.id)], deadline, f"deleting {handle.node_id}"
+            )
+
+
+def _post_server(
+    client: hcloud.Client,
+    *,
+    name: str,
+    server_type_id: int,
+    image_id: int,
+    ssh_key_id: int,
+    user_data: str,
+    labels: dict[str, str],
+    slot: Slot,
+    placement_group_id: int | None,
+) -> CreateServerResponse:
+    public_net = ServerCreatePublicNetwork(
+        ipv6=PrimaryIP(id=slot.ipv6.id),
+        ipv4=PrimaryIP(id=slot.ipv4.id) if slot.ipv4 is not None else None,
+        enable_ipv4=slot.ipv4 is not None,
+        enable_ipv6=True,
+    )
+    placement = PlacementGroup(id=placement_group_id) if placement_group_id else None
+    return client.servers.create(
+        name=name,
+        server_type=ServerType(id=server_type_id),
+        image=Image(id=image_id),
+        ssh_keys=[SSHKey(id=ssh_key_id)],
+        user_data=user_data,
+        labels=labels,
+        location=Location(name=slot.location),
+        placement_group=placement,
+        public_net=public_net,
+        start_after_create=True,
+    )
