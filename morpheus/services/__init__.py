@@ -28,6 +28,13 @@ class Context:
     registry: Registry
     clock: Callable[[], datetime] = field(default=utcnow)
 
+    @classmethod
+    def open(cls, settings: Settings, state_dir: Path) -> Context:
+        """The context of one command: the registry in ``state_dir`` opened (and made)."""
+        return cls(
+            settings=settings, state_dir=state_dir, registry=Registry.in_state_dir(state_dir)
+        )
+
     def provider(self, name: str) -> Provider:
         """The named provider, loaded through its entry point and configured."""
         return load_provider_class(name).from_settings(self.settings, self.state_dir)

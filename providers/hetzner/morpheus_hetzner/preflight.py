@@ -130,6 +130,13 @@ class Preflight:
             lines.append(
                 PlanLine("placement", "10 servers spread on distinct hosts; the rest are not")
             )
+        lines.append(
+            PlanLine(
+                "ports",
+                "22 (SSH) and 8222 (NATS monitoring) from admin sources only; 6222 (cluster) "
+                "from the forest's nodes only; 4222 (clients) on each node's localhost only",
+            )
+        )
         return lines
 
     def checks(self) -> list[CheckResult]:

@@ -1,0 +1,41 @@
+"""`morpheus check`: is this machine ready to plant?"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import typer
+
+from morpheus.cli import output as out
+from morpheus.cli.options import OutputFormat, OutputOption
+from morpheus.cli.session import EXIT_FAILURE, state_of
+
+if TYPE_CHECKING:
+    from morpheus.provider import CheckResult
+
+
+def check(ctx: typer.Context, output: OutputOption = OutputFormat.table) -> None:
+    """Check this machine is ready: config, state dir, nats-server, cloud token, SSH key, IPv6."""
+    from morpheus.paths import state_dir
+    from morpheus.services.check import run_checks
+
+    results = run_checks(state_of(ctx).config, state_dir())
+    show_checks(results, output)
+    if not all(result.ok for result in results):
+        raise typer.Exit(EXIT_FAILURE)
+
+
+def show_checks(results: list[CheckResult], output: OutputFormat) -> None:
+    if out.is_data(output):
+        out.emit(
+            [{"name": r.name, "ok": r.ok, "detail": r.detail, "fix": r.fix} for r in results],
+            output,
+        )
+        return
+    from rich.text import Text
+
+    console = out.console()
+    for result in results:
+        mark = ("✓", "green") if result.ok else ("✗", "red")
+        fix = f" — fix: {result.fix}" if result.fix and not result.ok else ""
+        console.print(Text.assemble(mark, f" {result.name:<12} {result.detail}{fix}"))

@@ -1,0 +1,200 @@
+"""`morpheus grow`: a forest's load, the growth decision, and growing it."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from morpheus.cli import output as out
+from morpheus.cli.options import OutputFormat, OutputOption, YesOption, complete_forest_id
+from morpheus.cli.session import (
+    EXIT_BLOCKED,
+    EXIT_FAILURE,
+    EXIT_GREW,
+    EXIT_USAGE,
+    confirm,
+    fail,
+    state_of,
+)
+
+if TYPE_CHECKING:
+    from morpheus.monitor import NodeSample
+    from morpheus.services import Context
+    from morpheus.services.grow import Assessment, Expansion
+
+
+def grow(
+    ctx: typer.Context,
+    forest: Annotated[
+        str | None,
+        typer.Argument(
+            help="Forest id; may be left out when there is only one.",
+            autocompletion=complete_forest_id,
+        ),
+    ] = None,
+    auto: Annotated[
+        bool, typer.Option("--auto", help="Decide and act without asking (for cron).")
+    ] = False,
+    threshold: Annotated[
+        int | None,
+        typer.Option("--threshold", min=1, max=100, help="Grow above this CPU or memory % (both)."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide; add nothing.")] = False,
+    yes: YesOption = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, max=60, help="Seconds to wait for each node.")
+    ] = 2.0,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Show a forest's load and add nodes when it runs hot.
+
+    CPU and memory are the NATS server's own figures from its monitoring port (process CPU
+    over the machine's cores; resident memory over the node's RAM), averaged over the nodes
+    that answer. Exit codes: 0 no growth needed, 10 grew, 11 growth blocked (cooldown,
+    max_nodes, too many unreachable nodes, a one-node forest its provider cannot
+    reconfigure), 1 error, 2 usage.
+    """
+    from morpheus.growth import GrowthAction
+    from morpheus.services.grow import Expansion, assess, expand, policy_from
+
+    state = state_of(ctx)
+    context = state.context()
+    forest_id = forest if forest is not None else _choose_forest(context)
+    policy = policy_from(context.settings.growth, threshold)
+    assessment = assess(context, forest_id, policy, per_node_timeout=timeout)
+    json_output = output != OutputFormat.table
+    if not json_output:
+        show_assessment(assessment)
+    expansion = Expansion(assessment.decision)
+    if assessment.decision.action == GrowthAction.GROW and not dry_run:
+        if not (auto or yes):
+            count = assessment.decision.nodes_to_add
+            confirm(f"Add {count} node{'s' if count > 1 else ''}?", "pass --yes or --auto")
+        show_progress = not (state.quiet or json_output)
+        with out.NodeProgress(enabled=show_progress) as progress:
+            expansion = expand(context, assessment, progress)
+    show_growth(assessment, expansion, output, dry_run=dry_run)
+    if expansion.added:
+        raise typer.Exit(EXIT_GREW)
+    if expansion.decision.action == GrowthAction.BLOCKED:
+        raise typer.Exit(EXIT_BLOCKED)
+
+
+def _choose_forest(context: Context) -> str:
+    """The only forest; with several, ask at a terminal and refuse in a script."""
+    from morpheus.services.forests import forest_ids
+
+    ids = forest_ids(context)
+    if not ids:
+        fail("there are no forests; plant one with `morpheus plant local small`", EXIT_FAILURE)
+    if len(ids) == 1:
+        return ids[0]
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        fail(f"several forests; name one of: {', '.join(ids)}", EXIT_USAGE)
+    for number, forest_id in enumerate(ids, start=1):
+        typer.echo(f"  {number}) {forest_id}")
+    while True:
+        choice = typer.prompt(f"Which forest (1-{len(ids)})")
+        if choice.strip().isdigit() and 1 <= int(choice) <= len(ids):
+            return ids[int(choice) - 1]
+        if choice.strip() in ids:
+            return str(choice.strip())
+
+
+def _bar(percent: float | None, width: int = 28) -> str:
+    if percent is None:
+        return "n/a"
+    filled = round(min(max(percent, 0), 100) / 100 * width)
+    return f"{percent:3.0f}% " + "█" * filled + "░" * (width - filled)
+
+
+def _node_state(sample: NodeSample, assessment: Assessment) -> str:
+    policy = assessment.policy
+    if not sample.reachable:
+        return f"unreachable ({sample.error})"
+    if sample.healthy is False:
+        return "unhealthy"
+    hot = (sample.cpu_percent or 0) > policy.threshold_cpu or (
+        sample.memory_percent or 0
+    ) > policy.threshold_memory
+    return "warning ⚠️" if hot else "healthy"
+
+
+def show_assessment(assessment: Assessment) -> None:
+    """The operator's picture: forest load, every node (unreachable ones too), the verdict."""
+    console = out.console()
+    load = assessment.load
+    policy = assessment.policy
+    console.print(f"🌲 Forest: {assessment.forest.id}\n", markup=False)
+    console.print("Resource Usage (NATS server figures):")
+    cpu_warn = " ⚠️" if (load.cpu_percent or 0) > policy.threshold_cpu else ""
+    mem_warn = " ⚠️" if (load.memory_percent or 0) > policy.threshold_memory else ""
+    console.print(f"  CPU:    {_bar(load.cpu_percent)}{cpu_warn}", markup=False)
+    console.print(f"  Memory: {_bar(load.memory_percent)}{mem_warn}\n", markup=False)
+    console.print(f"Nodes ({len(assessment.nodes)}):")
+    table = out.table("ID", "IP", "CPU", "MEM", "PEERS", "STATUS")
+    for node, sample in zip(assessment.nodes, assessment.samples, strict=True):
+        table.add_row(
+            node.name,
+            node.host or "-",
+            out.percent(sample.cpu_percent),
+            out.percent(sample.memory_percent),
+            "-" if sample.peers is None else str(sample.peers),
+            _node_state(sample, assessment),
+        )
+    console.print(table)
+    console.print("")
+    if load.cpu_percent is not None and load.cpu_percent > policy.threshold_cpu:
+        console.print(f"⚠️  CPU above {policy.threshold_cpu}% threshold", markup=False)
+    if load.memory_percent is not None and load.memory_percent > policy.threshold_memory:
+        console.print(f"⚠️  Memory above {policy.threshold_memory}% threshold", markup=False)
+    console.print(assessment.decision.message, markup=False)
+
+
+def show_growth(
+    assessment: Assessment, expansion: Expansion, output: OutputFormat, *, dry_run: bool
+) -> None:
+    decision = expansion.decision
+    if out.is_data(output):
+        out.emit(
+            {
+                "forest": assessment.forest.id,
+                "assessed_at": assessment.assessed_at.isoformat(),
+                "nodes": [
+                    {
+                        "id": node.id,
+                        "name": node.name,
+                        "host": node.host,
+                        **sample.model_dump(exclude={"node_name"}),
+                    }
+                    for node, sample in zip(assessment.nodes, assessment.samples, strict=True)
+                ],
+                "aggregate": assessment.load.model_dump(),
+                "thresholds": {
+                    "cpu": assessment.policy.threshold_cpu,
+                    "memory": assessment.policy.threshold_memory,
+                },
+                "policy": assessment.policy.model_dump(),
+                "decision": {
+                    "action": decision.action.value,
+                    "reason": decision.reason.value,
+                    "message": decision.message,
+                    "nodes_to_add": decision.nodes_to_add,
+                    "cooldown_remaining_seconds": decision.cooldown_remaining_seconds,
+                },
+                "nodes_added": [node.name for node in expansion.added],
+                "dry_run": dry_run,
+            },
+            output,
+        )
+        return
+    console = out.console()
+    if expansion.added:
+        names = ", ".join(node.name for node in expansion.added)
+        console.print(f"🌱 Added {names} to {assessment.forest.id}.", markup=False)
+    elif decision is not assessment.decision:
+        console.print(decision.message, markup=False)
+    elif dry_run and decision.nodes_to_add:
+        console.print("Dry run: nothing was added.")

@@ -1,0 +1,34 @@
+"""Arguments and options several commands share, and the output formats."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    json = "json"
+    yaml = "yaml"
+
+
+def complete_forest_id(incomplete: str) -> list[str]:
+    """Forest ids from the registry (stdlib only, so completion stays fast)."""
+    from morpheus.listing import forest_ids
+    from morpheus.paths import state_dir
+
+    return forest_ids(state_dir(), incomplete)
+
+
+ForestArgument = Annotated[
+    str,
+    typer.Argument(
+        help="Forest id, as `morpheus list` shows it.", autocompletion=complete_forest_id
+    ),
+]
+OutputOption = Annotated[
+    OutputFormat, typer.Option("--output", "-o", help="table for people; json or yaml for scripts.")
+]
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask; for scripts.")]

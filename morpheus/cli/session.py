@@ -1,0 +1,69 @@
+"""One run of the command: its top-level options, the services' context, exits and questions."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from morpheus.services import Context
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+#: ``grow``: nodes were added / growth was needed but blocked (see ``GrowthReason``).
+EXIT_GREW = 10
+EXIT_BLOCKED = 11
+EXIT_INTERRUPTED = 130
+
+
+class State:
+    """Options of the top-level callback, shared with the commands."""
+
+    def __init__(self, config: Path | None, quiet: bool) -> None:
+        self.config = config
+        self.quiet = quiet
+        self._context: Context | None = None
+
+    def context(self) -> Context:
+        """Settings, state directory and registry, built once, on first use."""
+        if self._context is None:
+            from morpheus.paths import state_dir
+            from morpheus.services import Context
+            from morpheus.settings import load_settings
+
+            loaded = load_settings(self.config)
+            show_warnings(loaded.warnings)
+            self._context = Context.open(loaded.settings, state_dir())
+        return self._context
+
+
+def state_of(ctx: typer.Context) -> State:
+    state = ctx.find_root().obj
+    assert isinstance(state, State)
+    return state
+
+
+def show_warnings(warnings: list[str]) -> None:
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
+
+
+def confirm(
+    question: str, script_hint: str = "this creates machines that cost money: pass --yes"
+) -> None:
+    """Ask at a terminal; refuse (exit 2) when no one can answer, exit 1 on no."""
+    if not sys.stdin.isatty():
+        fail(f"{script_hint} to confirm from a script", EXIT_USAGE)
+    if not typer.confirm(question, default=False):
+        fail("nothing was created", EXIT_FAILURE)
+
+
+def fail(message: str, code: int) -> NoReturn:
+    from morpheus.cli.output import error
+
+    error(message)
+    raise typer.Exit(code)
