@@ -17,6 +17,7 @@ from typing import Any
 
 import hcloud
 
+from morpheus.waiting import poll_until
 from morpheus_hetzner.api import HetznerApi, HetznerError
 
 #: The API answers at most this many actions per page.
@@ -68,23 +69,34 @@ class ActionWatcher:
         """Block until every action in ``ids`` finished; raise if one failed or time ran out."""
         wanted = list(dict.fromkeys(ids))
         self.track(wanted)
-        interval = self._api.config.poll_interval
-        while True:
+        asked = False
+
+        def outstanding() -> list[int]:
             with self._lock:
-                outstanding = [i for i in wanted if i not in self._finished]
-            if not outstanding:
-                break
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                raise HetznerError(
-                    f"{doing}: Hetzner actions {outstanding} still running at the deadline",
-                    code="timeout",
-                )
-            self._sleep(min(interval, remaining))
-            interval = min(
-                interval * self._api.config.poll_backoff, self._api.config.poll_max_interval
-            )
-            self.poll()
+                return [i for i in wanted if i not in self._finished]
+
+        def all_finished() -> bool | None:
+            # Just started (or learnt about by someone else's poll): look before asking.
+            nonlocal asked
+            if asked:
+                self.poll()
+            asked = True
+            return True if not outstanding() else None
+
+        config = self._api.config
+        poll_until(
+            all_finished,
+            deadline=deadline,
+            interval=config.poll_interval,
+            backoff=config.poll_backoff,
+            max_interval=config.poll_max_interval,
+            timeout_error=lambda: HetznerError(
+                f"{doing}: Hetzner actions {outstanding()} still running at the deadline",
+                code="timeout",
+            ),
+            clock=self._clock,
+            sleep=self._sleep,
+        )
         with self._lock:
             outcomes = [self._finished[i] for i in wanted]
         for outcome in outcomes:

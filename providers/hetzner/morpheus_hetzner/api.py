@@ -10,11 +10,13 @@ so callers branch on codes, never on message text::
             ├── HetznerPreflightError   ... during the checks before anything is created
             └── LostResponseError       a POST got no answer: it may or may not have happened
 
-Retry policy (``call``): 429 waits until ``RateLimit-Reset`` (when that is not too far off);
-5xx-like codes and unanswered idempotent requests back off exponentially with full jitter;
-callers may add codes (``locked`` for deletes).  Every loop is bounded by ``max_retries``.
-hcloud's own retries are switched off, because they neither honour ``RateLimit-Reset`` nor
-know that re-sending a POST can create a second server.
+Retry policy (``call``, run by tenacity): 429 waits until ``RateLimit-Reset`` (when that is
+not too far off); 5xx-like codes and unanswered idempotent requests back off exponentially
+with full jitter; callers may add codes (``locked`` for deletes).  A POST that creates
+something is never re-sent blindly: ``create`` first asks whether the lost one happened.
+Every loop is bounded by ``max_retries``.  hcloud's own retries are switched off, because
+they neither honour ``RateLimit-Reset`` nor know that re-sending a POST can create a second
+server.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any, TypeVar
 
 import hcloud
 import requests
+import tenacity
 from pydantic import SecretStr
 
 from morpheus import __version__
@@ -150,19 +153,15 @@ class HetznerApi:
 
         ``doing`` completes "Hetzner API: ... failed" in messages.  A non-idempotent call
         (a POST that creates something) is not re-sent after a lost answer: it raises
-        ``LostResponseError`` and the caller decides (usually: re-send, then adopt the
-        resource by name on ``uniqueness_error``).
+        ``LostResponseError`` and the caller decides (usually ``create``).
         """
         extra = frozenset(retry_codes)
-        attempt = 0
-        while True:
+
+        def attempt() -> T:
             try:
                 return operation(self.client())
             except hcloud.APIException as exc:
-                code = api_code(exc)
-                delay = self._delay_after(code, attempt, extra)
-                if delay is None or attempt >= self.config.max_retries:
-                    raise self.translate(exc, doing) from exc
+                raise self._classify(exc, doing, extra) from exc
             except requests.RequestException as exc:
                 if not idempotent:
                     raise LostResponseError(
@@ -170,16 +169,48 @@ class HetznerApi:
                         f"({type(exc).__name__})",
                         code="lost_response",
                     ) from exc
-                if attempt >= self.config.max_retries:
-                    raise HetznerError(
+                raise _Retry(
+                    HetznerError(
                         f"cannot reach the Hetzner API at {self.endpoint} while {doing} "
-                        f"after {attempt + 1} attempts ({type(exc).__name__}); check the network "
-                        "and HCLOUD_ENDPOINT / providers.hetzner.endpoint",
+                        f"after {self.config.max_retries + 1} attempts ({type(exc).__name__}); "
+                        "check the network and HCLOUD_ENDPOINT / providers.hetzner.endpoint",
                         code="unreachable",
-                    ) from exc
-                delay = self.backoff(attempt)
-            self._sleep(delay)
-            attempt += 1
+                    )
+                ) from exc
+
+        retrying = self._retrying(
+            retry=tenacity.retry_if_exception_type(_Retry), wait=self._wait_for
+        )
+        try:
+            return retrying(attempt)
+        except _Retry as exhausted:
+            raise exhausted.error from exhausted.__cause__
+
+    def create(
+        self,
+        doing: str,
+        create: Callable[[hcloud.Client], T],
+        find: Callable[[], T | None] | None = None,
+    ) -> T:
+        """Send a request that creates something; a lost answer is followed by ``find``
+        (did the first one happen?) and, when it finds nothing, by the same request again,
+        at most ``max_retries`` times.  Without ``find`` the request is simply sent again:
+        the caller must recognise its own resource in the ``uniqueness_error`` that follows.
+        """
+
+        def attempt() -> T:
+            try:
+                return self.call(doing, create, retry_codes={"locked"}, idempotent=False)
+            except LostResponseError:
+                found = find() if find is not None else None
+                if found is not None:
+                    return found
+                raise
+
+        retrying = self._retrying(
+            retry=tenacity.retry_if_exception_type(LostResponseError), wait=self._backoff
+        )
+        return retrying(attempt)
 
     def create_or_adopt(
         self,
@@ -189,47 +220,66 @@ class HetznerApi:
     ) -> T:
         """Create a named resource; after a lost answer or ``uniqueness_error`` take the one
         that exists when it is ours (``find`` checks the labels)."""
-        lost = 0
-        while True:
-            try:
-                return self.call(doing, create, retry_codes={"locked"}, idempotent=False)
-            except LostResponseError:
-                found = find()
-                if found is not None:
-                    return found
-                lost += 1
-                if lost > self.config.max_retries:
-                    raise
-                self._sleep(self.backoff(lost - 1))
-            except HetznerError as exc:
-                if exc.code != "uniqueness_error":
-                    raise
-                found = find()
-                if found is None:
-                    raise HetznerError(
-                        f"{doing}: the name is taken by something Morpheus did not make for "
-                        "this forest; rename or delete it in the Hetzner console",
-                        code="uniqueness_error",
-                    ) from exc
-                return found
+        try:
+            return self.create(doing, create, find)
+        except HetznerError as exc:
+            if exc.code != "uniqueness_error":
+                raise
+            found = find()
+            if found is None:
+                raise HetznerError(
+                    f"{doing}: the name is taken by something Morpheus did not make for "
+                    "this forest; rename or delete it in the Hetzner console",
+                    code="uniqueness_error",
+                ) from exc
+            return found
 
-    def backoff(self, attempt: int) -> float:
-        """Exponential backoff with full jitter: a random wait up to base * 2**attempt."""
-        ceiling = min(self.config.retry_max_delay, self.config.retry_base_delay * 2**attempt)
-        return random.uniform(self.config.retry_base_delay / 2, max(ceiling, 0.0))
+    def _retrying(
+        self,
+        *,
+        retry: tenacity.retry_base,
+        wait: Callable[[tenacity.RetryCallState], float],
+    ) -> tenacity.Retrying:
+        return tenacity.Retrying(
+            retry=retry,
+            wait=wait,
+            stop=tenacity.stop_after_attempt(self.config.max_retries + 1),
+            sleep=self._sleep,
+            reraise=True,
+        )
 
-    def _delay_after(self, code: str, attempt: int, extra: frozenset[str]) -> float | None:
+    def _backoff(self, state: tenacity.RetryCallState) -> float:
+        """Exponential backoff with full jitter: a random wait up to base * 2**retry."""
+        return tenacity.wait_random_exponential(
+            multiplier=self.config.retry_base_delay,
+            min=self.config.retry_base_delay / 2,
+            max=self.config.retry_max_delay,
+        )(state)
+
+    def _wait_for(self, state: tenacity.RetryCallState) -> float:
+        """RateLimit-Reset when the 429 said when (``_Retry.after``), else the backoff."""
+        failure = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(failure, _Retry) and failure.after is not None:
+            return failure.after
+        return self._backoff(state)
+
+    def _classify(self, exc: hcloud.APIException, doing: str, extra: frozenset[str]) -> Exception:
+        """The error to raise for an API error: ``_Retry`` when asking again may help."""
+        code = api_code(exc)
+        error = self.translate(exc, doing)
         if code == RATE_LIMITED:
             wait = self._until_reset()
             if wait is None:
-                return self.backoff(attempt)
+                return _Retry(error)
             if wait > self.config.max_rate_limit_wait:
-                return None
+                return error
             # A little jitter so parallel workers do not all return in the same instant.
-            return wait + random.uniform(0, min(1.0, self.config.retry_base_delay))
+            return _Retry(
+                error, after=wait + random.uniform(0, min(1.0, self.config.retry_base_delay))
+            )
         if is_transient(code) or code in extra:
-            return self.backoff(attempt)
-        return None
+            return _Retry(error)
+        return error
 
     def _until_reset(self) -> float | None:
         raw = getattr(self._local, "rate_limit_reset", None)
@@ -270,6 +320,15 @@ class HetznerApi:
                 code=code,
             )
         return HetznerError(f"Hetzner API: {doing} failed: {message} ({code})", code=code)
+
+
+class _Retry(Exception):
+    """Asking again may help; ``error`` is what to raise when the retries are used up."""
+
+    def __init__(self, error: HetznerError, after: float | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.after = after
 
 
 def _hcloud_internals(client: hcloud.Client) -> tuple[Any, requests.Session]:

@@ -27,9 +27,10 @@ from hcloud.ssh_keys import SSHKey
 from morpheus.blueprint import NodeBlueprint, Peer
 from morpheus.provider import NodeHandle
 from morpheus.render import render_user_data
+from morpheus.waiting import poll_until
 from morpheus_hetzner.actions import ActionWatcher
 from morpheus_hetzner.addresses import Addresses
-from morpheus_hetzner.api import HetznerApi, HetznerError, LostResponseError
+from morpheus_hetzner.api import HetznerApi, HetznerError
 from morpheus_hetzner.catalogue import Catalogue
 from morpheus_hetzner.firewall import Firewalls
 from morpheus_hetzner.placement import PlacementGroups
@@ -164,7 +165,6 @@ class Servers:
         ssh_key_id = self._key.ensure()
         placement = self._placement.id_of(blueprint.forest_id)
         tried: list[str] = []
-        lost = 0
         while True:
             if cancelled.is_set():
                 raise HetznerError(f"creating {name} was cancelled", code="cancelled")
@@ -181,21 +181,10 @@ class Servers:
                 placement_group_id=placement,
             )
             try:
-                response = self._api.call(
-                    f"creating server {name} in {location}",
-                    post,
-                    # `locked`: a primary IP or the placement group is busy with another
-                    # action; nothing was created, so asking again is safe.
-                    retry_codes={"locked"},
-                    idempotent=False,
-                )
-            except LostResponseError:
-                # Send it again: if the first one was done, the name says so (below).
-                lost += 1
-                if lost > self._config.max_retries:
-                    raise
-                time.sleep(self._api.backoff(lost - 1))
-                continue
+                # A lost answer is sent again: if the first one was done, the name says so
+                # (uniqueness_error, below).  `locked` is retried too: a primary IP or the
+                # placement group is busy with another action and nothing was created.
+                response = self._api.create(f"creating server {name} in {location}", post)
             except HetznerError as exc:
                 if exc.code == "uniqueness_error":
                     return self._adopt(blueprint, exc)
@@ -279,21 +268,26 @@ class Servers:
 
     def wait_status(self, server_id: int, node_id: str, deadline: float) -> None:
         """Poll one server (one found by name has no actions to wait for) until it runs."""
-        interval = self._config.poll_interval
-        while True:
+        status = "unknown"
+
+        def running() -> bool | None:
+            nonlocal status
             server = self._api.call(
                 f"checking server {node_id}", lambda c: c.servers.get_by_id(server_id)
             )
-            if server.data_model.status == "running":
-                return
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise HetznerError(
-                    f"{node_id} is still {server.data_model.status} at the deadline",
-                    code="timeout",
-                )
-            time.sleep(min(interval, remaining))
-            interval = min(interval * self._config.poll_backoff, self._config.poll_max_interval)
+            status = str(server.data_model.status)
+            return True if status == "running" else None
+
+        poll_until(
+            running,
+            deadline=deadline,
+            interval=self._config.poll_interval,
+            backoff=self._config.poll_backoff,
+            max_interval=self._config.poll_max_interval,
+            timeout_error=lambda: HetznerError(
+                f"{node_id} is still {status} at the deadline", code="timeout"
+            ),
+        )
 
     # find and delete ----------------------------------------------------------------------
 

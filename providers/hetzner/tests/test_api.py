@@ -8,7 +8,8 @@ import hcloud._client
 import pytest
 from fakeapi import FakeHetzner
 from hcloud.primary_ips import PrimaryIPsClient
-from morpheus_hetzner.api import HetznerApi
+from hetzner_support import public_key_line
+from morpheus_hetzner.api import HetznerApi, HetznerError
 from morpheus_hetzner.provider import HetznerProvider
 from morpheus_hetzner.settings import HetznerSettings
 from pydantic import SecretStr
@@ -66,3 +67,68 @@ def test_primary_ips_go_through_the_sdk(
     assert fake_hetzner.primary_ips == {}
     raw = [r for r in fake_hetzner.requests if r.route and r.route.startswith("/v1/primary_ips")]
     assert len(raw) == len(calls), "every primary IP request went through PrimaryIPsClient"
+
+
+def api_with_recorded_sleeps(fake: FakeHetzner, **knobs: Any) -> tuple[HetznerApi, list[float]]:
+    sleeps: list[float] = []
+    config = HetznerSettings(retry_base_delay=1.0, retry_max_delay=4.0, **knobs)
+    return HetznerApi(SecretStr(fake.token), fake.endpoint, config, sleep=sleeps.append), sleeps
+
+
+def test_transient_errors_back_off_exponentially_with_jitter(fake_hetzner: FakeHetzner) -> None:
+    fake_hetzner.inject(path_prefix="/locations", status=503, code="unavailable", times=4)
+    api, sleeps = api_with_recorded_sleeps(fake_hetzner, max_retries=5)
+    try:
+        api.call("listing locations", lambda c: c.locations.get_all())
+    finally:
+        api.close()
+    assert len(sleeps) == 4
+    for retry, slept in enumerate(sleeps):
+        assert 0.5 <= slept <= min(4.0, 2.0**retry)
+
+
+def test_retries_stop_at_max_retries_with_the_api_error(fake_hetzner: FakeHetzner) -> None:
+    fake_hetzner.inject(path_prefix="/locations", status=502, code="bad_gateway", times=None)
+    api, sleeps = api_with_recorded_sleeps(fake_hetzner, max_retries=2)
+    try:
+        with pytest.raises(HetznerError, match="listing locations failed") as caught:
+            api.call("listing locations", lambda c: c.locations.get_all())
+    finally:
+        api.close()
+    assert caught.value.code == "bad_gateway"
+    assert len(sleeps) == 2
+    assert fake_hetzner.request_count("GET", "/locations") == 3
+
+
+def test_a_429_waits_for_the_reset_not_the_backoff(fake_hetzner: FakeHetzner) -> None:
+    fake_hetzner.inject_rate_limited(path_prefix="/locations", reset_after=30.0)
+    api, sleeps = api_with_recorded_sleeps(fake_hetzner)
+    try:
+        api.call("listing locations", lambda c: c.locations.get_all())
+    finally:
+        api.close()
+    (slept,) = sleeps
+    assert 28.0 <= slept <= 32.0
+
+
+def test_a_lost_post_asks_before_sending_again(fake_hetzner: FakeHetzner) -> None:
+    fake_hetzner.inject_lost_response(method="POST", path_prefix="/ssh_keys", perform=True)
+    api, sleeps = api_with_recorded_sleeps(fake_hetzner)
+    found: list[str] = []
+
+    def find() -> str | None:
+        key = api.call("finding", lambda c: c.ssh_keys.get_by_name("k"))
+        found.append("asked")
+        return None if key is None else "adopted"
+
+    try:
+        result = api.create_or_adopt(
+            "uploading k",
+            lambda c: c.ssh_keys.create(name="k", public_key=public_key_line()) and "created",
+            find,
+        )
+    finally:
+        api.close()
+    assert result == "adopted"
+    assert found == ["asked"] and sleeps == []
+    assert fake_hetzner.request_count("POST", "/ssh_keys") == 1
