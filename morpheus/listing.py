@@ -15,7 +15,11 @@ from typing import Any
 
 @dataclass(frozen=True)
 class ForestSummary:
-    """One line of `morpheus list`; ``as_json()`` is the documented JSON shape."""
+    """One line of `morpheus list`; ``as_json()`` is the documented JSON shape.
+
+    ``location`` is the forest's own when it has one, else where its nodes are
+    (``"fsn1"``, or ``"fsn1, nbg1"`` for a forest spread by capacity).
+    """
 
     id: str
     provider: str
@@ -49,8 +53,9 @@ def forest_summaries(state_dir: Path) -> list[ForestSummary]:
             return []
         try:
             rows = db.execute(
-                "SELECT f.id, f.provider, f.size, f.location, f.status, f.created_at,"
-                " f.last_expansion, f.cluster_name, count(n.id)"
+                "SELECT f.id, f.provider, f.size,"
+                " coalesce(f.location, group_concat(DISTINCT n.location)), f.status,"
+                " f.created_at, f.last_expansion, f.cluster_name, count(n.id)"
                 " FROM forests f LEFT JOIN nodes n ON n.forest_id = f.id"
                 " GROUP BY f.id ORDER BY f.created_at, f.id"
             ).fetchall()
@@ -62,7 +67,14 @@ def forest_summaries(state_dir: Path) -> list[ForestSummary]:
         raise RegistryError(
             f"cannot use the registry {path}: {exc}; move it aside to start afresh"
         ) from exc
-    return [ForestSummary(*row) for row in rows]
+    return [ForestSummary(*row[:3], _locations(row[3]), *row[4:]) for row in rows]
+
+
+def _locations(joined: str | None) -> str | None:
+    """The forest's location, or the distinct locations of its nodes, sorted, comma-separated."""
+    if not joined:
+        return None
+    return ", ".join(sorted(set(joined.split(","))))
 
 
 def forest_ids(state_dir: Path, prefix: str = "") -> list[str]:

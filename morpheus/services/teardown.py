@@ -34,15 +34,12 @@ def remove_forest(ctx: Context, provider: Provider, forest_id: str, progress: Pr
     """The body of teardown, also used to roll back a failed plant (lock already held)."""
     registry = ctx.registry
     forest = registry.get_forest(forest_id)
+    # Asked first: a platform that refuses (a bad token, no API) leaves the forest as it was.
+    platform = provider.list_nodes(forest.id)
     registry.set_forest_status(forest.id, ForestStatus.DELETING)
     registry.add_event(forest.id, "deleting", "teardown started", ctx.clock())
     removal = remove_nodes(
-        ctx,
-        provider,
-        forest,
-        registry.nodes(forest.id),
-        progress,
-        platform=provider.list_nodes(forest.id),
+        ctx, provider, forest, registry.nodes(forest.id), progress, platform=platform
     )
     try:
         provider.delete_forest_resources(forest.id)

@@ -7,6 +7,7 @@ leaves no server, firewall, placement group or primary IP billing.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -178,3 +179,43 @@ def test_cli_check_asks_the_api(fake_hetzner: FakeHetzner, cli_config: Path) -> 
     assert "hetzner token" in result.stdout, result.stdout + result.stderr
     assert "accepts it" in result.stdout
     assert fake_hetzner.token not in result.stdout + result.stderr
+
+
+# --------------------------------------------------------------------------- a kept forest
+
+
+@pytest.fixture
+def kept_forest(fake_hetzner: FakeHetzner, cli_config: Path) -> dict[str, object]:
+    """A medium forest whose plant failed (no NATS on the fake) and was kept: its `list` row."""
+    kept = morpheus("plant", "hetzner", "medium", "--yes", "--keep-on-failure", timeout=120)
+    assert "kept for inspection" in kept.stderr, kept.stderr
+    (forest,) = json.loads(morpheus("list", "-o", "json").stdout)
+    assert isinstance(forest, dict)
+    return forest
+
+
+def test_list_shows_where_the_nodes_are(kept_forest: dict[str, object]) -> None:
+    assert kept_forest["location"] == "fsn1"
+    assert kept_forest["node_count"] == 3
+
+
+def test_a_refused_teardown_leaves_the_forest_as_it_was(
+    fake_hetzner: FakeHetzner, kept_forest: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forest_id = str(kept_forest["id"])
+    before = morpheus("status", forest_id, "-o", "json", timeout=60).stdout
+    monkeypatch.setenv("HCLOUD_TOKEN", "not-the-right-token")
+
+    refused = morpheus("teardown", forest_id, "--yes", timeout=60)
+
+    assert refused.returncode != 0
+    assert "refused the token" in refused.stderr
+    (after,) = json.loads(morpheus("list", "-o", "json").stdout)
+    assert after == kept_forest
+    monkeypatch.setenv("HCLOUD_TOKEN", fake_hetzner.token)
+    assert [n["status"] for n in json.loads(before)["nodes"]] == [
+        n["status"] for n in json.loads(morpheus("status", forest_id, "-o", "json").stdout)["nodes"]
+    ]
+    preview = morpheus("reconcile", forest_id, "--dry-run", timeout=60)
+    assert "teardown was interrupted" not in preview.stdout + preview.stderr
+    assert len(fake_hetzner.servers) == 3
