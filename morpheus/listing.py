@@ -67,7 +67,20 @@ def forest_summaries(state_dir: Path) -> list[ForestSummary]:
         raise RegistryError(
             f"cannot use the registry {path}: {exc}; move it aside to start afresh"
         ) from exc
-    return [ForestSummary(*row[:3], _locations(row[3]), *row[4:]) for row in rows]
+    return [
+        ForestSummary(
+            id=row[0],
+            provider=row[1],
+            size=row[2],
+            location=_locations(row[3]),
+            status=row[4],
+            created_at=row[5],
+            last_expansion=row[6],
+            cluster_name=row[7],
+            node_count=row[8],
+        )
+        for row in rows
+    ]
 
 
 def _locations(joined: str | None) -> str | None:
