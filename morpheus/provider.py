@@ -105,6 +105,9 @@ class Provider(ABC):
     costs_money: ClassVar[bool] = True
     #: Whether ``apply_blueprint`` works (needed to grow a one-node forest).
     can_reconfigure: ClassVar[bool] = False
+    #: Whether this machine can open NATS client connections to the nodes (JetStream
+    #: changes after growth need it); cloud nodes serve clients on localhost only.
+    reaches_client_port: ClassVar[bool] = False
     #: The model of this provider's ``providers.<name>`` config table.
     settings_model: ClassVar[type[BaseModel]] = NoProviderSettings
     #: Whether nodes boot from the core's cloud-init user-data (``morpheus.render``); plant

@@ -137,6 +137,14 @@ class GrowthSettings(Section):
     cooldown_minutes: int = Field(
         default=10, ge=0, description="Minutes after a growth during which no other one starts."
     )
+    raise_stream_replicas: bool = Field(
+        default=True,
+        description="After growth to 3 or more nodes, raise streams kept on one node (R1) "
+        "to stream_replicas, so losing that node loses no data.",
+    )
+    stream_replicas: int = Field(
+        default=3, ge=2, le=5, description="Replicas an R1 stream is raised to (at most the nodes)."
+    )
 
 
 class ProvisioningSettings(Section):

@@ -8,13 +8,14 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from morpheus.testing.cli import morpheus
-from morpheus.testing.nats import healthz_ok, peers_seen, processes_mentioning
+from morpheus.testing.nats import healthz_ok, peers_seen, processes_mentioning, wait_until
 
 GREW, BLOCKED = 10, 11
 
@@ -58,18 +59,60 @@ async def _jetstream(client_url: str, publish: int) -> tuple[int, str | None]:
         await connection.close()
 
 
-def test_one_node_grows_to_three_and_keeps_its_jetstream_data(state_dir: Path) -> None:
+def _created_r1_stream(client_url: str) -> bool:
+    # A just-planted cluster may still be electing: the first stream create can time out.
+    import nats
+
+    try:
+        asyncio.run(_jetstream(client_url, publish=3))
+    except nats.errors.TimeoutError:
+        return False
+    return True
+
+
+async def _read_all(client_url: str, count: int, leader_not: str) -> list[str]:
+    """Every message of ORDERS, read once a node other than ``leader_not`` leads it."""
+    import nats
+    from nats.js.errors import APIError
+
+    connection = await nats.connect(client_url)
+    try:
+        js = connection.jetstream()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                info = await js.stream_info("ORDERS")
+                if info.cluster and info.cluster.leader not in (None, leader_not):
+                    break
+            except (APIError, nats.errors.TimeoutError):
+                pass
+            assert time.monotonic() < deadline, "no new ORDERS leader within 60 s"
+            await asyncio.sleep(0.2)
+        assert info.state.messages == count
+        return [(await js.get_msg("ORDERS", seq)).data.decode() for seq in range(1, count + 1)]
+    finally:
+        await connection.close()
+
+
+def test_one_node_grows_to_three_keeps_its_data_and_survives_losing_node_one(
+    state_dir: Path,
+) -> None:
     planted = plant("small")
     forest_id = planted["forest"]["id"]
     (node_one,) = planted["nodes"]
     client_one = f"nats://127.0.0.1:{node_one['ports']['client']}"
-    assert asyncio.run(_jetstream(client_one, publish=25)) == (25, node_one["id"])
+    assert asyncio.run(_jetstream(client_one, publish=100)) == (100, node_one["id"])
 
     code, report = grow_json("--auto", "--threshold", "3")
     assert code == GREW, report
     assert report["decision"]["action"] == "grow"
     assert report["decision"]["nodes_to_add"] == 2
     assert report["nodes_added"] == ["node-2", "node-3"]
+    # The stream pinned to node 1 was raised to the forest's replica count.
+    assert report["streams_raised"] == [
+        {"stream": "ORDERS", "replicas_before": 1, "replicas_after": 3}
+    ]
+    assert report["warnings"] == []
 
     nodes = status(forest_id)["nodes"]
     ids = {n["id"] for n in nodes}
@@ -80,22 +123,39 @@ def test_one_node_grows_to_three_and_keeps_its_jetstream_data(state_dir: Path) -
     # The stream written while standalone is served by the cluster, from node 1's disk.
     for node in nodes:
         client = f"nats://127.0.0.1:{node['ports']['client']}"
-        assert asyncio.run(_jetstream(client, publish=0)) == (25, node_one["id"])
+        assert asyncio.run(_jetstream(client, publish=0))[0] == 100
 
     code, again = grow_json("--auto", "--threshold", "3")
     assert code == BLOCKED
     assert again["decision"]["reason"] == "cooldown"
     assert again["nodes_added"] == []
+    assert again["streams_raised"] == []
     assert again["decision"]["cooldown_remaining_seconds"] > 0
     events = [e["kind"] for e in status(forest_id)["events"]]
-    assert events[-2:] == ["growing", "node-added"]
+    assert events[-3:] == ["growing", "node-added", "replicas"]
+
+    # Node 1 dies hard; the other two still hold every message.
+    node_dir = next(state_dir.glob(f"local/*/{node_one['id']}"))
+    for pid in processes_mentioning(str(node_dir)):
+        os.kill(pid, 9)
+    for node in nodes[1:]:
+        client = f"nats://127.0.0.1:{node['ports']['client']}"
+        messages = asyncio.run(_read_all(client, 100, leader_not=node_one["id"]))
+        assert messages == [f"order {number}" for number in range(100)]
 
 
-def test_three_nodes_grow_to_four_and_every_peer_count_rises(state_dir: Path) -> None:
-    forest_id = plant("medium")["forest"]["id"]
+def test_three_nodes_grow_to_four_and_every_peer_count_rises(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    planted = plant("medium")
+    forest_id = planted["forest"]["id"]
+    client = f"nats://127.0.0.1:{planted['nodes'][0]['ports']['client']}"
+    wait_until(lambda: _created_r1_stream(client), what="an R1 stream on the new forest")
+    monkeypatch.setenv("MORPHEUS_GROWTH__RAISE_STREAM_REPLICAS", "false")
     code, report = grow_json(forest_id, "--auto", "--threshold", "3")
     assert code == GREW
     assert report["nodes_added"] == ["node-4"]
+    assert report["streams_raised"] == []  # turned off: the stream stays R1
     nodes = status(forest_id)["nodes"]
     assert [n["nats"]["peers"] for n in nodes] == [3, 3, 3, 3]
     listed = json.loads(morpheus("list", "-o", "json").stdout)

@@ -16,6 +16,7 @@ from morpheus.cli.session import (
     EXIT_USAGE,
     confirm,
     fail,
+    show_warnings,
     state_of,
 )
 
@@ -185,6 +186,15 @@ def show_growth(
                     "cooldown_remaining_seconds": decision.cooldown_remaining_seconds,
                 },
                 "nodes_added": [node.name for node in expansion.added],
+                "streams_raised": [
+                    {
+                        "stream": stream.name,
+                        "replicas_before": stream.replicas_before,
+                        "replicas_after": stream.replicas_after,
+                    }
+                    for stream in expansion.raised
+                ],
+                "warnings": expansion.warnings,
                 "dry_run": dry_run,
             },
             output,
@@ -194,6 +204,13 @@ def show_growth(
     if expansion.added:
         names = ", ".join(node.name for node in expansion.added)
         console.print(f"🌱 Added {names} to {assessment.forest.id}.", markup=False)
+        for stream in expansion.raised:
+            console.print(
+                f"Raised stream {stream.name} from {stream.replicas_before} to "
+                f"{stream.replicas_after} replicas.",
+                markup=False,
+            )
+        show_warnings(expansion.warnings)
     elif decision is not assessment.decision:
         console.print(decision.message, markup=False)
     elif dry_run and decision.nodes_to_add:

@@ -9,16 +9,18 @@ runs see the cooldown, and on failure removes only the nodes it added.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from morpheus.blueprint import Peer
 from morpheus.errors import GrowFailedError, MorpheusError
 from morpheus.growth import GrowthAction, GrowthDecision, GrowthPolicy, decide
-from morpheus.jetstream import adopt_streams, read_streams
+from morpheus.jetstream import RaisedStream, adopt_streams, raise_replicas, read_streams
 from morpheus.models import Forest, ForestStatus, Node, NodeStatus, host_for_url
 from morpheus.monitor import ForestLoad, MonitorTarget, NodeSample, aggregate, poll_nodes
-from morpheus.provider import load_provider_class
+from morpheus.provider import Provider, load_provider_class
 from morpheus.registry import forest_lock
 from morpheus.services import Context, Progress
 from morpheus.services.provision import (
@@ -61,6 +63,10 @@ class Assessment:
 class Expansion:
     decision: GrowthDecision
     added: list[Node] = field(default_factory=list)
+    #: Streams kept on one node that were raised to the forest's replica count.
+    raised: list[RaisedStream] = field(default_factory=list)
+    #: What the operator should know although growth succeeded.
+    warnings: list[str] = field(default_factory=list)
 
 
 def _targets(nodes: list[Node]) -> list[MonitorTarget]:
@@ -169,4 +175,38 @@ def expand(ctx: Context, assessment: Assessment, progress: Progress) -> Expansio
             f"added {', '.join(n.name for n in added)} ({len(existing) + len(added)} nodes)",
             ctx.clock(),
         )
-        return Expansion(decision, added)
+        expansion = Expansion(decision, added)
+        _raise_single_replicas(ctx, provider, forest, [*existing, *added], expansion)
+        return expansion
+
+
+def _raise_single_replicas(
+    ctx: Context, provider: Provider, forest: Forest, nodes: Sequence[Node], expansion: Expansion
+) -> None:
+    """Once the forest has 3 or more nodes, raise its R1 streams so one lost node loses nothing.
+
+    The nodes are already added: a failure here is a warning, never a rollback.
+    """
+    growth = ctx.settings.growth
+    replicas = min(growth.stream_replicas, len(nodes))
+    if not growth.raise_stream_replicas or len(nodes) < 3:
+        return
+    if not provider.reaches_client_port:
+        expansion.warnings.append(
+            f"streams kept on one node were not raised to {replicas} replicas: the "
+            f"{provider.name} provider's nodes serve NATS clients on localhost only"
+        )
+        return
+    urls = [f"nats://{host_for_url(n.host or '')}:{n.ports.client}" for n in nodes if n.host]
+    deadline = time.monotonic() + ctx.settings.provisioning.readiness_timeout
+    try:
+        expansion.raised = asyncio.run(raise_replicas(urls, replicas, deadline))
+    except MorpheusError as exc:
+        expansion.warnings.append(f"streams kept on one node were not all raised: {exc}")
+        ctx.registry.add_event(forest.id, "replicas", expansion.warnings[-1], ctx.clock())
+        return
+    if expansion.raised:
+        names = ", ".join(stream.name for stream in expansion.raised)
+        ctx.registry.add_event(
+            forest.id, "replicas", f"raised {names} to {replicas} replicas", ctx.clock()
+        )

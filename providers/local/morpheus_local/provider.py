@@ -191,6 +191,7 @@ class LocalProvider(Provider):
     name: ClassVar[str] = "local"
     costs_money: ClassVar[bool] = False
     can_reconfigure: ClassVar[bool] = True
+    reaches_client_port: ClassVar[bool] = True
     settings_model: ClassVar[type[BaseModel]] = LocalSettings
 
     def __init__(self, settings: LocalSettings, root: Path) -> None:
