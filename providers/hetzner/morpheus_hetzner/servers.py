@@ -186,8 +186,13 @@ class Servers:
                 # placement group is busy with another action and nothing was created.
                 response = self._api.create(f"creating server {name} in {location}", post)
             except HetznerError as exc:
-                if exc.code == "uniqueness_error":
-                    return self._adopt(blueprint, exc)
+                # Whatever the API said (name taken, primary IP assigned, 5xx after its
+                # commit...), a server of this name may now exist: ours is adopted.
+                existing = self._api.call(
+                    f"looking up server {name}", lambda c: c.servers.get_by_name(name)
+                )
+                if existing is not None:
+                    return self._adopt(blueprint, existing, exc)
                 if exc.code == "placement_error" and placement is not None:
                     placement = None  # the group is full (10 servers): place it anywhere
                     continue
@@ -231,17 +236,13 @@ class Servers:
             render_user_data(blueprint, now=blueprint.rendered_at or datetime.now(UTC)),
         )
 
-    def _adopt(self, blueprint: NodeBlueprint, cause: HetznerError) -> Created:
-        """The server of this name already exists: take it when it is this run's node."""
-        name = blueprint.node_id
-        server = self._api.call(f"looking up server {name}", lambda c: c.servers.get_by_name(name))
-        if server is None:
-            raise cause
+    def _adopt(self, blueprint: NodeBlueprint, server: BoundServer, cause: HetznerError) -> Created:
+        """A server of the node's name exists: take it when it is this run's node."""
         labels = server.data_model.labels or {}
         if not owned(labels, blueprint.labels):
             raise HetznerError(
-                f"a server named {name} already exists and is not this run's node (labels "
-                f"{dict(labels)}); delete or rename it in the Hetzner console",
+                f"a server named {blueprint.node_id} already exists and is not this run's node "
+                f"(labels {dict(labels)}); delete or rename it in the Hetzner console",
                 code="uniqueness_error",
             ) from cause
         return Created(ident(server.data_model.id), (), slot_of_server(server), adopted=True)

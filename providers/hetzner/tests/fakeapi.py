@@ -470,6 +470,7 @@ class Fault:
     delay: float = 0.0
     perform: bool = True
     reset_after: float | None = None  # for 429: seconds until RateLimit-Reset
+    committed: bool = False  # for errors: perform the request, then answer the error anyway
     after: int = 0  # let this many matching requests through first
     hits: int = 0
     passed: int = 0
@@ -744,6 +745,7 @@ class FakeHetzner:
         default_location: str = "fsn1",
         max_placement_group_servers: int = 10,
         enforce_locks: bool = True,
+        names_checked_first: bool = True,
         log_size: int = 10_000,
         port: int = 0,
     ) -> None:
@@ -758,6 +760,10 @@ class FakeHetzner:
         self.default_location = default_location
         self.max_placement_group_servers = max_placement_group_servers
         self.enforce_locks = enforce_locks
+        #: Hetzner documents no validation order: with False, a create whose name is taken
+        #: and whose primary IP is assigned answers ``primary_ip_assigned``, not
+        #: ``uniqueness_error`` (what a re-sent create whose first answer was lost meets).
+        self.names_checked_first = names_checked_first
         self.lock = threading.RLock()
         self._port = port
         self._rate_limit = rate_limit
@@ -954,8 +960,10 @@ class FakeHetzner:
         details: JSONObject | None = None,
         times: int | None = 1,
         after: int = 0,
+        committed: bool = False,
     ) -> Fault:
-        """Answer matching requests with an error, without performing them.
+        """Answer matching requests with an error, without performing them (``committed``:
+        after performing them, as an API that fails between its commit and its answer).
 
         ``after`` lets that many matching requests through first (fail the 4th create).
         """
@@ -970,6 +978,7 @@ class FakeHetzner:
                 message=message or f"injected {code}",
                 details=details,
                 after=after,
+                committed=committed,
             )
         )
 
@@ -1169,6 +1178,8 @@ class FakeHetzner:
                     if fault.reset_after is not None:
                         headers["RateLimit-Remaining"] = "0"
                         headers["RateLimit-Reset"] = str(math.ceil(time.time() + fault.reset_after))
+                    if fault.committed and handler is not None:
+                        handler(_Request(method, path, query, _parse_body(raw_body), params))
                     raise ApiError(fault.status, fault.code, fault.message, fault.details)
                 if handler is None:
                     raise ApiError(404, "not_found", f"no route for {method} {path}")
@@ -1630,7 +1641,7 @@ class FakeHetzner:
         if ip is None or ip.type != kind:
             raise _invalid(f"{kind} primary IP {ref} not found", field_name)
         if ip.assignee_id is not None:
-            raise _invalid(f"primary IP {ref} is already assigned", field_name)
+            raise ApiError(422, "primary_ip_assigned", f"primary IP {ref} is already assigned")
         return ip
 
     def _new_primary_ip(
@@ -1663,7 +1674,7 @@ class FakeHetzner:
         name = cast(str, _str_field(body, "name"))
         if not _HOSTNAME.match(name):
             raise _invalid("name must be a valid hostname (RFC 1123)", "name")
-        if any(s.name == name for s in self._servers.values()):
+        if self.names_checked_first and any(s.name == name for s in self._servers.values()):
             raise _not_unique()
         st = self._server_type(_ref_field(body, "server_type"))
         image = self._image_for(_ref_field(body, "image"), st.architecture)
@@ -1685,6 +1696,8 @@ class FakeHetzner:
         ]
         if not (enable_ipv4 or enable_ipv6):
             raise _invalid("a server without public network needs a private network", "public_net")
+        if any(s.name == name for s in self._servers.values()):
+            raise _not_unique()
 
         location_ref = _ref_field(body, "location")
         datacenter_ref = _ref_field(body, "datacenter")

@@ -301,7 +301,7 @@ def test_ipv6_only_server_gets_its_primary_ip_prefix(hcloud_client: hcloud.Clien
     assert hcloud_client.primary_ips.get_by_id(ipv6.id).assignee_id == server.id
     reuse = ServerCreatePublicNetwork(ipv6=ipv6, enable_ipv4=False)
     error = api_error(lambda: create_server(hcloud_client, "thief", public_net=reuse))
-    assert error.code == "invalid_input"
+    assert error.code == "primary_ip_assigned"
 
 
 def test_primary_ips_with_auto_delete_go_with_their_server(

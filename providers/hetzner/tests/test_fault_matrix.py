@@ -46,6 +46,13 @@ PLANT_FAULTS: dict[str, Fault] = {
     "uniqueness_error after a lost answer": lambda f: f.inject_lost_response(
         method="POST", path_prefix="/servers", perform=True
     ),
+    "primary_ip_assigned after a lost answer (IPs checked first)": lambda f: (
+        setattr(f, "names_checked_first", False),
+        f.inject_lost_response(method="POST", path_prefix="/servers", perform=True),
+    ),
+    "500 after the create was done": lambda f: f.inject(
+        method="POST", path_prefix="/servers", status=500, code="server_error", committed=True
+    ),
     "503 forever on create": lambda f: f.inject(
         method="POST", path_prefix="/servers", status=503, code="unavailable", times=None
     ),

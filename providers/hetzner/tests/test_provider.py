@@ -306,6 +306,27 @@ def test_lost_create_answer_never_makes_a_second_server(
     assert handle.state == "running"
 
 
+@pytest.mark.parametrize("names_checked_first", [True, False], ids=["names-first", "ips-first"])
+@pytest.mark.parametrize("fault", ["lost", "5xx-after-commit"])
+def test_a_create_that_happened_is_adopted_whatever_the_api_checks_first(
+    fake_hetzner: FakeHetzner, forest: ContractForest, names_checked_first: bool, fault: str
+) -> None:
+    # Hetzner documents no validation order: the re-sent create may be told its name is
+    # taken (409) or that its primary IP is assigned (422).  Either way it is ours.
+    fake_hetzner.names_checked_first = names_checked_first
+    if fault == "lost":
+        fake_hetzner.inject_lost_response(method="POST", path_prefix="/servers", perform=True)
+    else:
+        fake_hetzner.inject(
+            method="POST", path_prefix="/servers", status=500, code="server_error", committed=True
+        )
+    (handle,) = plant_running(forest, 1)
+
+    assert [s.name for s in fake_hetzner.servers.values()] == [handle.node_id]
+    assert handle.state == "running"
+    assert fake_hetzner.request_count("POST", "/servers") == 2
+
+
 def test_late_create_answer_after_timeout_is_adopted(
     fake_hetzner: FakeHetzner, hetzner_factory: ProviderFactory
 ) -> None:
