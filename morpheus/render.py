@@ -7,6 +7,8 @@ time comes in as an argument.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import ipaddress
 import json
 import shlex
@@ -196,7 +198,9 @@ def node_info(blueprint: NodeBlueprint, rendered_at: datetime) -> dict[str, Any]
         "cluster": blueprint.cluster_name if blueprint.clustered else None,
         "host": blueprint.host,
         "ports": blueprint.ports.model_dump(),
-        "peers": [host_for_url(p.host) + f":{p.port}" for p in blueprint.peers],
+        # A count, not the list: nats.conf has the routes, and the list would grow the
+        # user-data by a third of what each node adds.
+        "peer_count": len(blueprint.peers),
         "versions": {
             "morpheus": __version__,
             "nats_server": blueprint.nats.version,
@@ -266,32 +270,69 @@ def node_files(blueprint: NodeBlueprint, rendered_at: datetime) -> list[NodeFile
     return files
 
 
+def pack(text: str) -> str:
+    """``text`` as cloud-init's ``gz+b64`` encoding: gzip (no timestamp), then base64."""
+    return base64.b64encode(gzip.compress(text.encode("utf-8"), mtime=0)).decode("ascii")
+
+
+def unpack(packed: str) -> str:
+    """The text ``pack`` made, as cloud-init decodes it on the node."""
+    return gzip.decompress(base64.b64decode(packed, validate=True)).decode("utf-8")
+
+
 def render_user_data(blueprint: NodeBlueprint, *, now: datetime | None = None) -> str:
     """The node's ``#cloud-config`` user-data, checked the way a cloud will check it.
 
     ``now`` is the render time written into the node-info file; without it the blueprint's
     ``rendered_at`` is used, and one of the two is required.
+
+    Every file is written compressed (``encoding: gz+b64``): what grows with the forest (the
+    route mesh, the firewall's peer set) compresses well, so the largest forest a
+    configuration allows fits the 32 KiB clouds accept.  The node firewall is not among
+    ``write_files``: cloud-init's ``bootcmd`` writes and loads it, before any other module of
+    the first boot reaches the network (``firewall-bootcmd.sh.j2``).
     """
     rendered_at = now or blueprint.rendered_at
     if rendered_at is None:
         raise TemplateInputError("no render time: pass now= or set the blueprint's rendered_at")
     files = node_files(blueprint, rendered_at)
-    for file in files:
-        # A YAML literal block keeps exactly one final newline and must not start indented.
-        if not file.content.endswith("\n") or file.content.endswith("\n\n"):
-            raise UserDataError(f"{file.path} must end with exactly one newline")
-        if file.content[:1].isspace():
-            raise UserDataError(f"{file.path} must not start with white space")
+    firewall = next((file for file in files if file.path == NODE_PATHS.firewall), None)
+    written = [file for file in files if file is not firewall]
+    bootcmd: list[str] = []
+    if firewall is not None:
+        script = _render("firewall-bootcmd.sh.j2", blueprint)
+        bootcmd = ["sh", "-c", script, "morpheus-firewall", pack(firewall.content)]
     template = environment().get_template("cloud-init.yaml.j2")
     text = template.render(
-        bp=blueprint, paths=NODE_PATHS, files=files, rendered_at=_utc(rendered_at)
+        bp=blueprint,
+        paths=NODE_PATHS,
+        files=[(file, pack(file.content)) for file in written],
+        bootcmd=json.dumps(bootcmd) if bootcmd else None,
+        rendered_at=_utc(rendered_at),
     )
-    document = check_user_data(text)
-    written = {entry["path"]: entry.get("content") for entry in document["write_files"]}
+    delivered = delivered_files(text)
     for file in files:
-        if written.get(file.path) != file.content:
+        if delivered.get(file.path) != file.content:
             raise UserDataError(f"{file.path} does not survive the YAML round trip unchanged")
     return text
+
+
+def delivered_files(user_data: str) -> dict[str, str]:
+    """Every file a node gets from ``user_data``, by path, as the node will read it.
+
+    The ``write_files`` entries decoded, and the firewall that ``bootcmd`` writes.
+    """
+    document = check_user_data(user_data)
+    files = {
+        entry["path"]: unpack(entry["content"])
+        if entry.get("encoding") == "gz+b64"
+        else entry["content"]
+        for entry in document.get("write_files", [])
+    }
+    for command in document.get("bootcmd", []):
+        if command[:2] == ["sh", "-c"] and command[3:4] == ["morpheus-firewall"]:
+            files[NODE_PATHS.firewall] = unpack(command[4])
+    return files
 
 
 def check_user_data(text: str) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from pydantic_settings import (
 
 from morpheus.blueprint import HttpUrl
 from morpheus.errors import ConfigError
+from morpheus.limits import MAX_FOREST_NODES
 from morpheus.validation import UNKNOWN_KEY, describe_validation_error, printable, problem_key
 
 ENV_PREFIX = "MORPHEUS_"
@@ -132,7 +133,10 @@ class GrowthSettings(Section):
         default=80, ge=1, le=100, description="Grow above this mean NATS memory use (percent)."
     )
     max_nodes: int = Field(
-        default=10, ge=1, le=500, description="Never grow a forest past this many nodes."
+        default=10,
+        ge=1,
+        le=MAX_FOREST_NODES,
+        description=f"Never grow a forest past this many nodes (at most {MAX_FOREST_NODES}).",
     )
     cooldown_minutes: int = Field(
         default=10, ge=0, description="Minutes after a growth during which no other one starts."

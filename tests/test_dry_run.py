@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from morpheus.render import delivered_files
 from morpheus.testing.cli import morpheus
 from morpheus.testing.nats import processes_mentioning
 
@@ -17,14 +18,24 @@ def test_dry_run_creates_nothing_and_writes_user_data(state_dir: Path, tmp_path:
     result = morpheus("plant", "local", "medium", "--dry-run", "--user-data-dir", str(out))
     assert result.returncode == 0, result.stderr
     assert "Plan: medium forest of 3 node(s) on local" in result.stdout
-    files = sorted(out.iterdir())
+    files = sorted(out.glob("*.yaml"))
     assert [f.name.rsplit("-", 2)[-2:] for f in files] == [["node", f"{i}.yaml"] for i in (1, 2, 3)]
     for path in files:
         text = path.read_text()
         assert text.startswith("#cloud-config\n")
         assert isinstance(yaml.safe_load(text), dict)
         assert os.stat(path).st_mode & 0o777 == 0o600
-    assert "2001:db8::3" in files[0].read_text()  # the full mesh, with placeholder addresses
+        # Beside it, every file the node gets, readable, as the user-data delivers it.
+        tree = path.with_suffix("")
+        delivered = delivered_files(text)
+        assert {f"/{p.relative_to(tree)}" for p in tree.rglob("*") if p.is_file()} == set(delivered)
+        for node_path, content in delivered.items():
+            readable = tree / node_path.lstrip("/")
+            assert readable.read_text() == content
+            assert os.stat(readable).st_mode & 0o777 == 0o600
+        assert all(os.stat(d).st_mode & 0o777 == 0o700 for d in tree.rglob("*") if d.is_dir())
+    nats_conf = (files[0].with_suffix("") / "etc/nats/nats.conf").read_text()
+    assert "2001:db8::3" in nats_conf  # the full mesh, with placeholder addresses
     assert json.loads(morpheus("list", "-o", "json").stdout) == []
     assert processes_mentioning(str(state_dir)) == []
 

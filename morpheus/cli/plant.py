@@ -11,6 +11,7 @@ import typer
 from morpheus.cli import output as out
 from morpheus.cli.options import OutputFormat, OutputOption, YesOption
 from morpheus.cli.session import EXIT_USAGE, confirm, fail, show_warnings, state_of
+from morpheus.limits import MAX_FOREST_NODES
 
 if TYPE_CHECKING:
     from morpheus.services.plant import PlantPlan, PlantResult
@@ -27,7 +28,13 @@ def plant(
     ] = None,
     nodes: Annotated[
         int | None,
-        typer.Option("--nodes", "-n", min=1, max=500, help="Number of nodes instead of a size."),
+        typer.Option(
+            "--nodes",
+            "-n",
+            min=1,
+            max=MAX_FOREST_NODES,
+            help=f"Number of nodes instead of a size (at most {MAX_FOREST_NODES}).",
+        ),
     ] = None,
     yes: YesOption = False,
     dry_run: Annotated[
@@ -38,7 +45,8 @@ def plant(
         typer.Option(
             "--user-data-dir",
             file_okay=False,
-            help="With --dry-run: write each planned node's user-data to DIR/<node>.yaml.",
+            help="With --dry-run: write each planned node's user-data to DIR/<node>.yaml "
+            "and the files it holds, readable, under DIR/<node>/.",
         ),
     ] = None,
     keep_on_failure: Annotated[

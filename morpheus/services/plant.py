@@ -246,15 +246,32 @@ def node_user_data(ctx: Context, forest_id: str, node_name: str) -> str:
 
 
 def write_user_data(ctx: Context, plant_plan: PlantPlan, directory: Path) -> list[Path]:
-    """``--dry-run --user-data-dir``: each planned node's user-data, written 0600."""
-    from morpheus.render import render_user_data
+    """``--dry-run --user-data-dir``: each planned node's user-data, and its files readable.
+
+    ``DIR/<node>.yaml`` is what the cloud gets (files compressed); ``DIR/<node>/`` holds each
+    file the node gets at its path (``DIR/<node>/etc/nats/nats.conf``).  Everything is
+    written 0600 in 0700 directories: ``nats.conf`` holds the route password.
+    """
+    from morpheus.render import node_files, render_user_data
 
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     written = []
     for blueprint in preview_blueprints(ctx, plant_plan):
+        rendered_at = blueprint.rendered_at or ctx.clock()
         path = directory / f"{blueprint.node_id}.yaml"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            stream.write(render_user_data(blueprint, now=blueprint.rendered_at))
+        _write_private(path, render_user_data(blueprint, now=rendered_at))
         written.append(path)
+        tree = directory / blueprint.node_id
+        for file in node_files(blueprint, rendered_at):
+            target = tree / file.path.lstrip("/")
+            for parent in reversed(target.relative_to(directory).parents[:-1]):
+                (directory / parent).mkdir(exist_ok=True, mode=0o700)
+            _write_private(target, file.content)
+        written.append(tree)
     return written
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as stream:
+        stream.write(text)

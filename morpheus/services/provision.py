@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -85,19 +86,27 @@ def _settings_fields(
     }
 
 
+def _unlikely_address(index: int) -> str:
+    """An IPv6 address of the longest text form whose groups look random, as gzip sees them.
+
+    Real forests' addresses share prefixes and compress better; these bound their size.
+    """
+    digest = hashlib.sha256(index.to_bytes(4, "big")).digest()
+    groups = [int.from_bytes(digest[i : i + 2], "big") | 0x1000 for i in range(0, 12, 2)]
+    return "2001:db8:" + ":".join(f"{group:x}" for group in groups)
+
+
 def widest_blueprint(settings: Settings, node_count: int, now: datetime) -> NodeBlueprint:
     """The node of a ``node_count``-node forest with the largest user-data, or larger.
 
     Its last node (the longest name), routing to every peer at an IPv6 address of the
-    longest text form, with the firewall listing each peer; providers render no more.
+    longest text form and random-looking groups, with the firewall listing each peer
+    (providers that admit routes from networks render less).
     """
     forest_id = f"forest-{int(now.timestamp())}-99"
     fields = _settings_fields(settings, forest_id, "run-ffffffff", forest_id, now)
     node_id = f"{forest_id}-node-{node_count}"
-    peers = tuple(
-        Peer(host=f"2001:db8:ffff:ffff:ffff:ffff:{0xF000 + i // 0x1000:x}:{0xF000 + i:x}")
-        for i in range(1, node_count + 1)
-    )
+    peers = tuple(Peer(host=_unlikely_address(i)) for i in range(1, node_count + 1))
     fields.update(
         {
             "node_id": node_id,

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from fakeapi import FakeHetzner
 
+from morpheus.limits import MAX_FOREST_NODES
 from morpheus.testing.cli import morpheus
 
 DIGEST = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -122,3 +123,12 @@ def test_grow_refuses_user_data_that_cannot_fit_before_any_request(
     assert "a forest of 4 nodes cannot be booted: user-data is" in grown.stderr
     assert fake_hetzner.requests == []
     assert morpheus("teardown", forest_id, "--yes", timeout=120).returncode == 0
+
+
+def test_the_largest_forest_allowed_passes_the_hetzner_pre_flight(
+    fake_hetzner: FakeHetzner, cli_config: Path
+) -> None:
+    result = morpheus("plant", "hetzner", "--nodes", str(MAX_FOREST_NODES), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert f"forest of {MAX_FOREST_NODES} node(s) on hetzner" in result.stdout
+    assert not [r for r in fake_hetzner.requests if r.method != "GET"]

@@ -34,7 +34,7 @@ from morpheus_libvirt.settings import LibvirtSettings
 
 from morpheus.errors import ConfigError, PreflightError, ProviderError
 from morpheus.provider import ForestPlan, NodeHandle
-from morpheus.render import render_user_data
+from morpheus.render import NODE_PATHS, delivered_files, render_user_data
 from morpheus.settings import Settings
 from morpheus.testing.contract import ContractForest, ProviderContract
 
@@ -233,11 +233,7 @@ def test_node_firewalls_admit_routes_from_nodes_a_grow_adds_later(
     pool = provider.connection().storagePoolLookupByName(TEST_POOL)
     seed = pool.storageVolLookupByName(volume_names(first.node_id)[1]).path()
     _label, files, _joliet = read_seed(volume_contents.by_path[seed])
-    (firewall,) = [
-        f["content"]
-        for f in yaml.safe_load(files["user-data"])["write_files"]
-        if f["path"].endswith("firewall.nft")
-    ]
+    firewall = delivered_files(files["user-data"])[NODE_PATHS.firewall]
     admitted = [
         ipaddress.ip_network(element.strip())
         for name in ("peers_v6", "peers_v4")
