@@ -68,7 +68,7 @@ def test_configuration_reference_shows_types_defaults_and_rules(generator: Modul
     page = generator.configuration_reference()
     assert "| `infrastructure.locations` | list of string | `[fsn1, nbg1, hel1]` |" in page
     assert "| `growth.max_nodes` | integer | `10` |" in page
-    assert "at least 1; at most 500" in page
+    assert "at least 1; at most 300" in page
     assert "| `secrets.hetzner_api_token` | secret string or null | `null` |" in page
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from morpheus.render import NODE_PATHS, delivered_files
 from morpheus.settings import load_settings
 from morpheus.testing.cli import morpheus
 from morpheus.testing.nats import processes_mentioning
@@ -128,7 +129,7 @@ def test_a_session_never_shows_the_token_or_the_route_password(
         assert token.encode() not in path.read_bytes(), path
 
     # The route password: only in `user-data` (by design) and files kept 0600.
-    assert password in user_data
+    assert password in delivered_files(user_data)[NODE_PATHS.nats_conf]
     for name, text in outputs.items():
         if name != f"user-data {forest} node-2":
             assert password not in text, name
@@ -140,8 +141,14 @@ def test_a_session_never_shows_the_token_or_the_route_password(
         assert modes[path] == 0o600, (path, oct(modes[path]))
     assert not any(path.suffix == ".log" for path in holding), holding
     assert modes[state_dir / "registry.sqlite3"] == 0o600
-    for written in (tmp_path / "cloud-user-data").iterdir():
+    for written in (tmp_path / "cloud-user-data").rglob("*"):
+        if written.is_dir():
+            assert mode(written) == 0o700, written
+            continue
         assert mode(written) == 0o600 and token.encode() not in written.read_bytes()
+        if written.suffix == ".yaml":  # and not in the compressed files inside either
+            for content in delivered_files(written.read_text()).values():
+                assert token not in content, written
     assert processes_mentioning(str(state_dir)) == []
 
 

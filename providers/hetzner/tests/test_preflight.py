@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 from fakeapi import FakeHetzner
 from hetzner_support import ProviderFactory
@@ -11,6 +13,7 @@ from pydantic import SecretStr
 
 from morpheus.errors import PreflightError
 from morpheus.provider import ForestPlan
+from morpheus.settings import IntegrationSettings
 
 PLAN = ForestPlan(forest_id=None, node_count=3)
 
@@ -87,7 +90,15 @@ def test_unknown_image(hetzner_factory: ProviderFactory) -> None:
 
 
 def test_too_big_user_data(hetzner: HetznerProvider) -> None:
-    error = failure(hetzner, ForestPlan(forest_id=None, node_count=200))
+    # Compressed user-data fits the largest forest allowed; a URL too random to compress
+    # does not.
+    hetzner.settings.integration = IntegrationSettings(
+        nimsforest_install=True,
+        nimsforest_download_url="https://mirror.example.net/nimsforest",
+        nimsforest_sha256="e" * 64,
+        registry_url=f"https://registry.example.net/{secrets.token_hex(24 * 1024)}",
+    )
+    error = failure(hetzner, ForestPlan(forest_id=None, node_count=3))
     assert error.code == "user_data"
     assert "more than the 32768 bytes" in str(error)
 

@@ -15,6 +15,7 @@ from morpheus_hetzner.api import HetznerError
 from morpheus_hetzner.provider import HetznerProvider
 
 from morpheus.provider import ForestPlan, NodeHandle
+from morpheus.render import NODE_PATHS, delivered_files
 from morpheus.settings import Settings
 from morpheus.testing.contract import ContractForest
 
@@ -94,7 +95,7 @@ def test_servers_are_ipv6_only_labelled_spread_and_firewalled(
         assert ips[server.ipv6_id].labels["node"] == handle.node_id
         assert ips[server.ipv6_id].auto_delete
         assert server.user_data is not None and server.user_data.startswith("#cloud-config")
-        assert handle.host in server.user_data
+        assert handle.host in delivered_files(server.user_data)[NODE_PATHS.nats_conf]
     assert len({s.placement_group_id for s in servers}) == 1
     (group,) = fake_hetzner.placement_groups.values()
     assert group.type == "spread" and group.labels["forest"] == forest.id
@@ -263,8 +264,9 @@ def test_resource_unavailable_moves_only_that_node(
         server = fake_hetzner.server_by_name(second.node_id)
         assert server is not None and server.user_data is not None
         assert second.host is not None and reserved[1].host is not None
-        assert f"[{second.host}]:6222" in server.user_data
-        assert f"[{reserved[1].host}]:6222" not in server.user_data
+        nats_conf = delivered_files(server.user_data)[NODE_PATHS.nats_conf]
+        assert f"[{second.host}]:6222" in nats_conf
+        assert f"[{reserved[1].host}]:6222" not in nats_conf
     finally:
         made.cleanup()
     assert_nothing_left(fake_hetzner)
