@@ -458,6 +458,21 @@ def test_the_largest_forest_a_configuration_allows_fits_32_kib() -> None:
     assert list(sizes.values()) == sorted(sizes.values())
 
 
+def test_the_size_limit_docs_state_what_is_measured() -> None:
+    text = " ".join(DOCS.read_text().split())
+    base, per_node, nodes, largest_kib = re.search(  # type: ignore[union-attr]
+        r"user-data is about ([0-9.]+) KiB plus ~([0-9]+) bytes per node .* "
+        r"A forest has at most ([0-9]+) nodes .* largest user-data is about ([0-9]+) KiB",
+        text,
+    ).groups()
+    assert int(nodes) == MAX_FOREST_NODES
+    one = len(render_user_data(largest(1), now=NOW).encode())
+    most = len(render_user_data(largest(MAX_FOREST_NODES), now=NOW).encode())
+    assert abs(float(base) * 1024 - one) < 1024
+    assert abs(int(per_node) - (most - one) / (MAX_FOREST_NODES - 1)) < 5
+    assert abs(int(largest_kib) * 1024 - most) < 1024
+
+
 def test_settings_and_the_cli_allow_no_larger_forest() -> None:
     with pytest.raises(ValidationError, match=f"less than or equal to {MAX_FOREST_NODES}"):
         GrowthSettings(max_nodes=MAX_FOREST_NODES + 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import yaml
@@ -54,6 +55,13 @@ def test_user_data_of_an_existing_node() -> None:
     assert shown.returncode == 0
     assert shown.stdout.startswith("#cloud-config\n")
     assert f"{forest_id}-node-1" in shown.stdout
+    decoded = morpheus("user-data", forest_id, "node-1", "--files")
+    assert decoded.returncode == 0, decoded.stderr
+    delivered = delivered_files(shown.stdout)
+    assert re.findall(r"^==> (\S+) <==$", decoded.stdout, re.M) == list(delivered)
+    nats_conf = delivered["/etc/nats/nats.conf"]  # node-info.json differs: its render time
+    assert f"==> /etc/nats/nats.conf <==\n{nats_conf}\n" in decoded.stdout
+    assert "==> /etc/morpheus/firewall.nft <==\n#!/usr/sbin/nft -f" in decoded.stdout
     missing = morpheus("user-data", forest_id, "node-7")
     assert missing.returncode == 2
     assert "its nodes: node-1" in missing.stderr

@@ -15,8 +15,21 @@ def user_data(
     ctx: typer.Context,
     forest: ForestArgument,
     node: Annotated[str, typer.Argument(help="Node name (node-1) or id.")],
+    files: Annotated[
+        bool,
+        typer.Option(
+            "--files", help="Print each file the node gets, decoded, instead of the user-data."
+        ),
+    ] = False,
 ) -> None:
     """Print the cloud-init user-data a node of the forest gets (secrets included: keep it)."""
     from morpheus.services.plant import node_user_data
 
-    sys.stdout.write(node_user_data(state_of(ctx).context(), forest, node))
+    text = node_user_data(state_of(ctx).context(), forest, node)
+    if files:
+        from morpheus.render import delivered_files
+
+        for path, content in delivered_files(text).items():
+            sys.stdout.write(f"==> {path} <==\n{content}\n")
+        return
+    sys.stdout.write(text)
