@@ -47,8 +47,11 @@ async def main(count: int, silent: int, delay: float) -> None:
                     + body
                 )
                 await writer.drain()
+                if b"connection: close" in request.lower():
+                    break  # as Go's net/http (nats-server's) does
         except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
+            pass
+        writer.close()
 
     async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()  # until the client gives up and closes

@@ -21,6 +21,9 @@
    (at exactly the end of the cooldown growth is allowed again).
 8. Otherwise ``grow``, with the reason naming what is over its threshold.
 
+``judge_node`` gives each node's verdict by the same thresholds (strictly above is hot), so
+what the operator sees per node and what the forest's decision says never disagree.
+
 The lasting obstacles (``max_nodes``, ``cannot_reconfigure``) are reported before the passing
 one (``cooldown``), so an operator is not told to wait for something that will not help.
 ``cooldown_remaining_seconds`` is filled in whatever the outcome, for the operator's view and
@@ -34,9 +37,17 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from morpheus.monitor import ForestLoad
+from morpheus.load import ForestLoad, NodeSample
 
-__all__ = ["GrowthAction", "GrowthDecision", "GrowthPolicy", "GrowthReason", "decide"]
+__all__ = [
+    "GrowthAction",
+    "GrowthDecision",
+    "GrowthPolicy",
+    "GrowthReason",
+    "NodeVerdict",
+    "decide",
+    "judge_node",
+]
 
 # JetStream keeps a quorum through one lost server only from three servers up.
 QUORUM_NODES = 3
@@ -79,7 +90,11 @@ class GrowthReason(StrEnum):
 
 
 class GrowthDecision(BaseModel):
-    """The outcome of ``decide``: an action, its reason and a sentence for the operator."""
+    """The outcome of ``decide``: an action, its reason and a sentence for the operator.
+
+    ``cpu_over_threshold`` and ``memory_over_threshold`` say whether the forest's mean is
+    above its threshold, whatever the action (a disabled policy still sees a hot forest).
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -88,6 +103,39 @@ class GrowthDecision(BaseModel):
     message: str
     nodes_to_add: int = 0
     cooldown_remaining_seconds: float = 0.0
+    cpu_over_threshold: bool = False
+    memory_over_threshold: bool = False
+
+
+class NodeVerdict(StrEnum):
+    """How one node looks; stable values for JSON consumers.
+
+    ``health_unknown``: ``/varz`` answered but ``/healthz`` did not, so the node is not
+    called healthy; ``hot``: a figure is strictly above its threshold.
+    """
+
+    HEALTHY = "healthy"
+    HOT = "hot"
+    HEALTH_UNKNOWN = "health_unknown"
+    UNHEALTHY = "unhealthy"
+    UNREACHABLE = "unreachable"
+
+
+def _over(value: float | None, threshold: int) -> bool:
+    return value is not None and value > threshold
+
+
+def judge_node(sample: NodeSample, policy: GrowthPolicy) -> NodeVerdict:
+    """One node's verdict: unreachable, unhealthy, hot, health unknown or healthy, in that order."""
+    if not sample.reachable:
+        return NodeVerdict.UNREACHABLE
+    if sample.healthy is False:
+        return NodeVerdict.UNHEALTHY
+    if _over(sample.cpu_percent, policy.threshold_cpu) or _over(
+        sample.memory_percent, policy.threshold_memory
+    ):
+        return NodeVerdict.HOT
+    return NodeVerdict.HEALTH_UNKNOWN if sample.healthy is None else NodeVerdict.HEALTHY
 
 
 def _utc(moment: datetime) -> datetime:
@@ -114,6 +162,8 @@ def decide(
     ``load`` is what polling them found; ``can_reconfigure`` is the forest's provider's
     (see ``Provider.can_reconfigure``), which only a one-node forest's growth needs.
     """
+    cpu_over = _over(load.cpu_percent, policy.threshold_cpu)
+    memory_over = _over(load.memory_percent, policy.threshold_memory)
     cooldown_total = policy.cooldown_minutes * 60
     remaining = 0.0
     if last_expansion is not None:
@@ -130,6 +180,8 @@ def decide(
             message=message,
             nodes_to_add=add,
             cooldown_remaining_seconds=remaining,
+            cpu_over_threshold=cpu_over,
+            memory_over_threshold=memory_over,
         )
 
     if not policy.enabled:
@@ -146,8 +198,6 @@ def decide(
         )
 
     over: list[str] = []
-    cpu_over = load.cpu_percent is not None and load.cpu_percent > policy.threshold_cpu
-    memory_over = load.memory_percent is not None and load.memory_percent > policy.threshold_memory
     if cpu_over and load.cpu_percent is not None:
         over.append(f"CPU {_percent(load.cpu_percent)} is above {policy.threshold_cpu}%")
     if memory_over and load.memory_percent is not None:

@@ -1,32 +1,43 @@
 """Poll the NATS monitoring endpoints of many nodes at once.
 
-Every figure here is the NATS server's own view of itself, not the machine's: ``cpu_percent``
-is the nats-server *process* CPU as a share of the whole machine (``varz.cpu`` is percent of
-one core, so it is divided by ``varz.cores``), and ``memory_percent`` is the process's resident
-memory (``varz.mem``) as a share of the node's RAM from its recorded capacity. Other programs
-on the same machine (NimsForest itself, for one) are not counted.
-
 ``poll_nodes`` never raises for a node's sake: a node that refuses, times out, answers with
 an HTTP error or with JSON of the wrong shape comes back as a ``NodeSample`` with ``error`` set,
-in the position it was given. ``aggregate`` turns the samples into the ``ForestLoad`` that the
-growth decision judges.
+in the position it was given. Every node has ``per_node_timeout`` seconds from the moment it
+is asked; there is no deadline for the round as a whole, so a forest too big to ask at once
+takes longer rather than losing nodes. What the process itself runs short of is never put
+on a node: the soft open-file limit is raised to the hard one and the number of nodes asked
+at once sized from it, and a node whose socket could not be opened is asked again later.
+
+Memory is bounded by design (see ``morpheus.transport``): a reply longer than a NATS
+monitoring reply of a forest this size can be is refused, and all bodies together share one
+budget. The figures are turned into ``morpheus.load`` samples, which ``aggregate`` sums up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import ipaddress
 import json
 import re
 import time
 from collections.abc import Awaitable, Sequence
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from morpheus.errors import MorpheusError
+from morpheus.load import ForestLoad, NodeSample, aggregate, clamp_percent
 from morpheus.models import host_for_url
-from morpheus.transport import ShortConnectionTransport
+from morpheus.transport import (
+    HEAD_BYTES,
+    BodyTooLargeError,
+    ReadBudget,
+    ShortConnectionTransport,
+)
+from morpheus.varz import Healthz, Jsz, Reply, Varz
 
 __all__ = [
     "ForestLoad",
@@ -36,6 +47,7 @@ __all__ = [
     "NodeSample",
     "Varz",
     "aggregate",
+    "max_reply_bytes",
     "monitor_url",
     "poll_nodes",
 ]
@@ -70,138 +82,9 @@ def monitor_url(host: str, port: int) -> str:
     return f"http://{host_for_url(host)}:{port}"
 
 
-# --- what the server sends (only the keys we read; types checked strictly) -----------------
-
-
-class _Reply(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
-
-
-# nats-server is written in Go and sends its figures as int64 / uint64 and finite float64s;
-# anything outside those is not a NATS server (and would overflow the float arithmetic below).
-_Int64 = Annotated[int, Field(ge=-(2**63), le=2**64 - 1)]
-_Count = Annotated[int, Field(ge=0, le=2**64 - 1)]
-
-
-class JetStreamConfig(_Reply):
-    """The JetStream limits a server runs with (0 when JetStream is off)."""
-
-    max_memory: _Int64 | None = None
-    max_storage: _Int64 | None = None
-
-
-class JetStreamStats(_Reply):
-    """Bytes JetStream currently holds in memory and on disk."""
-
-    memory: _Int64
-    storage: _Int64
-
-
-class VarzJetStream(_Reply):
-    """The ``jetstream`` section of ``/varz``; empty when JetStream is disabled."""
-
-    config: JetStreamConfig | None = None
-    stats: JetStreamStats | None = None
-
-
-class Varz(_Reply):
-    """The parts of ``/varz`` Morpheus uses."""
-
-    server_name: str | None = None
-    cpu: float = Field(ge=0, allow_inf_nan=False)
-    mem: _Count
-    cores: Annotated[int, Field(ge=1, le=2**64 - 1)]
-    connections: _Count
-    remotes: _Count = 0
-    jetstream: VarzJetStream | None = None
-
-
-class Healthz(_Reply):
-    """The body of ``/healthz`` (only its status code decides health)."""
-
-    status: str
-    error: str | None = None
-
-
-class Jsz(_Reply):
-    """The parts of ``/jsz`` Morpheus uses: JetStream usage and limits."""
-
-    disabled: bool = False
-    memory: _Int64
-    storage: _Int64
-    config: JetStreamConfig | None = None
-
-
-# --- what Morpheus reports ------------------------------------------------------------------
-
-
-class NodeSample(BaseModel):
-    """What one node's NATS server said about itself, or why it said nothing.
-
-    ``reachable`` means ``/varz`` answered with valid figures; refused connections, timeouts,
-    HTTP errors and malformed replies all make it False, and ``error`` says which. ``error``
-    may also be set on a reachable node when a secondary endpoint (``/healthz`` or
-    ``/jsz``) failed; the figures that endpoint would have given are then None or fall back.
-    """
-
-    node_name: str
-    url: str
-    reachable: bool
-    error: str | None = None
-    server_name: str | None = None
-    healthy: bool | None = None
-    cpu_percent: float | None = None
-    memory_percent: float | None = None
-    mem_bytes: int | None = None
-    cores: int | None = None
-    connections: int | None = None
-    peers: int | None = None
-    jetstream_memory_used: int | None = None
-    jetstream_memory_limit: int | None = None
-    jetstream_storage_used: int | None = None
-    jetstream_storage_limit: int | None = None
-    latency_ms: float | None = None
-
-
-class ForestLoad(BaseModel):
-    """Load of a whole forest, summarised from its nodes' samples.
-
-    Means are over reachable nodes; ``memory_percent`` only over those whose RAM is known
-    (``memory_known`` of them). Every figure is the NATS server's own (see the module doc).
-    """
-
-    nodes: int
-    reachable: int
-    unreachable: int
-    healthy: int
-    memory_known: int
-    cpu_percent: float | None = None
-    memory_percent: float | None = None
-    max_cpu_percent: float | None = None
-    max_memory_percent: float | None = None
-
-
-def aggregate(samples: Sequence[NodeSample]) -> ForestLoad:
-    """Summarise node samples into the forest's load."""
-    up = [s for s in samples if s.reachable]
-    cpu = [s.cpu_percent for s in up if s.cpu_percent is not None]
-    mem = [s.memory_percent for s in up if s.memory_percent is not None]
-    return ForestLoad(
-        nodes=len(samples),
-        reachable=len(up),
-        unreachable=len(samples) - len(up),
-        healthy=sum(1 for s in samples if s.healthy),
-        memory_known=len(mem),
-        cpu_percent=sum(cpu) / len(cpu) if cpu else None,
-        memory_percent=sum(mem) / len(mem) if mem else None,
-        max_cpu_percent=max(cpu, default=None),
-        max_memory_percent=max(mem, default=None),
-    )
-
-
 # --- polling --------------------------------------------------------------------------------
 
-_ReplyT = TypeVar("_ReplyT", bound=_Reply)
+_ReplyT = TypeVar("_ReplyT", bound=Reply)
 _T = TypeVar("_T")
 
 
@@ -219,32 +102,47 @@ class _EndpointError(Exception):
         self.answered = answered
 
 
-class _Deadline:
-    """When a node's polling must stop, and how to say why it stopped."""
-
-    def __init__(self, at: float, reason: str) -> None:
-        self.at = at
-        self.reason = reason
+class _OutOfFiles(Exception):
+    """This process may not open another socket now: a fact about us, not the node."""
 
 
-def _seconds(value: float) -> str:
-    return f"{value:g}s"
+class _Asker:
+    """What every request of one node needs: the transport, its base URL and its deadline."""
 
+    def __init__(self, transport: httpx.AsyncBaseTransport, base: str, timeout: float) -> None:
+        self.transport = transport
+        self.base = base
+        self.end = asyncio.get_running_loop().time() + timeout
+        self.timeout = timeout
 
-async def _get(
-    client: httpx.AsyncClient, base: str, path: str, deadline: _Deadline
-) -> httpx.Response:
-    try:
-        async with asyncio.timeout_at(deadline.at):
-            return await client.get(base + path)
-    except (TimeoutError, httpx.TimeoutException) as exc:
-        raise _EndpointError(path, deadline.reason, answered=False) from exc
-    except httpx.ConnectError as exc:
-        reason = f"cannot connect ({exc})" if str(exc) else "cannot connect"
-        raise _EndpointError(path, reason, answered=False) from exc
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        raise _EndpointError(path, reason, answered=False) from exc
+    async def get(self, path: str) -> httpx.Response:
+        try:
+            async with asyncio.timeout_at(self.end):
+                request = httpx.Request("GET", self.base + path)
+                response = await self.transport.handle_async_request(request)
+                await response.aread()
+                return response
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            reason = f"timed out after {self.timeout:g}s"
+            raise _EndpointError(path, reason, answered=False) from exc
+        except BodyTooLargeError as exc:
+            raise _EndpointError(path, str(exc), answered=True) from exc
+        except httpx.ConnectError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, OSError) and cause.errno in (errno.EMFILE, errno.ENFILE):
+                raise _OutOfFiles from exc
+            reason = f"cannot connect ({exc})" if str(exc) else "cannot connect"
+            raise _EndpointError(path, reason, answered=False) from exc
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise _EndpointError(path, reason, answered=False) from exc
+
+    async def fetch(self, path: str, model: type[_ReplyT]) -> _ReplyT:
+        return _parse(path, await self.get(path), model)
+
+    async def healthy(self) -> bool:
+        # Only the status code counts: 200 is healthy, 503 (and any other answer) is not.
+        return (await self.get("/healthz")).status_code == 200
 
 
 def _parse(path: str, response: httpx.Response, model: type[_ReplyT]) -> _ReplyT:
@@ -266,47 +164,33 @@ def _parse(path: str, response: httpx.Response, model: type[_ReplyT]) -> _ReplyT
         raise _EndpointError(path, reason, answered=True) from exc
 
 
-async def _fetch(
-    client: httpx.AsyncClient, base: str, path: str, model: type[_ReplyT], deadline: _Deadline
-) -> _ReplyT:
-    return _parse(path, await _get(client, base, path, deadline), model)
-
-
-async def _health(client: httpx.AsyncClient, base: str, deadline: _Deadline) -> bool:
-    # Only the status code counts: 200 is healthy, 503 (and any other answer) is not.
-    return (await _get(client, base, "/healthz", deadline)).status_code == 200
-
-
-async def _attempt(step: Awaitable[_T]) -> _T | _EndpointError:
+async def _attempt(step: Awaitable[_T]) -> _T | _EndpointError | _OutOfFiles:
     try:
         return await step
-    except _EndpointError as exc:
+    except (_EndpointError, _OutOfFiles) as exc:
         return exc
 
 
-async def _poll_node(
-    client: httpx.AsyncClient, target: MonitorTarget, deadline: _Deadline
-) -> NodeSample:
-    base = monitor_url(target.host, target.port)
-
+async def _poll_node(ask: _Asker, target: MonitorTarget) -> NodeSample:
     async def timed_varz() -> tuple[Varz, float]:
         started = time.perf_counter()
-        varz = await _fetch(client, base, "/varz", Varz, deadline)
+        varz = await ask.fetch("/varz", Varz)
         return varz, (time.perf_counter() - started) * 1000
 
     # /routez is not asked for: varz.remotes already counts distinct peers (route pooling
     # only inflates varz.routes and /routez's num_routes), and a third request per node
     # costs a third more time on big forests.
     varz_result, health_result = await asyncio.gather(
-        _attempt(timed_varz()),
-        _attempt(_health(client, base, deadline)),
+        _attempt(timed_varz()), _attempt(ask.healthy())
     )
+    if isinstance(varz_result, _OutOfFiles) or isinstance(health_result, _OutOfFiles):
+        raise _OutOfFiles
     healthy = health_result if isinstance(health_result, bool) else None
     if isinstance(varz_result, _EndpointError):
         # No answer at all is a fact about the node; a bad answer names the endpoint.
         return NodeSample(
             node_name=target.node_name,
-            url=base,
+            url=ask.base,
             reachable=False,
             error=str(varz_result) if varz_result.answered else varz_result.reason,
             healthy=healthy,
@@ -314,7 +198,14 @@ async def _poll_node(
 
     varz, latency_ms = varz_result
     problems = [str(health_result)] if isinstance(health_result, _EndpointError) else []
-    peers = varz.remotes
+    cpu_percent = None
+    if varz.cores:
+        cpu_percent = clamp_percent(varz.cpu / varz.cores)
+    else:
+        problems.append("/varz: 0 cores, so CPU is unknown")
+    memory_percent = None
+    if target.memory_bytes is not None:
+        memory_percent = clamp_percent(varz.mem / target.memory_bytes * 100)
 
     js_memory_used = js_memory_limit = js_storage_used = js_storage_limit = None
     js = varz.jetstream
@@ -325,7 +216,7 @@ async def _poll_node(
     elif js is not None and js.config is not None:
         # A server whose /varz lists JetStream limits but no usage: ask /jsz for it.
         try:
-            jsz = await _fetch(client, base, "/jsz", Jsz, deadline)
+            jsz = await ask.fetch("/jsz", Jsz)
         except _EndpointError as exc:
             problems.append(str(exc))
         else:
@@ -336,19 +227,17 @@ async def _poll_node(
 
     return NodeSample(
         node_name=target.node_name,
-        url=base,
+        url=ask.base,
         reachable=True,
         error="; ".join(problems) or None,
         healthy=healthy,
         server_name=varz.server_name,
-        cpu_percent=varz.cpu / varz.cores,
-        memory_percent=(
-            varz.mem / target.memory_bytes * 100 if target.memory_bytes is not None else None
-        ),
+        cpu_percent=cpu_percent,
+        memory_percent=memory_percent,
         mem_bytes=varz.mem,
         cores=varz.cores,
         connections=varz.connections,
-        peers=peers,
+        peers=varz.remotes,
         jetstream_memory_used=js_memory_used,
         jetstream_memory_limit=js_memory_limit,
         jetstream_storage_used=js_storage_used,
@@ -359,89 +248,113 @@ async def _poll_node(
 
 # A node is asked for /varz and /healthz at once (and /jsz after /varz, if needed).
 _CONNECTIONS_PER_NODE = 2
-# Nodes polled at once by default: at most 200 sockets, within the smallest common limit on
-# open files (256 on macOS) and two rounds for a 200-node forest.
-DEFAULT_CONCURRENCY = 100
 # Descriptors left for everything else a process has open (state files, logs, the loop).
 _RESERVED_FILES = 64
+# All reply bodies together; every body is reserved from it in full before it is read.
+_BODY_BUDGET = 32 << 20
+# Nodes asked at once, at most: their response heads (up to two HEAD_BYTES a connection)
+# may take as much memory again as the bodies.
+MAX_CONCURRENCY = _BODY_BUDGET // (2 * HEAD_BYTES * _CONNECTIONS_PER_NODE)
+# A real /varz (the longest reply) of nats-server 2.x with JetStream is about 2.4 KiB
+# standalone and grows by about 175 bytes a peer (measured on 1-, 3- and 5-node clusters,
+# IPv4 loopback; IPv6 addresses are longer): allow far more than that.
+_REPLY_BYTES_BASE = 64 << 10
+_REPLY_BYTES_PER_NODE = 1 << 10
+
+
+def max_reply_bytes(forest_nodes: int) -> int:
+    """The longest reply taken from a node of a forest of ``forest_nodes`` nodes."""
+    return min(_REPLY_BYTES_BASE + _REPLY_BYTES_PER_NODE * forest_nodes, _BODY_BUDGET)
 
 
 def concurrency_within(open_file_limit: int | None) -> int:
-    """How many nodes to poll at once without running out of file descriptors."""
+    """How many nodes to ask at once without running out of file descriptors or memory."""
     if open_file_limit is None:
-        return DEFAULT_CONCURRENCY
+        return MAX_CONCURRENCY
     room = (open_file_limit - _RESERVED_FILES) // _CONNECTIONS_PER_NODE
-    return max(1, min(DEFAULT_CONCURRENCY, room))
+    return max(1, min(MAX_CONCURRENCY, room))
 
 
-def _open_file_limit() -> int | None:
+def raise_open_file_limit() -> int | None:
+    """Raise this process's soft open-file limit to its hard limit; the soft limit after."""
     try:
         import resource  # Unix only
     except ImportError:
         return None
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        # macOS refuses more than its kernel's OPEN_MAX; the soft limit then stays.
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     return None if soft == resource.RLIM_INFINITY else soft
+
+
+class _Slots:
+    """Nodes being asked at once; one fewer each time the process runs out of sockets."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._free = asyncio.Semaphore(size)
+
+    async def acquire(self) -> None:
+        await self._free.acquire()
+
+    def release(self) -> None:
+        self._free.release()
+
+    def retire(self) -> bool:
+        """Keep a held slot out of use for good; False if it was the last one."""
+        if self.size == 1:
+            return False
+        self.size -= 1
+        return True
 
 
 async def poll_nodes(
     targets: Sequence[MonitorTarget],
     *,
     per_node_timeout: float = 2.0,
-    overall_deadline: float = 5.0,
     concurrency: int | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> list[NodeSample]:
-    """Poll every target concurrently and return one sample per target, in input order.
+    """Poll every target and return one sample per target, in input order.
 
-    At most ``concurrency`` nodes are polled at once (by default ``DEFAULT_CONCURRENCY``, or
-    fewer if the open-file limit is low), each asking for its endpoints in parallel. A node
-    gets ``per_node_timeout`` seconds from the moment its turn comes, and no node is waited
-    for past ``overall_deadline`` seconds after the call; a node that ran out of time is
-    reported unreachable with the reason, never dropped. ``transport`` is the test seam; by
-    default each request has its own short connection (see ``morpheus.transport``).
+    Up to ``concurrency`` nodes are asked at once (by default as many as the open-file limit,
+    raised first, and the memory bound allow), each for its endpoints in parallel. A node has
+    ``per_node_timeout`` seconds from the moment it is asked. ``transport`` is the test seam;
+    by default each request has its own short connection (see ``morpheus.transport``).
+
+    Raises ``MorpheusError`` only when this process cannot open even one node's sockets.
     """
     if concurrency is None:
-        concurrency = concurrency_within(_open_file_limit())
+        concurrency = concurrency_within(raise_open_file_limit())
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     if not targets:
         return []
-
-    loop = asyncio.get_running_loop()
-    overall_end = loop.time() + overall_deadline
-    slots = asyncio.Semaphore(concurrency)
-    client = httpx.AsyncClient(
-        transport=transport or ShortConnectionTransport(),
-        # A backstop only: the asyncio deadlines below are the ones that decide.
-        timeout=httpx.Timeout(per_node_timeout + 1.0),
-        # Monitoring ports are plain HTTP reached directly, never through a proxy.
-        trust_env=False,
-    )
+    if transport is None:
+        transport = ShortConnectionTransport(
+            max_body_bytes=max_reply_bytes(len(targets)), budget=ReadBudget(_BODY_BUDGET)
+        )
+    slots = _Slots(min(concurrency, len(targets)))
 
     async def one(target: MonitorTarget) -> NodeSample:
-        url = monitor_url(target.host, target.port)
-        try:
-            async with asyncio.timeout_at(overall_end):
-                await slots.acquire()
-        except TimeoutError:
-            return NodeSample(
-                node_name=target.node_name,
-                url=url,
-                reachable=False,
-                error=f"not polled: overall deadline of {_seconds(overall_deadline)} reached",
-            )
-        try:
-            own_end = loop.time() + per_node_timeout
-            if own_end <= overall_end:
-                deadline = _Deadline(own_end, f"timed out after {_seconds(per_node_timeout)}")
-            else:
-                deadline = _Deadline(
-                    overall_end,
-                    f"timed out at the overall deadline of {_seconds(overall_deadline)}",
-                )
-            return await _poll_node(client, target, deadline)
-        finally:
-            slots.release()
+        while True:
+            await slots.acquire()
+            retired = False
+            try:
+                ask = _Asker(transport, monitor_url(target.host, target.port), per_node_timeout)
+                return await _poll_node(ask, target)
+            except _OutOfFiles:
+                retired = slots.retire()
+                if not retired:
+                    raise MorpheusError(
+                        "cannot poll the nodes: this process may not open more files; "
+                        "raise the limit (`ulimit -n`) and try again"
+                    ) from None
+            finally:
+                if not retired:
+                    slots.release()
 
-    async with client:
-        return list(await asyncio.gather(*(one(target) for target in targets)))
+    return list(await asyncio.gather(*(one(target) for target in targets)))

@@ -64,7 +64,6 @@ def wait_nats_ready(
                     for t in pending.values()
                 ],
                 per_node_timeout=max(0.2, min(2.0, remaining)),
-                overall_deadline=max(0.5, min(5.0, remaining)),
             )
         )
         for sample in samples:

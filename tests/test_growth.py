@@ -12,9 +12,11 @@ from morpheus.growth import (
     GrowthDecision,
     GrowthPolicy,
     GrowthReason,
+    NodeVerdict,
     decide,
+    judge_node,
 )
-from morpheus.monitor import ForestLoad
+from morpheus.load import ForestLoad, NodeSample
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 HOT = 95.0
@@ -319,7 +321,83 @@ def test_decision_serialises_with_stable_values() -> None:
         "message",
         "nodes_to_add",
         "cooldown_remaining_seconds",
+        "cpu_over_threshold",
+        "memory_over_threshold",
     }
+    assert (data["cpu_over_threshold"], data["memory_over_threshold"]) == (True, False)
+
+
+@pytest.mark.parametrize(
+    ("forest_load", "over"),
+    [
+        (load(80.0, 80.0), (False, False)),
+        (load(80.01, 20.0), (True, False)),
+        (load(20.0, 95.0), (False, True)),
+        (load(95.0, None), (True, False)),
+    ],
+)
+def test_decision_says_which_means_are_over_whatever_the_action(
+    forest_load: ForestLoad, over: tuple[bool, bool]
+) -> None:
+    for policy in (GrowthPolicy(), GrowthPolicy(enabled=False)):
+        decision = run(forest_load, policy=policy)
+        assert (decision.cpu_over_threshold, decision.memory_over_threshold) == over
+
+
+def node(
+    *,
+    reachable: bool = True,
+    healthy: bool | None = True,
+    cpu: float | None = COOL,
+    memory: float | None = COOL,
+) -> NodeSample:
+    return NodeSample(
+        node_name="n",
+        url="http://127.0.0.1:8222",
+        reachable=reachable,
+        healthy=healthy,
+        cpu_percent=cpu,
+        memory_percent=memory,
+    )
+
+
+@pytest.mark.parametrize(
+    ("sample", "verdict"),
+    [
+        (node(), NodeVerdict.HEALTHY),
+        (node(cpu=80.0, memory=80.0), NodeVerdict.HEALTHY),  # at the threshold is not above it
+        (node(cpu=80.5), NodeVerdict.HOT),
+        (node(memory=99.0, cpu=None), NodeVerdict.HOT),
+        (node(healthy=None), NodeVerdict.HEALTH_UNKNOWN),  # /healthz never answered
+        (node(healthy=None, cpu=95.0), NodeVerdict.HOT),
+        (node(healthy=False, cpu=95.0), NodeVerdict.UNHEALTHY),
+        (node(reachable=False, healthy=True, cpu=None, memory=None), NodeVerdict.UNREACHABLE),
+    ],
+)
+def test_node_verdicts(sample: NodeSample, verdict: NodeVerdict) -> None:
+    assert judge_node(sample, GrowthPolicy()) == verdict
+
+
+def test_node_verdict_follows_the_policy_thresholds() -> None:
+    policy = GrowthPolicy(threshold_cpu=50, threshold_memory=90)
+    assert judge_node(node(cpu=60.0), policy) == NodeVerdict.HOT
+    assert judge_node(node(memory=85.0), policy) == NodeVerdict.HEALTHY
+
+
+def test_growth_policy_does_not_import_the_http_client() -> None:
+    """Pure policy: importing it must not drag in the monitor or httpx (issue 19, layers)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, morpheus.growth; "
+        "print(sorted(m for m in ('httpx', 'h11', 'morpheus.monitor', 'morpheus.transport') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"
 
 
 def test_policy_defaults() -> None:

@@ -23,12 +23,13 @@ import respx
 from pydantic import ValidationError
 
 from morpheus.monitor import (
-    DEFAULT_CONCURRENCY,
+    MAX_CONCURRENCY,
     ForestLoad,
     MonitorTarget,
     NodeSample,
     aggregate,
     concurrency_within,
+    max_reply_bytes,
     monitor_url,
     poll_nodes,
 )
@@ -303,26 +304,10 @@ def test_silent_node_hits_the_per_node_timeout(
     nats_server: NatsServer, silent_listener: int
 ) -> None:
     silent = MonitorTarget(node_name="silent", host="127.0.0.1", port=silent_listener)
-    samples, elapsed = timed_poll(
-        [silent, nats_server.target()], per_node_timeout=0.5, overall_deadline=5.0
-    )
+    samples, elapsed = timed_poll([silent, nats_server.target()], per_node_timeout=0.5)
 
     assert samples[0].reachable is False
     assert samples[0].error == "timed out after 0.5s"
-    assert samples[1].reachable is True
-    assert 0.5 <= elapsed < 1.5
-
-
-def test_silent_node_hits_the_overall_deadline(
-    nats_server: NatsServer, silent_listener: int
-) -> None:
-    silent = MonitorTarget(node_name="silent", host="127.0.0.1", port=silent_listener)
-    samples, elapsed = timed_poll(
-        [silent, nats_server.target()], per_node_timeout=5.0, overall_deadline=0.5
-    )
-
-    assert samples[0].reachable is False
-    assert samples[0].error == "timed out at the overall deadline of 0.5s"
     assert samples[1].reachable is True
     assert 0.5 <= elapsed < 1.5
 
@@ -332,7 +317,7 @@ def test_many_silent_nodes_poll_in_parallel(silent_listener: int) -> None:
         MonitorTarget(node_name=f"silent-{i}", host="127.0.0.1", port=silent_listener)
         for i in range(20)
     ]
-    samples, elapsed = timed_poll(targets, per_node_timeout=0.3, overall_deadline=5.0)
+    samples, elapsed = timed_poll(targets, per_node_timeout=0.3)
     assert [s.error for s in samples] == ["timed out after 0.3s"] * 20
     assert elapsed < 1.5
 
@@ -443,7 +428,7 @@ def test_figures_are_computed_from_varz(
         (httpx.Response(200, json={**VARZ, "cpu": "high"}), "/varz: bad 'cpu'"),
         (httpx.Response(200, json={**VARZ, "cpu": True}), "/varz: bad 'cpu'"),
         (httpx.Response(200, json={**VARZ, "mem": "2G"}), "/varz: bad 'mem'"),
-        (httpx.Response(200, json={**VARZ, "cores": 0}), "/varz: bad 'cores'"),
+        (httpx.Response(200, json={**VARZ, "cores": -1}), "/varz: bad 'cores'"),
         (httpx.Response(200, json={**VARZ, "connections": None}), "/varz: bad 'connections'"),
         (
             httpx.Response(200, json={k: v for k, v in VARZ.items() if k != "cores"}),
@@ -608,15 +593,16 @@ def test_concurrency_is_bounded(
 def test_default_concurrency_is_bounded(
     fake_node: Callable[..., FakeNode], transport: httpx.MockTransport
 ) -> None:
-    nodes = [fake_node() for _ in range(DEFAULT_CONCURRENCY + 30)]
+    nodes = [fake_node() for _ in range(130)]
     most = most_nodes_at_once(nodes, transport)
-    assert most == concurrency_within(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-    assert most <= DEFAULT_CONCURRENCY
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert soft == hard  # raised by the poll
+    assert most == min(130, concurrency_within(soft))
 
 
 @pytest.mark.parametrize(
     ("open_file_limit", "concurrency"),
-    [(None, DEFAULT_CONCURRENCY), (1_048_576, DEFAULT_CONCURRENCY), (256, 96), (65, 1), (10, 1)],
+    [(None, MAX_CONCURRENCY), (1_048_576, MAX_CONCURRENCY), (256, 96), (65, 1), (10, 1)],
 )
 def test_concurrency_fits_the_open_file_limit(
     open_file_limit: int | None, concurrency: int
@@ -637,30 +623,6 @@ def test_nodes_are_polled_concurrently(
     samples, elapsed = timed_poll([n.target for n in nodes], transport=transport)
     assert all(s.reachable for s in samples)
     assert elapsed < 2.0  # one after another it would take 20 s
-
-
-def test_overall_deadline_reports_nodes_never_reached(
-    fake_node: Callable[..., FakeNode], transport: httpx.MockTransport
-) -> None:
-    async def never(request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(30)
-        return httpx.Response(200, json=VARZ)
-
-    nodes = [fake_node() for _ in range(3)]
-    for node in nodes:
-        node.varz.mock(side_effect=never)
-    samples, elapsed = timed_poll(
-        [n.target for n in nodes],
-        transport=transport,
-        concurrency=1,
-        per_node_timeout=10,
-        overall_deadline=0.3,
-    )
-    assert [s.node_name for s in samples] == [n.target.node_name for n in nodes]
-    assert samples[0].error == "timed out at the overall deadline of 0.3s"
-    assert [s.error for s in samples[1:]] == ["not polled: overall deadline of 0.3s reached"] * 2
-    assert not any(s.reachable for s in samples)
-    assert elapsed < 1.0
 
 
 def test_unusable_url_is_an_error_not_an_exception(transport: httpx.MockTransport) -> None:
@@ -759,6 +721,7 @@ def test_aggregate_means_over_reachable_nodes() -> None:
         unreachable=1,
         healthy=2,
         memory_known=2,
+        cpu_known=3,
         cpu_percent=30.0,
         memory_percent=60.0,
         max_cpu_percent=50.0,
@@ -777,3 +740,248 @@ def test_aggregate_of_nothing() -> None:
 def test_monitor_target_validates_port() -> None:
     with pytest.raises(ValidationError, match="port"):
         MonitorTarget(node_name="a", host="127.0.0.1", port=70000)
+
+
+# --- scale: many nodes, few files, hostile replies (real sockets on 127.0.0.1) ----------------
+
+
+@dataclass
+class LoopbackMonitor:
+    """One loopback port answering as many simulated NATS monitoring ports as are asked."""
+
+    port: int
+    delay: float = 0.0
+    stream: bytes | None = None  # when set, every reply streams this forever instead
+
+    def targets(self, count: int) -> list[MonitorTarget]:
+        return [
+            MonitorTarget(node_name=f"node-{i}", host="127.0.0.1", port=self.port, memory_bytes=GIB)
+            for i in range(count)
+        ]
+
+
+@pytest.fixture
+def loopback_monitor() -> Iterator[LoopbackMonitor]:
+    """Serves from its own thread, so a poll in this process or a child competes only for CPU."""
+    import json
+    import threading
+
+    loop = asyncio.new_event_loop()
+    bodies = {b"/varz": json.dumps(VARZ).encode(), b"/healthz": b'{"status":"ok"}'}
+    monitor = LoopbackMonitor(port=0)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await reader.readuntil(b"\r\n\r\n")
+            await asyncio.sleep(monitor.delay)
+            if monitor.stream is not None:
+                writer.write(monitor.stream)
+                while True:  # until the client hangs up
+                    writer.write(b"x" * 65536)
+                    await writer.drain()
+            body = bodies.get(request.split(b" ")[1], b"{}")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def start() -> asyncio.Server:
+        return await asyncio.start_server(answer, "127.0.0.1", 0, backlog=4096)
+
+    server = loop.run_until_complete(start())
+    monitor.port = server.sockets[0].getsockname()[1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield monitor
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        server.close()
+        loop.run_until_complete(server.wait_closed())
+        loop.close()
+
+
+def test_more_nodes_than_once_were_polled_at_once_all_answer(
+    loopback_monitor: LoopbackMonitor,
+) -> None:
+    # Issue 16 item 1: 100 at a time under one overall deadline lost nodes that answered in
+    # time. Every node now has its own deadline, and there is no deadline for the round.
+    loopback_monitor.delay = 1.5
+    samples = poll(loopback_monitor.targets(400), per_node_timeout=2.5)
+    assert [s.error for s in samples if not s.reachable] == []
+
+
+POLL_IN_CHILD = """
+import asyncio, json, resource, sys
+from morpheus.monitor import MonitorTarget, poll_nodes
+resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, {hard}))
+targets = [
+    MonitorTarget(node_name=f"n{{i}}", host="127.0.0.1", port={port}) for i in range({count})
+]
+hold = []
+
+
+async def main():
+    if {fill}:  # the event loop is running: now use up every descriptor left
+        try:
+            while True:
+                hold.append(open("/dev/null"))
+        except OSError:
+            pass
+    return await poll_nodes(targets, per_node_timeout={timeout}, concurrency={concurrency})
+
+
+try:
+    samples = asyncio.run(main())
+except Exception as exc:
+    print(json.dumps({{"raised": type(exc).__name__, "message": str(exc)}}))
+else:
+    print(json.dumps({{
+        "reachable": sum(s.reachable for s in samples),
+        "errors": sorted({{s.error for s in samples if s.error}}),
+        "soft": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+    }}))
+"""
+
+
+def poll_in_child(
+    port: int,
+    count: int,
+    *,
+    soft: int,
+    hard: int,
+    timeout: float = 2.0,
+    concurrency: int | None = None,
+    fill: bool = False,
+) -> dict[str, Any]:
+    """Poll ``count`` nodes from a child process whose open-file limit is (soft, hard)."""
+    import json
+    import sys
+
+    code = POLL_IN_CHILD.format(
+        soft=soft,
+        hard=hard,
+        port=port,
+        count=count,
+        timeout=timeout,
+        concurrency=concurrency,
+        fill=fill,
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    result: dict[str, Any] = json.loads(run.stdout)
+    return result
+
+
+def test_low_open_file_limit_is_not_the_nodes_fault(loopback_monitor: LoopbackMonitor) -> None:
+    # Issue 16 item 1: with `ulimit -n 128`, 72 of 200 nodes were "not polled".
+    loopback_monitor.delay = 0.6
+    result = poll_in_child(loopback_monitor.port, 200, soft=128, hard=128)
+    assert result == {"reachable": 200, "errors": [], "soft": 128}
+
+
+def test_soft_open_file_limit_is_raised_to_the_hard_limit(
+    loopback_monitor: LoopbackMonitor,
+) -> None:
+    loopback_monitor.delay = 0.2
+    result = poll_in_child(loopback_monitor.port, 300, soft=128, hard=4096)
+    assert result == {"reachable": 300, "errors": [], "soft": 4096}
+
+
+def test_running_out_of_sockets_asks_again_with_fewer(loopback_monitor: LoopbackMonitor) -> None:
+    # More nodes at once than the process may open sockets for: the pool shrinks, and no
+    # node is blamed for "Too many open files".
+    loopback_monitor.delay = 0.1
+    result = poll_in_child(loopback_monitor.port, 120, soft=80, hard=80, concurrency=120)
+    assert result == {"reachable": 120, "errors": [], "soft": 80}
+
+
+def test_no_socket_at_all_is_an_error_of_this_process(loopback_monitor: LoopbackMonitor) -> None:
+    result = poll_in_child(loopback_monitor.port, 3, soft=64, hard=64, fill=True)
+    assert result["raised"] == "MorpheusError"
+    assert "ulimit -n" in result["message"]
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n40000000\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n",
+    ],
+    ids=["declared 1 GiB", "chunked", "until close"],
+)
+def test_hostile_replies_are_cut_and_memory_stays_bounded(
+    loopback_monitor: LoopbackMonitor, stream: bytes
+) -> None:
+    # Issue 16 item 5: 20 nodes streaming 1 GB each took 8 MiB per request (320 MB).
+    import tracemalloc
+
+    loopback_monitor.stream = stream
+    tracemalloc.start()
+    try:
+        samples = poll(loopback_monitor.targets(20), per_node_timeout=10.0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    for sample in samples:
+        assert not sample.reachable
+        assert sample.error is not None and "over the limit of" in sample.error, sample.error
+    assert peak < 16 << 20
+
+
+def test_reply_limit_grows_with_the_forest() -> None:
+    # A real /varz: ~2.4 KiB standalone, ~175 bytes more per peer (see max_reply_bytes).
+    assert max_reply_bytes(1) > 20 * 2_500
+    assert max_reply_bytes(2_000) > 3 * (2_500 + 2_000 * 350)
+    assert max_reply_bytes(10**9) <= 32 << 20
+
+
+@pytest.mark.parametrize(
+    ("varz", "cpu", "memory"),
+    [
+        ({**VARZ, "cpu": 400.0, "cores": 2}, 100.0, 25.0),  # 400 % of one core on 2 cores
+        ({**VARZ, "mem": 16 * GIB}, 37.5, 100.0),  # more resident memory than the node has
+        ({**VARZ, "cpu": 0.0}, 0.0, 25.0),
+    ],
+)
+def test_impossible_figures_are_clamped(
+    fake_node: Callable[..., FakeNode],
+    transport: httpx.MockTransport,
+    varz: dict[str, Any],
+    cpu: float,
+    memory: float,
+) -> None:
+    [sample] = poll([fake_node(varz=varz).target], transport=transport)
+    assert (sample.cpu_percent, sample.memory_percent) == (cpu, memory)
+    load = aggregate([sample])
+    assert load.max_cpu_percent is not None and load.max_cpu_percent <= 100
+    assert load.max_memory_percent is not None and load.max_memory_percent <= 100
+
+
+def test_zero_cores_is_an_answer_with_cpu_unknown(
+    fake_node: Callable[..., FakeNode], transport: httpx.MockTransport
+) -> None:
+    # Issue 16 item 6: the node answered, so it is reachable; only its CPU share is unknown.
+    [sample] = poll([fake_node(varz={**VARZ, "cores": 0}).target], transport=transport)
+    assert sample.reachable is True
+    assert sample.cores == 0 and sample.cpu_percent is None
+    assert sample.memory_percent == pytest.approx(25.0)
+    assert sample.error == "/varz: 0 cores, so CPU is unknown"
+    load = aggregate([sample])
+    assert (load.reachable, load.cpu_known, load.cpu_percent) == (1, 0, None)
+
+
+def test_aggregate_counts_healthy_only_among_reachable_nodes() -> None:
+    # Issue 16 item 2: /healthz 200 with /varz failing is not a healthy node of the forest.
+    load = aggregate(
+        [sample("a", 10.0, 10.0), sample("b", reachable=False, healthy=True), sample("c", 5.0)]
+    )
+    assert (load.reachable, load.healthy) == (2, 2)
+    load = aggregate([sample("a", 10.0, healthy=None), sample("b", reachable=False, healthy=True)])
+    assert load.healthy == 0

@@ -172,7 +172,7 @@ def test_broken_responses_are_protocol_errors(response: bytes, message: str) -> 
 def test_body_over_the_limit_is_refused() -> None:
     big = b"x" * 5000
     transport = ShortConnectionTransport(max_body_bytes=4096)
-    with pytest.raises(httpx.RemoteProtocolError, match="over 4096 bytes"):
+    with pytest.raises(httpx.RemoteProtocolError, match="over the limit of 4096 bytes"):
         fetch(
             canned(b"HTTP/1.1 200 OK\r\n" + f"Content-Length: {len(big)}\r\n\r\n".encode() + big),
             transport=transport,

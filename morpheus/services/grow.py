@@ -16,7 +16,14 @@ from datetime import datetime
 
 from morpheus.blueprint import Peer
 from morpheus.errors import GrowFailedError, MorpheusError
-from morpheus.growth import GrowthAction, GrowthDecision, GrowthPolicy, decide
+from morpheus.growth import (
+    GrowthAction,
+    GrowthDecision,
+    GrowthPolicy,
+    NodeVerdict,
+    decide,
+    judge_node,
+)
 from morpheus.jetstream import RaisedStream, adopt_streams, raise_replicas, read_streams
 from morpheus.models import Forest, ForestStatus, Node, NodeStatus, host_for_url
 from morpheus.monitor import ForestLoad, MonitorTarget, NodeSample, aggregate, poll_nodes
@@ -48,11 +55,15 @@ def policy_from(growth: GrowthSettings, threshold: int | None = None) -> GrowthP
 
 @dataclass
 class Assessment:
-    """A forest's load as its NATS servers report it, and what the policy makes of it."""
+    """A forest's load as its NATS servers report it, and what the policy makes of it.
+
+    ``nodes``, ``samples`` and ``verdicts`` run in step, one entry per active node.
+    """
 
     forest: Forest
     nodes: list[Node]
     samples: list[NodeSample]
+    verdicts: list[NodeVerdict]
     load: ForestLoad
     policy: GrowthPolicy
     decision: GrowthDecision
@@ -95,13 +106,7 @@ def assess(
     """Poll every active node of the forest and decide; changes nothing."""
     forest = ctx.registry.get_forest(forest_id)
     nodes = [n for n in ctx.registry.nodes(forest.id) if n.status == NodeStatus.ACTIVE]
-    samples = asyncio.run(
-        poll_nodes(
-            _targets(nodes),
-            per_node_timeout=per_node_timeout,
-            overall_deadline=per_node_timeout + 1.0,
-        )
-    )
+    samples = asyncio.run(poll_nodes(_targets(nodes), per_node_timeout=per_node_timeout))
     load = aggregate(samples)
     now = ctx.clock()
     decision = decide(
@@ -112,7 +117,8 @@ def assess(
         now=now,
         can_reconfigure=len(nodes) != 1 or _can_reconfigure(forest.provider),
     )
-    return Assessment(forest, nodes, samples, load, policy, decision, now)
+    verdicts = [judge_node(sample, policy) for sample in samples]
+    return Assessment(forest, nodes, samples, verdicts, load, policy, decision, now)
 
 
 def expand(ctx: Context, assessment: Assessment, progress: Progress) -> Expansion:

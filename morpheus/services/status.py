@@ -63,9 +63,7 @@ def forest_status(ctx: Context, forest_id: str, *, timeout: float = 3.0) -> Fore
     ]
     samples = {
         sample.node_name: sample
-        for sample in asyncio.run(
-            poll_nodes(targets, per_node_timeout=timeout, overall_deadline=timeout + 1)
-        )
+        for sample in asyncio.run(poll_nodes(targets, per_node_timeout=timeout))
     }
     views = []
     for node in nodes:
