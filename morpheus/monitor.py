@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import ipaddress
 import json
 import re
 import time
-from collections.abc import Awaitable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from morpheus.errors import MorpheusError
@@ -33,11 +31,18 @@ from morpheus.load import ForestLoad, NodeSample, aggregate, clamp_percent
 from morpheus.models import host_for_url
 from morpheus.transport import (
     HEAD_BYTES,
+    READ_BYTES,
     BodyTooLargeError,
+    ConnectFailedError,
+    FetchError,
     ReadBudget,
-    ShortConnectionTransport,
+    Reply,
+    fetch,
 )
-from morpheus.varz import Healthz, Jsz, Reply, Varz
+from morpheus.varz import Healthz, Jsz, Varz, VarzReply
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "ForestLoad",
@@ -84,7 +89,9 @@ def monitor_url(host: str, port: int) -> str:
 
 # --- polling --------------------------------------------------------------------------------
 
-_ReplyT = TypeVar("_ReplyT", bound=Reply)
+_ReplyT = TypeVar("_ReplyT", bound=VarzReply)
+#: GET (host, port, path): the seam between polling and the wire.
+Fetch = Callable[[str, int, str], Awaitable[Reply]]
 _T = TypeVar("_T")
 
 
@@ -107,49 +114,44 @@ class _OutOfFiles(Exception):
 
 
 class _Asker:
-    """What every request of one node needs: the transport, its base URL and its deadline."""
+    """What every request of one node needs: how to fetch, where, and its deadline."""
 
-    def __init__(self, transport: httpx.AsyncBaseTransport, base: str, timeout: float) -> None:
-        self.transport = transport
-        self.base = base
+    def __init__(self, fetch: Fetch, target: MonitorTarget, timeout: float) -> None:
+        self.fetch = fetch
+        self.target = target
+        self.base = monitor_url(target.host, target.port)
         self.end = asyncio.get_running_loop().time() + timeout
         self.timeout = timeout
 
-    async def get(self, path: str) -> httpx.Response:
+    async def get(self, path: str) -> Reply:
         try:
             async with asyncio.timeout_at(self.end):
-                request = httpx.Request("GET", self.base + path)
-                response = await self.transport.handle_async_request(request)
-                await response.aread()
-                return response
-        except (TimeoutError, httpx.TimeoutException) as exc:
+                return await self.fetch(self.target.host, self.target.port, path)
+        except TimeoutError as exc:
             reason = f"timed out after {self.timeout:g}s"
             raise _EndpointError(path, reason, answered=False) from exc
         except BodyTooLargeError as exc:
             raise _EndpointError(path, str(exc), answered=True) from exc
-        except httpx.ConnectError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, OSError) and cause.errno in (errno.EMFILE, errno.ENFILE):
+        except ConnectFailedError as exc:
+            if exc.out_of_files:
                 raise _OutOfFiles from exc
-            reason = f"cannot connect ({exc})" if str(exc) else "cannot connect"
-            raise _EndpointError(path, reason, answered=False) from exc
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            raise _EndpointError(path, reason, answered=False) from exc
+            raise _EndpointError(path, f"cannot connect ({exc})", answered=False) from exc
+        except FetchError as exc:
+            raise _EndpointError(path, str(exc), answered=False) from exc
 
-    async def fetch(self, path: str, model: type[_ReplyT]) -> _ReplyT:
+    async def parsed(self, path: str, model: type[_ReplyT]) -> _ReplyT:
         return _parse(path, await self.get(path), model)
 
     async def healthy(self) -> bool:
         # Only the status code counts: 200 is healthy, 503 (and any other answer) is not.
-        return (await self.get("/healthz")).status_code == 200
+        return (await self.get("/healthz")).status == 200
 
 
-def _parse(path: str, response: httpx.Response, model: type[_ReplyT]) -> _ReplyT:
-    if response.status_code != 200:
-        raise _EndpointError(path, f"HTTP {response.status_code}", answered=True)
+def _parse(path: str, reply: Reply, model: type[_ReplyT]) -> _ReplyT:
+    if reply.status != 200:
+        raise _EndpointError(path, f"HTTP {reply.status}", answered=True)
     try:
-        data: Any = json.loads(response.content)
+        data: Any = json.loads(reply.body)
     except (ValueError, RecursionError) as exc:
         # RecursionError: nesting deeper than the parser's stack (no NATS reply nests so).
         raise _EndpointError(path, "malformed JSON", answered=True) from exc
@@ -174,7 +176,7 @@ async def _attempt(step: Awaitable[_T]) -> _T | _EndpointError | _OutOfFiles:
 async def _poll_node(ask: _Asker, target: MonitorTarget) -> NodeSample:
     async def timed_varz() -> tuple[Varz, float]:
         started = time.perf_counter()
-        varz = await ask.fetch("/varz", Varz)
+        varz = await ask.parsed("/varz", Varz)
         return varz, (time.perf_counter() - started) * 1000
 
     # /routez is not asked for: varz.remotes already counts distinct peers (route pooling
@@ -216,7 +218,7 @@ async def _poll_node(ask: _Asker, target: MonitorTarget) -> NodeSample:
     elif js is not None and js.config is not None:
         # A server whose /varz lists JetStream limits but no usage: ask /jsz for it.
         try:
-            jsz = await ask.fetch("/jsz", Jsz)
+            jsz = await ask.parsed("/jsz", Jsz)
         except _EndpointError as exc:
             problems.append(str(exc))
         else:
@@ -252,9 +254,9 @@ _CONNECTIONS_PER_NODE = 2
 _RESERVED_FILES = 64
 # All reply bodies together; every body is reserved from it in full before it is read.
 _BODY_BUDGET = 32 << 20
-# Nodes asked at once, at most: their response heads (up to two HEAD_BYTES a connection)
-# may take as much memory again as the bodies.
-MAX_CONCURRENCY = _BODY_BUDGET // (2 * HEAD_BYTES * _CONNECTIONS_PER_NODE)
+# Nodes asked at once, at most: besides the budget, a connection may hold one read and
+# one reply head, and all of those together may take as much memory again as the bodies.
+MAX_CONCURRENCY = _BODY_BUDGET // ((READ_BYTES + HEAD_BYTES) * _CONNECTIONS_PER_NODE)
 # A real /varz (the longest reply) of nats-server 2.x with JetStream is about 2.4 KiB
 # standalone and grows by about 175 bytes a peer (measured on 1-, 3- and 5-node clusters,
 # IPv4 loopback; IPv6 addresses are longer): allow far more than that.
@@ -311,6 +313,26 @@ class _Slots:
         return True
 
 
+def _through_httpx(transport: httpx.AsyncBaseTransport) -> Fetch:
+    """Fetch through an httpx transport: the seam where tests put ``respx`` mocks."""
+    import httpx
+
+    async def get(host: str, port: int, path: str) -> Reply:
+        try:
+            request = httpx.Request("GET", monitor_url(host, port) + path)
+            response = await transport.handle_async_request(request)
+            return Reply(response.status_code, await response.aread())
+        except httpx.TimeoutException as exc:
+            raise TimeoutError from exc
+        except httpx.ConnectError as exc:
+            raise ConnectFailedError(str(exc) or "cannot connect") from exc
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise FetchError(reason) from exc
+
+    return get
+
+
 async def poll_nodes(
     targets: Sequence[MonitorTarget],
     *,
@@ -322,8 +344,9 @@ async def poll_nodes(
 
     Up to ``concurrency`` nodes are asked at once (by default as many as the open-file limit,
     raised first, and the memory bound allow), each for its endpoints in parallel. A node has
-    ``per_node_timeout`` seconds from the moment it is asked. ``transport`` is the test seam;
-    by default each request has its own short connection (see ``morpheus.transport``).
+    ``per_node_timeout`` seconds from the moment it is asked. ``transport`` is the test seam
+    (an httpx transport, e.g. respx's); by default each request has its own short connection
+    (see ``morpheus.transport``).
 
     Raises ``MorpheusError`` only when this process cannot open even one node's sockets.
     """
@@ -333,10 +356,15 @@ async def poll_nodes(
         raise ValueError("concurrency must be at least 1")
     if not targets:
         return []
+    get: Fetch
     if transport is None:
-        transport = ShortConnectionTransport(
-            max_body_bytes=max_reply_bytes(len(targets)), budget=ReadBudget(_BODY_BUDGET)
-        )
+        max_body, budget = max_reply_bytes(len(targets)), ReadBudget(_BODY_BUDGET)
+
+        async def get(host: str, port: int, path: str) -> Reply:
+            return await fetch(host, port, path, max_body=max_body, budget=budget)
+
+    else:
+        get = _through_httpx(transport)
     slots = _Slots(min(concurrency, len(targets)))
 
     async def one(target: MonitorTarget) -> NodeSample:
@@ -344,8 +372,7 @@ async def poll_nodes(
             await slots.acquire()
             retired = False
             try:
-                ask = _Asker(transport, monitor_url(target.host, target.port), per_node_timeout)
-                return await _poll_node(ask, target)
+                return await _poll_node(_Asker(get, target, per_node_timeout), target)
             except _OutOfFiles:
                 retired = slots.retire()
                 if not retired:

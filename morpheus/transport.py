@@ -1,60 +1,84 @@
-"""An httpx transport that makes each request on its own short-lived HTTP/1.1 connection.
+"""One GET over its own short-lived HTTP/1.1 connection, with the memory it may use bounded.
 
-The NATS monitor asks many hosts one or two questions each, once. httpx's default transport
-(httpcore on anyio) is built for the opposite, few hosts and many requests over pooled
-connections, and its pooling, tracing and backend layers cost about three times the CPU per
-request of this one (measured by ``bench/grow_monitor.py``). Here a request opens a
-non-blocking socket, writes ``Connection: close``, lets ``h11`` parse the response and closes
-the socket.
+The NATS monitor asks many hosts one or two questions each, once. A general HTTP client is
+built for the opposite (few hosts, many requests over pooled connections) and its layers
+cost more CPU per request than asking itself: on a 2,000-node forest that decides whether
+replies are read before their deadline (measured by ``bench/grow_monitor.py``). So ``fetch``
+opens a non-blocking socket, writes the request with ``Connection: close``, lets
+``httptools`` (llhttp, the parser of Node.js) parse the reply, and closes the socket.
 
-Memory is bounded by design, whatever the peers send: a response head may take
-``HEAD_BYTES``, read in small pieces; a body longer than ``max_body_bytes`` is refused as soon
-as its ``Content-Length`` (or its length so far) says so; and every body is reserved in full
-from a ``ReadBudget`` shared by all requests before it is read, waiting while the budget is
-spent. Sockets are read with ``sock_recv`` rather than asyncio streams, whose transports
-buffer up to 256 KiB per connection before anyone asks.
+Memory is bounded by design, whatever a peer sends: sockets are read ``READ_BYTES`` at a time
+with ``sock_recv`` (asyncio's stream transports read ahead up to 256 KiB per connection); a
+reply's head may take ``HEAD_BYTES``; a body longer than ``max_body`` is refused as soon as
+its ``Content-Length`` or its length so far says so; and the body bytes of every request
+sharing a ``ReadBudget`` are taken from it as they arrive, a request waiting while it is
+spent. So a poll holds at most its budget plus one read and one head per open connection.
 
-Only the transport layer is replaced: callers still use httpx requests and responses, and
-foreign errors are translated here, once, into httpx's own exception tree (``ConnectError``,
-``ReadTimeout``, ``RemoteProtocolError`` ...). A socket the process may not open (``EMFILE``)
-is a ``ConnectError`` whose ``__cause__`` is that ``OSError``.
+Timeouts are the caller's (``asyncio.timeout``). Failures are ``FetchError`` subclasses
+whose text is short and meant for the operator.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import ipaddress
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Iterator
-from typing import TypeVar
+from dataclasses import dataclass
 
-import h11
-import httpx
+import httptools
 
-__all__ = ["HEAD_BYTES", "BodyTooLargeError", "ReadBudget", "ShortConnectionTransport"]
+__all__ = [
+    "HEAD_BYTES",
+    "READ_BYTES",
+    "BodyTooLargeError",
+    "ConnectFailedError",
+    "FetchError",
+    "ProtocolError",
+    "ReadBudget",
+    "Reply",
+    "fetch",
+]
 
-_T = TypeVar("_T")
-
-#: The most a response's status line and headers may take (a NATS reply's take about 150).
+#: The most a reply's status line and headers may take (a NATS reply's take about 200).
 HEAD_BYTES = 8 << 10
-#: A body larger than this is refused unless the transport is told otherwise.
-DEFAULT_MAX_BODY_BYTES = 1 << 20
-_BODY_READ_SIZE = 64 << 10
+#: Bytes asked of a socket at once (a whole /varz of a small forest, head included).
+READ_BYTES = 8 << 10
 
 
-class BodyTooLargeError(httpx.RemoteProtocolError):
-    """The peer answered, with a body longer than the transport accepts."""
+class FetchError(Exception):
+    """No usable reply; the message says why in a few words."""
+
+
+class ConnectFailedError(FetchError):
+    """No connection. ``out_of_files``: this process may not open another socket now."""
+
+    def __init__(self, reason: str, *, out_of_files: bool = False) -> None:
+        super().__init__(reason)
+        self.out_of_files = out_of_files
+
+
+class ProtocolError(FetchError):
+    """The peer answered, but not with an HTTP/1.1 reply this module accepts."""
+
+
+class BodyTooLargeError(ProtocolError):
+    """The peer's reply is longer than ``max_body``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    body: bytes
 
 
 class ReadBudget:
-    """Bytes of response bodies that requests sharing it may hold at once.
+    """Body bytes that the requests sharing it may hold at once.
 
-    A body is reserved in full before it is read and released when it has been handed on;
-    a request whose body does not fit waits for others to finish. Nobody waits while holding
-    a reservation, so as long as every single body fits in ``total``, waiting always ends.
+    Bytes are taken as they arrive and given back when the request ends; a request that
+    finds the budget spent waits for others to give some back (each has a deadline, so
+    waiting ends).
     """
 
     def __init__(self, total: int) -> None:
@@ -62,37 +86,22 @@ class ReadBudget:
             raise ValueError("a read budget must be at least one byte")
         self.total = total
         self.free = total
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._returned: asyncio.Event | None = None
 
-    @contextlib.asynccontextmanager
-    async def hold(self, size: int) -> AsyncIterator[None]:
+    async def take(self, size: int) -> None:
         size = min(size, self.total)
-        if size > self.free or self._waiters:  # first come, first served
-            future = asyncio.get_running_loop().create_future()
-            self._waiters.append((size, future))
-            try:
-                await future
-            except BaseException:
-                if future.done() and not future.cancelled():
-                    self.free += size  # granted just as the wait was given up
-                else:
-                    self._waiters.remove((size, future))
-                self._grant()
-                raise
-        else:
-            self.free -= size
-        try:
-            yield
-        finally:
-            self.free += size
-            self._grant()
+        while size > self.free:
+            if self._returned is None:
+                self._returned = asyncio.Event()
+            returned = self._returned
+            await returned.wait()
+        self.free -= size
 
-    def _grant(self) -> None:
-        while self._waiters and self._waiters[0][0] <= self.free:
-            size, future = self._waiters.pop(0)
-            if not future.done():
-                self.free -= size
-                future.set_result(None)
+    def give(self, size: int) -> None:
+        self.free += min(size, self.total)
+        if self._returned is not None:
+            self._returned.set()
+            self._returned = None
 
 
 def _describe(exc: OSError) -> str:
@@ -102,39 +111,6 @@ def _describe(exc: OSError) -> str:
     if exc.errno and exc.errno in errno.errorcode:
         return os.strerror(exc.errno)
     return str(exc) or type(exc).__name__
-
-
-async def _within(
-    seconds: float | None,
-    step: Awaitable[_T],
-    on_timeout: type[httpx.TimeoutException],
-    request: httpx.Request,
-) -> _T:
-    try:
-        async with asyncio.timeout(seconds):
-            return await step
-    except TimeoutError:
-        raise on_timeout("timed out", request=request) from None
-
-
-class _Body(httpx.AsyncByteStream):
-    def __init__(self, content: bytes) -> None:
-        self._content = content
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        yield self._content
-
-
-@contextlib.contextmanager
-def _protocol_errors(request: httpx.Request) -> Iterator[None]:
-    try:
-        yield
-    except h11.RemoteProtocolError as exc:
-        raise httpx.RemoteProtocolError(
-            str(exc) or "malformed HTTP response", request=request
-        ) from exc
-    except h11.LocalProtocolError as exc:
-        raise httpx.LocalProtocolError(str(exc), request=request) from exc
 
 
 async def _addresses(host: str, port: int) -> list[tuple[int, tuple[str, int]]]:
@@ -150,8 +126,16 @@ async def _addresses(host: str, port: int) -> list[tuple[int, tuple[str, int]]]:
 async def _connect(host: str, port: int) -> socket.socket:
     loop = asyncio.get_running_loop()
     failure: OSError | None = None
-    for family, address in await _addresses(host, port):
-        sock = socket.socket(family, socket.SOCK_STREAM)  # EMFILE surfaces here
+    try:
+        addresses = await _addresses(host, port)
+    except OSError as exc:
+        raise ConnectFailedError(_describe(exc)) from exc
+    for family, address in addresses:
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as exc:
+            out = exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+            raise ConnectFailedError(_describe(exc), out_of_files=out) from exc
         try:
             sock.setblocking(False)
             await loop.sock_connect(sock, address)
@@ -163,137 +147,103 @@ async def _connect(host: str, port: int) -> socket.socket:
             raise
         else:
             return sock
-    raise failure or OSError(errno.EHOSTUNREACH, "no address")
+    if failure is None:
+        raise ConnectFailedError(f"no address for {host}")
+    raise ConnectFailedError(_describe(failure)) from failure
 
 
-class ShortConnectionTransport(httpx.AsyncBaseTransport):
-    """Plain-HTTP requests, each on a fresh connection that is closed after its response.
+class _Parse:
+    """httptools callbacks: the reply's status, framing and body, checked as they come."""
 
-    Honours httpx's ``connect``, ``read`` and ``write`` timeouts (per step, as the default
-    transport does) when they are set. A body over ``max_body_bytes`` is refused with
-    ``RemoteProtocolError`` without being read; bodies are reserved from ``budget`` (by
-    default one of ``max_body_bytes`` for this transport alone). ``https`` is not supported.
-    """
+    def __init__(self, max_body: int) -> None:
+        self.max_body = max_body
+        self.parser = httptools.HttpResponseParser(self)
+        self.done = False
+        self._start()
 
-    def __init__(
-        self, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, budget: ReadBudget | None = None
-    ) -> None:
-        self._max_body_bytes = max_body_bytes
-        self._budget = budget or ReadBudget(max_body_bytes)
+    def _start(self) -> None:
+        self.head_done = False
+        self.declared: int | None = None
+        self.chunked = False
+        self.parts: list[bytes] = []
+        self.size = 0
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        if url.scheme != "http":
-            raise httpx.UnsupportedProtocol(
-                f"only plain http is supported, not {url.scheme!r}", request=request
-            )
-        timeouts = request.extensions.get("timeout", {})
-        try:
-            sock = await _within(
-                timeouts.get("connect"),
-                _connect(url.host, url.port or 80),
-                httpx.ConnectTimeout,
-                request,
-            )
-        except OSError as exc:
-            raise httpx.ConnectError(_describe(exc), request=request) from exc
-        try:
-            return await self._exchange(request, sock, timeouts)
-        finally:
-            sock.close()
-
-    async def _exchange(
-        self, request: httpx.Request, sock: socket.socket, timeouts: dict[str, float | None]
-    ) -> httpx.Response:
-        loop = asyncio.get_running_loop()
-        connection = h11.Connection(h11.CLIENT, max_incomplete_event_size=HEAD_BYTES)
-        headers = [
-            (name, value) for name, value in request.headers.raw if name.lower() != b"connection"
-        ]
-        headers.append((b"Connection", b"close"))
-        content = await request.aread()
-        with _protocol_errors(request):
-            data = connection.send(
-                h11.Request(method=request.method, target=request.url.raw_path, headers=headers)
-            )
-            if content:
-                data += connection.send(h11.Data(data=content)) or b""
-            data += connection.send(h11.EndOfMessage()) or b""
-        try:
-            await _within(
-                timeouts.get("write"),
-                loop.sock_sendall(sock, data or b""),
-                httpx.WriteTimeout,
-                request,
-            )
-        except OSError as exc:
-            raise httpx.WriteError(_describe(exc), request=request) from exc
-
-        async def receive(size: int) -> bytes:
-            try:
-                return await _within(
-                    timeouts.get("read"), loop.sock_recv(sock, size), httpx.ReadTimeout, request
-                )
-            except OSError as exc:
-                raise httpx.ReadError(_describe(exc), request=request) from exc
-
-        # The head, in pieces no bigger than h11 will hold for it.
-        while True:
-            with _protocol_errors(request):
-                event = connection.next_event()
-            if isinstance(event, h11.Response):
-                break
-            if event is h11.NEED_DATA:
-                chunk = await receive(HEAD_BYTES)
-                if not chunk:
-                    raise httpx.RemoteProtocolError(
-                        "server closed the connection without a response", request=request
-                    )
-                with _protocol_errors(request):
-                    connection.receive_data(chunk)
-            elif not isinstance(event, h11.InformationalResponse):  # a 1xx: the answer follows
-                raise httpx.RemoteProtocolError("malformed HTTP response", request=request)
-
-        head = event
-        declared = _content_length(head)
-        if declared is not None and declared > self._max_body_bytes:
-            raise BodyTooLargeError(
-                f"response body of {declared} bytes is over the limit of "
-                f"{self._max_body_bytes} bytes",
-                request=request,
-            )
-        async with self._budget.hold(self._max_body_bytes if declared is None else declared):
-            body = bytearray()
-            while True:
-                with _protocol_errors(request):
-                    event = connection.next_event()
-                if event is h11.NEED_DATA:
-                    chunk = await receive(_BODY_READ_SIZE)
-                    with _protocol_errors(request):
-                        connection.receive_data(chunk)
-                elif isinstance(event, h11.Data):
-                    body += event.data
-                    if len(body) > self._max_body_bytes:
-                        raise BodyTooLargeError(
-                            f"response body over the limit of {self._max_body_bytes} bytes",
-                            request=request,
-                        )
-                elif isinstance(event, h11.EndOfMessage):
-                    break
-                else:
-                    raise httpx.RemoteProtocolError(
-                        "server closed the connection before the response ended", request=request
-                    )
-            return httpx.Response(
-                head.status_code,
-                headers=head.headers.raw_items(),
-                stream=_Body(bytes(body)),
-                extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason},
-            )
-
-
-def _content_length(head: h11.Response) -> int | None:
-    for name, value in head.headers:
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
         if name == b"content-length":
-            return int(value)  # h11 has checked it is a number
-    return None
+            self.declared = int(value)  # llhttp has checked it is a number
+        elif name == b"transfer-encoding" and b"chunked" in value.lower():
+            self.chunked = True
+
+    def on_headers_complete(self) -> None:
+        self.head_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.size += len(body)
+        if self.size <= self.max_body:
+            self.parts.append(body)
+
+    def on_message_complete(self) -> None:
+        if 100 <= self.parser.get_status_code() < 200:  # an interim answer: the reply follows
+            self._start()
+        else:
+            self.done = True
+
+    def feed(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            raise ProtocolError("malformed HTTP reply") from exc
+        if self.declared is not None and self.declared > self.max_body:
+            raise BodyTooLargeError(
+                f"reply of {self.declared} bytes is over the limit of {self.max_body} bytes"
+            )
+        if self.size > self.max_body:
+            raise BodyTooLargeError(f"reply over the limit of {self.max_body} bytes")
+
+
+async def fetch(
+    host: str, port: int, path: str, *, max_body: int, budget: ReadBudget | None = None
+) -> Reply:
+    """GET ``path`` from ``host:port`` on a connection of its own; raises ``FetchError``."""
+    loop = asyncio.get_running_loop()
+    sock = await _connect(host, port)
+    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: {authority}\r\nAccept: application/json\r\n"
+        "User-Agent: morpheus\r\nConnection: close\r\n\r\n"
+    ).encode()
+    reply = _Parse(max_body)
+    taken = 0
+    try:
+        try:
+            await loop.sock_sendall(sock, request)
+        except OSError as exc:
+            raise FetchError(f"cannot send the request ({_describe(exc)})") from exc
+        head_bytes = 0
+        while not reply.done:
+            try:
+                chunk = await loop.sock_recv(sock, READ_BYTES)
+            except OSError as exc:
+                raise FetchError(f"cannot read the reply ({_describe(exc)})") from exc
+            if not chunk:
+                if reply.head_done and reply.declared is None and not reply.chunked:
+                    break  # the body ends with the connection
+                raise ProtocolError(
+                    "server closed the connection before the reply ended"
+                    if head_bytes
+                    else "server closed the connection without a reply"
+                )
+            if not reply.head_done:
+                head_bytes += len(chunk)
+            reply.feed(chunk)
+            if not reply.head_done and head_bytes > HEAD_BYTES:
+                raise ProtocolError(f"reply head over {HEAD_BYTES} bytes")
+            if budget is not None and reply.size > taken:
+                await budget.take(reply.size - taken)
+                taken = reply.size
+        return Reply(reply.parser.get_status_code(), b"".join(reply.parts))
+    finally:
+        sock.close()
+        if budget is not None:
+            budget.give(taken)

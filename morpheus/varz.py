@@ -10,10 +10,18 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Healthz", "JetStreamConfig", "JetStreamStats", "Jsz", "Reply", "Varz", "VarzJetStream"]
+__all__ = [
+    "Healthz",
+    "JetStreamConfig",
+    "JetStreamStats",
+    "Jsz",
+    "Varz",
+    "VarzJetStream",
+    "VarzReply",
+]
 
 
-class Reply(BaseModel):
+class VarzReply(BaseModel):
     """A reply of a monitoring endpoint: only the keys Morpheus reads, types checked strictly."""
 
     model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
@@ -25,28 +33,28 @@ _Int64 = Annotated[int, Field(ge=-(2**63), le=2**64 - 1)]
 _Count = Annotated[int, Field(ge=0, le=2**64 - 1)]
 
 
-class JetStreamConfig(Reply):
+class JetStreamConfig(VarzReply):
     """The JetStream limits a server runs with (0 when JetStream is off)."""
 
     max_memory: _Int64 | None = None
     max_storage: _Int64 | None = None
 
 
-class JetStreamStats(Reply):
+class JetStreamStats(VarzReply):
     """Bytes JetStream currently holds in memory and on disk."""
 
     memory: _Int64
     storage: _Int64
 
 
-class VarzJetStream(Reply):
+class VarzJetStream(VarzReply):
     """The ``jetstream`` section of ``/varz``; empty when JetStream is disabled."""
 
     config: JetStreamConfig | None = None
     stats: JetStreamStats | None = None
 
 
-class Varz(Reply):
+class Varz(VarzReply):
     """The parts of ``/varz`` Morpheus uses."""
 
     server_name: str | None = None
@@ -58,14 +66,14 @@ class Varz(Reply):
     jetstream: VarzJetStream | None = None
 
 
-class Healthz(Reply):
+class Healthz(VarzReply):
     """The body of ``/healthz`` (only its status code decides health)."""
 
     status: str
     error: str | None = None
 
 
-class Jsz(Reply):
+class Jsz(VarzReply):
     """The parts of ``/jsz`` Morpheus uses: JetStream usage and limits."""
 
     disabled: bool = False

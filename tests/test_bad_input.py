@@ -658,7 +658,7 @@ def _varz(**changes: Any) -> bytes:
         ((200, b""), "/varz: malformed JSON"),
         ((200, b"\xff\xfe\x00\x01"), "/varz: malformed JSON"),
         ((200, b"[" * 30_000 + b"]" * 30_000), "/varz: malformed JSON"),
-        ((200, b"[" * 100_000 + b"]" * 100_000), "/varz: response body of 200000 bytes is over"),
+        ((200, b"[" * 100_000 + b"]" * 100_000), "/varz: reply of 200000 bytes is over the limit"),
         ((200, b"null"), "/varz: expected a JSON object"),
         ((200, _varz(cpu=-1.0)), "/varz: bad 'cpu'"),
         ((200, _varz(mem=-1)), "/varz: bad 'mem'"),
@@ -675,7 +675,7 @@ def _varz(**changes: Any) -> bytes:
         ((200, _varz(jetstream="on")), "/varz: bad 'jetstream'"),
         ((200, _varz(jetstream={"stats": {"memory": 1, "storage": 2**70}})), "/varz: bad 'jet"),
         ((503, _varz()), "/varz: HTTP 503"),
-        ((0, b""), "server closed the connection without a response"),
+        ((0, b""), "server closed the connection without a reply"),
     ],
 )
 def test_malformed_nats_replies_make_one_unreachable_sample(

@@ -1,4 +1,4 @@
-"""The short-connection transport against real sockets on loopback.
+"""The short-connection fetch against real sockets on loopback.
 
 Each test runs a tiny asyncio server on 127.0.0.1 (or ::1) that answers with exact bytes, so
 the framings and faults a NATS monitoring port could produce are all real TCP exchanges.
@@ -7,14 +7,23 @@ the framings and faults a NATS monitoring port could produce are all real TCP ex
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-import httpx
 import pytest
 
-from morpheus.transport import ShortConnectionTransport
+from morpheus.transport import (
+    BodyTooLargeError,
+    ConnectFailedError,
+    FetchError,
+    ProtocolError,
+    ReadBudget,
+    Reply,
+    fetch,
+)
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -44,15 +53,16 @@ def canned(response: bytes, seen: Seen | None = None, *, close: bool = True) -> 
     return handle
 
 
-def fetch(
+def get(
     handler: Handler,
     path: str = "/varz",
     *,
     host: str = "127.0.0.1",
-    transport: ShortConnectionTransport | None = None,
+    max_body: int = 1 << 20,
+    budget: ReadBudget | None = None,
     timeout: float = 5.0,
-) -> httpx.Response:
-    """Serve ``handler`` on a loopback port and GET ``path`` from it through the transport."""
+) -> Reply:
+    """Serve ``handler`` on a loopback port and GET ``path`` from it."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -60,25 +70,26 @@ def fetch(
         finally:  # also when the loop ends first: no socket left for the GC to warn about
             writer.close()
 
-    async def run() -> httpx.Response:
+    async def run() -> Reply:
         server = await asyncio.start_server(serve, host, 0)
         port = server.sockets[0].getsockname()[1]
-        url_host = f"[{host}]" if ":" in host else host
         try:
-            async with httpx.AsyncClient(
-                transport=transport or ShortConnectionTransport(), timeout=timeout
-            ) as client:
-                return await client.get(f"http://{url_host}:{port}{path}")
+            async with asyncio.timeout(timeout):
+                return await fetch(host, port, path, max_body=max_body, budget=budget)
         finally:
             server.close()
 
     return asyncio.run(run())
 
 
+def body_json(reply: Reply) -> Any:
+    return json.loads(reply.body)
+
+
 def test_content_length_response_and_request_line() -> None:
     seen = Seen()
     body = b'{"server_name":"n1"}'
-    response = fetch(
+    response = get(
         canned(
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
             + f"Content-Length: {len(body)}\r\n\r\n".encode()
@@ -88,9 +99,7 @@ def test_content_length_response_and_request_line() -> None:
         ),
         "/varz?unused=1",
     )
-    assert response.status_code == 200
-    assert response.json() == {"server_name": "n1"}
-    assert response.headers["content-type"] == "application/json"
+    assert response == Reply(200, body)
     [request] = seen.requests
     assert request.startswith(b"GET /varz?unused=1 HTTP/1.1\r\n")
     lines = request.lower().split(b"\r\n")
@@ -100,42 +109,26 @@ def test_content_length_response_and_request_line() -> None:
 
 
 def test_chunked_response() -> None:
-    response = fetch(
+    response = get(
         canned(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
             b'5\r\n{"a":\r\n3\r\n 1}\r\n0\r\n\r\n'
         )
     )
-    assert response.json() == {"a": 1}
+    assert body_json(response) == {"a": 1}
 
 
 def test_response_delimited_by_close() -> None:
-    response = fetch(canned(b'HTTP/1.0 503 Service Unavailable\r\n\r\n{"status":"unavailable"}'))
-    assert response.status_code == 503
-    assert response.reason_phrase == "Service Unavailable"
-    assert response.json() == {"status": "unavailable"}
-
-
-def test_gzip_body_is_decoded_by_httpx() -> None:
-    import gzip
-
-    body = gzip.compress(b'{"cpu": 1.5}')
-    response = fetch(
-        canned(
-            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n"
-            + f"Content-Length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
-    )
-    assert response.json() == {"cpu": 1.5}
+    response = get(canned(b'HTTP/1.0 503 Service Unavailable\r\n\r\n{"status":"unavailable"}'))
+    assert response.status == 503
+    assert body_json(response) == {"status": "unavailable"}
 
 
 def test_informational_response_is_skipped() -> None:
-    response = fetch(
+    response = get(
         canned(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
     )
-    assert response.status_code == 200
-    assert response.json() == {}
+    assert response == Reply(200, b"{}")
 
 
 def test_ipv6_loopback() -> None:
@@ -147,36 +140,63 @@ def test_ipv6_loopback() -> None:
     except OSError:
         pytest.skip("::1 not configured")
     seen = Seen()
-    response = fetch(canned(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", seen), host="::1")
-    assert response.status_code == 200
+    response = get(canned(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", seen), host="::1")
+    assert response.status == 200
     assert b"\r\nHost: [::1]:" in seen.requests[0]
 
 
 @pytest.mark.parametrize(
     ("response", "message"),
     [
-        (b"", "server closed the connection without a response"),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}", "peer closed connection"),
-        (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", ""),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n", ""),
+        (b"", "server closed the connection without a reply"),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}",
+            "server closed the connection before the reply ended",
+        ),
+        (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "malformed HTTP reply"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n", "malformed HTTP reply"),
+        (b"HTTP/1.1 200 OK\r\nX: " + b"a" * 20_000, "reply head over 8192 bytes"),
     ],
-    ids=["nothing", "short body", "not http", "bad header"],
+    ids=["nothing", "short body", "not http", "bad header", "endless head"],
 )
-def test_broken_responses_are_protocol_errors(response: bytes, message: str) -> None:
-    with pytest.raises(httpx.RemoteProtocolError) as caught:
-        fetch(canned(response))
-    assert message in str(caught.value)
-    assert str(caught.value)  # always says something an operator can read
+def test_broken_replies_are_protocol_errors(response: bytes, message: str) -> None:
+    with pytest.raises(ProtocolError, match=f"^{message}$"):
+        get(canned(response))
 
 
-def test_body_over_the_limit_is_refused() -> None:
-    big = b"x" * 5000
-    transport = ShortConnectionTransport(max_body_bytes=4096)
-    with pytest.raises(httpx.RemoteProtocolError, match="over the limit of 4096 bytes"):
-        fetch(
-            canned(b"HTTP/1.1 200 OK\r\n" + f"Content-Length: {len(big)}\r\n\r\n".encode() + big),
-            transport=transport,
-        )
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n40000000\r\n",
+        b"HTTP/1.1 200 OK\r\n\r\n",
+    ],
+    ids=["declared", "chunked", "until close"],
+)
+def test_body_over_the_limit_is_refused_early(head: bytes) -> None:
+    received = 0
+
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal received
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(head)
+        try:
+            while True:  # until the client hangs up
+                writer.write(b"x" * 65536)
+                await writer.drain()
+                received += 65536
+        except ConnectionError:
+            pass
+
+    with pytest.raises(BodyTooLargeError, match="over the limit of 4096 bytes"):
+        get(endless, max_body=4096)
+    assert received < 64 << 20  # stopped long before the gigabyte
+
+
+def test_body_at_the_limit_is_accepted() -> None:
+    body = b"x" * 4096
+    reply = get(canned(b"HTTP/1.1 200 OK\r\nContent-Length: 4096\r\n\r\n" + body), max_body=4096)
+    assert reply.body == body
 
 
 def test_refused_connection_says_so() -> None:
@@ -185,14 +205,22 @@ def test_refused_connection_says_so() -> None:
         port = sock.getsockname()[1]
 
     async def run() -> None:
-        async with httpx.AsyncClient(transport=ShortConnectionTransport()) as client:
-            await client.get(f"http://127.0.0.1:{port}/varz")
+        await fetch("127.0.0.1", port, "/varz", max_body=1024)
 
-    with pytest.raises(httpx.ConnectError, match=r"^Connection refused$"):
+    with pytest.raises(ConnectFailedError, match=r"^Connection refused$") as caught:
+        asyncio.run(run())
+    assert caught.value.out_of_files is False
+
+
+def test_unknown_name_is_a_connect_failure() -> None:
+    async def run() -> None:
+        await fetch("no-such-host.invalid", 8222, "/varz", max_body=1024)
+
+    with pytest.raises(ConnectFailedError):
         asyncio.run(run())
 
 
-def test_silent_server_times_out_on_read_and_frees_the_socket() -> None:
+def test_silent_server_times_out_and_frees_the_socket() -> None:
     async def run() -> None:
         hung_up = asyncio.Event()
 
@@ -204,11 +232,9 @@ def test_silent_server_times_out_on_read_and_frees_the_socket() -> None:
         server = await asyncio.start_server(hang, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         try:
-            async with httpx.AsyncClient(
-                transport=ShortConnectionTransport(), timeout=httpx.Timeout(5.0, read=0.2)
-            ) as client:
-                with pytest.raises(httpx.ReadTimeout):
-                    await client.get(f"http://127.0.0.1:{port}/varz")
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    await fetch("127.0.0.1", port, "/varz", max_body=1024)
             async with asyncio.timeout(5):  # the client's socket was closed, not leaked
                 await hung_up.wait()
         finally:
@@ -217,10 +243,47 @@ def test_silent_server_times_out_on_read_and_frees_the_socket() -> None:
     asyncio.run(run())
 
 
-def test_https_is_not_supported() -> None:
-    async def run() -> None:
-        async with httpx.AsyncClient(transport=ShortConnectionTransport()) as client:
-            await client.get("https://127.0.0.1:1/varz")
+def test_budget_is_given_back_after_each_reply() -> None:
+    budget = ReadBudget(1 << 20)
+    body = json.dumps({"cpu": 1.5}).encode()
+    reply = get(
+        canned(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)),
+        budget=budget,
+    )
+    assert reply.body == body
+    assert budget.free == budget.total
 
-    with pytest.raises(httpx.UnsupportedProtocol, match="only plain http"):
-        asyncio.run(run())
+
+def test_budget_bounds_bytes_held_at_once() -> None:
+    async def run() -> tuple[int, list[int]]:
+        budget = ReadBudget(100)
+        held = 0
+        most = 0
+        order: list[int] = []
+
+        async def reader(number: int, size: int) -> None:
+            nonlocal held, most
+            await budget.take(size)
+            held += size
+            most = max(most, held)
+            await asyncio.sleep(0.01)
+            held -= size
+            order.append(number)
+            budget.give(size)
+
+        await asyncio.gather(*(reader(number, 40) for number in range(6)))
+        return most, order
+
+    most, order = asyncio.run(run())
+    assert most <= 100
+    assert sorted(order) == list(range(6))
+
+
+def test_budget_of_nothing_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least one byte"):
+        ReadBudget(0)
+
+
+def test_errors_are_fetch_errors() -> None:
+    assert issubclass(ConnectFailedError, FetchError)
+    assert issubclass(BodyTooLargeError, ProtocolError)

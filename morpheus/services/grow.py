@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from morpheus.blueprint import Peer
 from morpheus.errors import GrowFailedError, MorpheusError
@@ -24,19 +25,15 @@ from morpheus.growth import (
     decide,
     judge_node,
 )
-from morpheus.jetstream import RaisedStream, adopt_streams, raise_replicas, read_streams
 from morpheus.models import Forest, ForestStatus, Node, NodeStatus, host_for_url
 from morpheus.monitor import ForestLoad, MonitorTarget, NodeSample, aggregate, poll_nodes
 from morpheus.provider import Provider, load_provider_class
 from morpheus.registry import forest_lock
 from morpheus.services import Context, Progress
-from morpheus.services.provision import (
-    check_first_boot,
-    provision_nodes,
-    reconfigure_nodes,
-    remove_nodes,
-)
 from morpheus.settings import GrowthSettings
+
+if TYPE_CHECKING:
+    from morpheus.jetstream import RaisedStream
 
 #: How long a second ``grow`` waits for the first to finish before giving up.
 LOCK_TIMEOUT_SECONDS = 900.0
@@ -123,6 +120,15 @@ def assess(
 
 def expand(ctx: Context, assessment: Assessment, progress: Progress) -> Expansion:
     """Act on an assessment: add nodes if, under the lock, the decision is still to grow."""
+    # Imported here: `grow` that only looks (the cron run's usual case) starts without them.
+    from morpheus.jetstream import adopt_streams, read_streams
+    from morpheus.services.provision import (
+        check_first_boot,
+        provision_nodes,
+        reconfigure_nodes,
+        remove_nodes,
+    )
+
     registry = ctx.registry
     with forest_lock(ctx.state_dir, assessment.forest.id, timeout=LOCK_TIMEOUT_SECONDS):
         forest = registry.get_forest(assessment.forest.id)
@@ -193,6 +199,8 @@ def _raise_single_replicas(
 
     The nodes are already added: a failure here is a warning, never a rollback.
     """
+    from morpheus.jetstream import raise_replicas
+
     growth = ctx.settings.growth
     replicas = min(growth.stream_replicas, len(nodes))
     if not growth.raise_stream_replicas or len(nodes) < 3:
