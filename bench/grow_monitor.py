@@ -247,9 +247,9 @@ def main() -> None:
             "How: every node is asked under its own deadline with no deadline for the round;"
             " the soft open-file limit is raised to the hard one and the number of nodes asked"
             " at once sized from it (at most 2,048, the memory bound); each request has its own"
-            " short connection read with `sock_recv` and parsed by h11, called directly rather"
-            " than through `httpx.AsyncClient`; `grow` imports what adding nodes needs only"
-            " when it adds them.",
+            " short connection read with `sock_recv` and parsed by httptools (llhttp), with no"
+            " HTTP client layers (about the minimal poller's CPU per request); `grow` imports"
+            " what adding nodes needs only when it adds them.",
         ]
     )
     write_section("## Grow: polling", text)

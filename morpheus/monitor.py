@@ -30,7 +30,6 @@ from morpheus.errors import MorpheusError
 from morpheus.load import ForestLoad, NodeSample, aggregate, clamp_percent
 from morpheus.models import host_for_url
 from morpheus.transport import (
-    HEAD_BYTES,
     READ_BYTES,
     BodyTooLargeError,
     ConnectFailedError,
@@ -254,9 +253,9 @@ _CONNECTIONS_PER_NODE = 2
 _RESERVED_FILES = 64
 # All reply bodies together; every body is reserved from it in full before it is read.
 _BODY_BUDGET = 32 << 20
-# Nodes asked at once, at most: besides the budget, a connection may hold one read and
-# one reply head, and all of those together may take as much memory again as the bodies.
-MAX_CONCURRENCY = _BODY_BUDGET // ((READ_BYTES + HEAD_BYTES) * _CONNECTIONS_PER_NODE)
+# Nodes asked at once, at most: besides the budget, a connection holds at most one read
+# (llhttp keeps no head buffer), and all of those together may take as much again.
+MAX_CONCURRENCY = _BODY_BUDGET // (READ_BYTES * _CONNECTIONS_PER_NODE)
 # A real /varz (the longest reply) of nats-server 2.x with JetStream is about 2.4 KiB
 # standalone and grows by about 175 bytes a peer (measured on 1-, 3- and 5-node clusters,
 # IPv4 loopback; IPv6 addresses are longer): allow far more than that.
