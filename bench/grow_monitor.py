@@ -30,41 +30,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from morpheus.blueprint import RouteCredentials
-from morpheus.models import Capacity, NodeStatus, Ports
-from morpheus.registry import Registry
 from morpheus.testing.cli import cli_environment
+from morpheus.testing.monitors import record_forest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from results import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 2.0
-
-
-def forest_of(state: Path, ports: list[int]) -> str:
-    with Registry.in_state_dir(state) as registry:
-        now = datetime.now(UTC)
-        forest = registry.create_forest(
-            provider="local",
-            size="custom",
-            location=None,
-            run_id="run-bench",
-            credentials=RouteCredentials.generate(),
-            now=now,
-        )
-        for node, port in zip(registry.plan_nodes(forest.id, len(ports), now), ports, strict=True):
-            registry.save_node(
-                node.model_copy(
-                    update={
-                        "host": "127.0.0.1",
-                        "ports": Ports(client=4222, cluster=6222, monitor=port),
-                        "capacity": Capacity(cores=2, memory_bytes=4 << 30),
-                        "status": NodeStatus.ACTIVE,
-                    }
-                )
-            )
-        return forest.id
 
 
 @dataclass
@@ -141,7 +114,7 @@ def simulated(count: int, silent: int, delay: float) -> Iterator[Nodes]:
         ports_file = Path(state) / "ports.json"
         ports_file.write_text(json.dumps(ports))
         try:
-            yield Nodes(Path(state), forest_of(Path(state), ports), ports_file)
+            yield Nodes(Path(state), record_forest(Path(state), ports), ports_file)
         finally:
             monitors.stdin.close()
 

@@ -77,6 +77,14 @@ def size_bytes(size: str) -> int:
     return int(size.removesuffix(unit)) * _SIZE_UNITS[unit]
 
 
+def size_text(size: int) -> str:
+    """``size`` bytes for people, in the largest binary unit it reaches: ``32 MiB``, ``1.5 GiB``."""
+    for unit, factor in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= factor:
+            return f"{size / factor:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{size} bytes"
+
+
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -206,7 +214,7 @@ class NodeBlueprint(Frozen):
         if memory > self.capacity.memory_bytes * 3 // 4:
             raise ValueError(
                 f"JetStream max_memory {self.jetstream.max_memory} is more than 3/4 of the "
-                f"node's {self.capacity.memory_bytes / (1 << 30):.1f} GiB of RAM; "
+                f"node's {size_text(self.capacity.memory_bytes)} of RAM; "
                 "lower the JetStream memory limit (integration.jetstream_max_memory on "
                 "cloud nodes) or use a machine with more RAM"
             )
@@ -214,7 +222,7 @@ class NodeBlueprint(Frozen):
         if disk is not None and size_bytes(self.jetstream.max_file) > disk * 9 // 10:
             raise ValueError(
                 f"JetStream max_file {self.jetstream.max_file} is more than 9/10 of the "
-                f"node's {disk / (1 << 30):.0f} GiB disk; "
+                f"node's {size_text(disk)} disk; "
                 "lower the JetStream file limit (integration.jetstream_max_file on "
                 "cloud nodes) or use a machine with a larger disk"
             )

@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 
-from morpheus.blueprint import NatsInstall, build_blueprint
+from morpheus.blueprint import NatsInstall, build_blueprint, size_text
 from morpheus.errors import TemplateInputError
+from morpheus.models import Capacity
 from morpheus.monitor import MonitorTarget, poll_nodes
 from morpheus.render import delivered_files
 from morpheus.testing.cli import morpheus
@@ -720,3 +721,38 @@ def test_malformed_secondary_endpoints_keep_the_figures(
     assert sample.jetstream_memory_used is None and sample.error and "/jsz" in sample.error
     # Health is the status code alone; no answer at all leaves it unknown.
     assert sample.healthy is {200: True, 500: False, 0: None}[healthz[0]]
+
+
+@pytest.mark.parametrize(
+    ("capacity", "said"),
+    [
+        (Capacity(cores=1, memory_bytes=32_000_000), "node's 30.5 MiB of RAM"),
+        (Capacity(cores=1, memory_bytes=1 << 30), "node's 1 GiB of RAM"),
+        (Capacity(cores=1, memory_bytes=16 << 30, disk_bytes=512 << 20), "node's 512 MiB disk"),
+    ],
+)
+def test_limits_over_a_small_machine_say_its_size_in_sensible_units(
+    capacity: Capacity, said: str
+) -> None:
+    # Issue 16 item 6: 32 MB of RAM was "0.0 GiB of RAM".
+    with pytest.raises(TemplateInputError, match=re.escape(said)):
+        build_blueprint(
+            forest_id="forest-1",
+            run_id="run-1",
+            node_id="forest-1-node-1",
+            node_name="node-1",
+            index=1,
+            cluster_name="forest-1",
+            host="10.0.0.2",
+            nats=NatsInstall(version="2.10.0"),
+            capacity=capacity,
+        )
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [(0, "0 bytes"), (1023, "1023 bytes"), (1024, "1 KiB"), (32_000_000, "30.5 MiB"),
+     (3 << 29, "1.5 GiB"), (2 << 40, "2 TiB")],
+)  # fmt: skip
+def test_size_text(size: int, text: str) -> None:
+    assert size_text(size) == text

@@ -119,3 +119,20 @@ def test_docs_build_strict(tmp_path: Path) -> None:
     plugins = (tmp_path / "plugins" / "index.html").read_text()
     assert "include:" not in plugins
     assert "_write_private" in plugins
+
+
+def test_every_grow_json_key_is_documented() -> None:
+    # Issue 16 item 6: latency_ms, mem_bytes, cores and max_*_percent were undocumented.
+    from morpheus.growth import GrowthDecision, NodeVerdict
+    from morpheus.load import ForestLoad, NodeSample
+
+    page = (DOCS / "growth.md").read_text()
+    keys = [
+        *(name for name in NodeSample.model_fields if name != "node_name"),
+        *ForestLoad.model_fields,
+        *GrowthDecision.model_fields,
+        *(verdict.value for verdict in NodeVerdict),
+        "verdict",
+    ]
+    missing = [key for key in keys if f"`{key}`" not in page]
+    assert missing == []

@@ -379,3 +379,29 @@ def test_an_existing_forest_is_left_alone(context: Context, tmp_path: Path) -> N
     import_registry(context, plan)
     assert context.registry.get_forest(ours.id).provider == "local"
     assert context.registry.nodes(ours.id) == []
+
+
+def test_forest_whose_nodes_share_an_address_is_skipped(tmp_path: Path) -> None:
+    # Issue 16 item 4: grow polled and counted each copy.
+    path = legacy_file(
+        tmp_path,
+        {
+            "forests": {"forest-1": go_forest("forest-1"), "forest-2": go_forest("forest-2")},
+            "nodes": {
+                "forest-1": [
+                    go_node("101", "forest-1", ip="2a01:4f8::1"),
+                    go_node("102", "forest-1", ip="2a01:4f8::2", ipv4="203.0.113.9"),
+                    go_node("103", "forest-1", ip="2a01:4f8:0:0::1"),  # the same as 101
+                ],
+                "forest-2": [go_node("201", "forest-2", ip="2a01:4f8::1")],  # another forest
+            },
+        },
+    )
+    plan = plan_import(path)
+    assert [p.forest.id for p in plan.forests] == ["forest-2"]
+    [skipped] = plan.skipped
+    assert skipped.forest_id == "forest-1"
+    assert skipped.reason == (
+        "nodes '101' and '103' both have address 2a01:4f8::1; "
+        "remove the stale one from the file and import again"
+    )

@@ -33,6 +33,7 @@ from morpheus.monitor import (
     monitor_url,
     poll_nodes,
 )
+from morpheus.testing.monitors import LoopbackMonitor, loopback_monitor
 
 GIB = 1024**3
 JS_MEMORY = 64 * 1024 * 1024
@@ -745,72 +746,20 @@ def test_monitor_target_validates_port() -> None:
 # --- scale: many nodes, few files, hostile replies (real sockets on 127.0.0.1) ----------------
 
 
-@dataclass
-class LoopbackMonitor:
-    """One loopback port answering as many simulated NATS monitoring ports as are asked."""
-
-    port: int
-    delay: float = 0.0
-    stream: bytes | None = None  # when set, every reply streams this forever instead
-
-    def targets(self, count: int) -> list[MonitorTarget]:
-        return [
-            MonitorTarget(node_name=f"node-{i}", host="127.0.0.1", port=self.port, memory_bytes=GIB)
-            for i in range(count)
-        ]
-
-
 @pytest.fixture
-def loopback_monitor() -> Iterator[LoopbackMonitor]:
-    """Serves from its own thread, so a poll in this process or a child competes only for CPU."""
-    import json
-    import threading
-
-    loop = asyncio.new_event_loop()
-    bodies = {b"/varz": json.dumps(VARZ).encode(), b"/healthz": b'{"status":"ok"}'}
-    monitor = LoopbackMonitor(port=0)
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request = await reader.readuntil(b"\r\n\r\n")
-            await asyncio.sleep(monitor.delay)
-            if monitor.stream is not None:
-                writer.write(monitor.stream)
-                while True:  # until the client hangs up
-                    writer.write(b"x" * 65536)
-                    await writer.drain()
-            body = bodies.get(request.split(b" ")[1], b"{}")
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-            await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    async def start() -> asyncio.Server:
-        return await asyncio.start_server(answer, "127.0.0.1", 0, backlog=4096)
-
-    server = loop.run_until_complete(start())
-    monitor.port = server.sockets[0].getsockname()[1]
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
+def loopback() -> Iterator[LoopbackMonitor]:
+    with loopback_monitor() as monitor:
+        monitor.varz = VARZ
         yield monitor
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        server.close()
-        loop.run_until_complete(server.wait_closed())
-        loop.close()
 
 
 def test_more_nodes_than_once_were_polled_at_once_all_answer(
-    loopback_monitor: LoopbackMonitor,
+    loopback: LoopbackMonitor,
 ) -> None:
     # Issue 16 item 1: 100 at a time under one overall deadline lost nodes that answered in
     # time. Every node now has its own deadline, and there is no deadline for the round.
-    loopback_monitor.delay = 1.5
-    samples = poll(loopback_monitor.targets(400), per_node_timeout=2.5)
+    loopback.delay = 1.5
+    samples = poll(loopback.targets(400), per_node_timeout=2.5)
     assert [s.error for s in samples if not s.reachable] == []
 
 
@@ -878,31 +827,31 @@ def poll_in_child(
     return result
 
 
-def test_low_open_file_limit_is_not_the_nodes_fault(loopback_monitor: LoopbackMonitor) -> None:
+def test_low_open_file_limit_is_not_the_nodes_fault(loopback: LoopbackMonitor) -> None:
     # Issue 16 item 1: with `ulimit -n 128`, 72 of 200 nodes were "not polled".
-    loopback_monitor.delay = 0.6
-    result = poll_in_child(loopback_monitor.port, 200, soft=128, hard=128)
+    loopback.delay = 0.6
+    result = poll_in_child(loopback.port, 200, soft=128, hard=128)
     assert result == {"reachable": 200, "errors": [], "soft": 128}
 
 
 def test_soft_open_file_limit_is_raised_to_the_hard_limit(
-    loopback_monitor: LoopbackMonitor,
+    loopback: LoopbackMonitor,
 ) -> None:
-    loopback_monitor.delay = 0.2
-    result = poll_in_child(loopback_monitor.port, 300, soft=128, hard=4096)
+    loopback.delay = 0.2
+    result = poll_in_child(loopback.port, 300, soft=128, hard=4096)
     assert result == {"reachable": 300, "errors": [], "soft": 4096}
 
 
-def test_running_out_of_sockets_asks_again_with_fewer(loopback_monitor: LoopbackMonitor) -> None:
+def test_running_out_of_sockets_asks_again_with_fewer(loopback: LoopbackMonitor) -> None:
     # More nodes at once than the process may open sockets for: the pool shrinks, and no
     # node is blamed for "Too many open files".
-    loopback_monitor.delay = 0.1
-    result = poll_in_child(loopback_monitor.port, 120, soft=80, hard=80, concurrency=120)
+    loopback.delay = 0.1
+    result = poll_in_child(loopback.port, 120, soft=80, hard=80, concurrency=120)
     assert result == {"reachable": 120, "errors": [], "soft": 80}
 
 
-def test_no_socket_at_all_is_an_error_of_this_process(loopback_monitor: LoopbackMonitor) -> None:
-    result = poll_in_child(loopback_monitor.port, 3, soft=64, hard=64, fill=True)
+def test_no_socket_at_all_is_an_error_of_this_process(loopback: LoopbackMonitor) -> None:
+    result = poll_in_child(loopback.port, 3, soft=64, hard=64, fill=True)
     assert result["raised"] == "MorpheusError"
     assert "ulimit -n" in result["message"]
 
@@ -917,15 +866,15 @@ def test_no_socket_at_all_is_an_error_of_this_process(loopback_monitor: Loopback
     ids=["declared 1 GiB", "chunked", "until close"],
 )
 def test_hostile_replies_are_cut_and_memory_stays_bounded(
-    loopback_monitor: LoopbackMonitor, stream: bytes
+    loopback: LoopbackMonitor, stream: bytes
 ) -> None:
     # Issue 16 item 5: 20 nodes streaming 1 GB each took 8 MiB per request (320 MB).
     import tracemalloc
 
-    loopback_monitor.stream = stream
+    loopback.stream = stream
     tracemalloc.start()
     try:
-        samples = poll(loopback_monitor.targets(20), per_node_timeout=10.0)
+        samples = poll(loopback.targets(20), per_node_timeout=10.0)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

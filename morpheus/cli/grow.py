@@ -13,15 +13,17 @@ from morpheus.cli.session import (
     EXIT_BLOCKED,
     EXIT_FAILURE,
     EXIT_GREW,
+    EXIT_OK,
     EXIT_USAGE,
-    confirm,
+    ask,
     fail,
     show_warnings,
     state_of,
 )
 
 if TYPE_CHECKING:
-    from morpheus.monitor import NodeSample
+    from morpheus.growth import NodeVerdict
+    from morpheus.load import NodeSample
     from morpheus.services import Context
     from morpheus.services.grow import Assessment, Expansion
 
@@ -53,9 +55,9 @@ def grow(
 
     CPU and memory are the NATS server's own figures from its monitoring port (process CPU
     over the machine's cores; resident memory over the node's RAM), averaged over the nodes
-    that answer. Exit codes: 0 no growth needed, 10 grew, 11 growth blocked (cooldown,
-    max_nodes, too many unreachable nodes, a one-node forest its provider cannot
-    reconfigure), 1 error, 2 usage.
+    that answer. Exit codes: 0 no growth needed (or declined at the prompt), 10 grew,
+    11 growth blocked (cooldown, max_nodes, too many unreachable nodes, a one-node forest
+    its provider cannot reconfigure), 1 error, 2 usage.
     """
     from morpheus.growth import GrowthAction
     from morpheus.services.grow import Expansion, assess, expand, policy_from
@@ -72,7 +74,9 @@ def grow(
     if assessment.decision.action == GrowthAction.GROW and not dry_run:
         if not (auto or yes):
             count = assessment.decision.nodes_to_add
-            confirm(f"Add {count} node{'s' if count > 1 else ''}?", "pass --yes or --auto")
+            if not ask(f"Add {count} node{'s' if count > 1 else ''}?", "pass --yes or --auto"):
+                out.console().print("Not growing; nothing was added.")
+                raise typer.Exit(EXIT_OK)
         show_progress = not (state.quiet or json_output)
         with out.NodeProgress(enabled=show_progress) as progress:
             expansion = expand(context, assessment, progress)
@@ -111,16 +115,18 @@ def _bar(percent: float | None, width: int = 28) -> str:
     return f"{percent:3.0f}% " + "█" * filled + "░" * (width - filled)
 
 
-def _node_state(sample: NodeSample, assessment: Assessment) -> str:
-    policy = assessment.policy
-    if not sample.reachable:
-        return f"unreachable ({sample.error})"
-    if sample.healthy is False:
-        return "unhealthy"
-    hot = (sample.cpu_percent or 0) > policy.threshold_cpu or (
-        sample.memory_percent or 0
-    ) > policy.threshold_memory
-    return "warning ⚠️" if hot else "healthy"
+def _node_state(sample: NodeSample, verdict: NodeVerdict) -> str:
+    from morpheus.growth import NodeVerdict
+
+    match verdict:
+        case NodeVerdict.UNREACHABLE:
+            return f"unreachable ({sample.error})"
+        case NodeVerdict.HEALTH_UNKNOWN:
+            return f"health unknown ({sample.error})" if sample.error else "health unknown"
+        case NodeVerdict.HOT:
+            return "warning ⚠️"
+        case _:
+            return verdict.value
 
 
 def show_assessment(assessment: Assessment) -> None:
@@ -128,30 +134,32 @@ def show_assessment(assessment: Assessment) -> None:
     console = out.console()
     load = assessment.load
     policy = assessment.policy
+    decision = assessment.decision
     console.print(f"🌲 Forest: {assessment.forest.id}\n", markup=False)
     console.print("Resource Usage (NATS server figures):")
-    cpu_warn = " ⚠️" if (load.cpu_percent or 0) > policy.threshold_cpu else ""
-    mem_warn = " ⚠️" if (load.memory_percent or 0) > policy.threshold_memory else ""
+    cpu_warn = " ⚠️" if decision.cpu_over_threshold else ""
+    mem_warn = " ⚠️" if decision.memory_over_threshold else ""
     console.print(f"  CPU:    {_bar(load.cpu_percent)}{cpu_warn}", markup=False)
     console.print(f"  Memory: {_bar(load.memory_percent)}{mem_warn}\n", markup=False)
     console.print(f"Nodes ({len(assessment.nodes)}):")
     table = out.table("ID", "IP", "CPU", "MEM", "PEERS", "STATUS")
-    for node, sample in zip(assessment.nodes, assessment.samples, strict=True):
+    rows = zip(assessment.nodes, assessment.samples, assessment.verdicts, strict=True)
+    for node, sample, verdict in rows:
         table.add_row(
             node.name,
             node.host or "-",
             out.percent(sample.cpu_percent),
             out.percent(sample.memory_percent),
             "-" if sample.peers is None else str(sample.peers),
-            _node_state(sample, assessment),
+            _node_state(sample, verdict),
         )
     console.print(table)
     console.print("")
-    if load.cpu_percent is not None and load.cpu_percent > policy.threshold_cpu:
+    if decision.cpu_over_threshold:
         console.print(f"⚠️  CPU above {policy.threshold_cpu}% threshold", markup=False)
-    if load.memory_percent is not None and load.memory_percent > policy.threshold_memory:
+    if decision.memory_over_threshold:
         console.print(f"⚠️  Memory above {policy.threshold_memory}% threshold", markup=False)
-    console.print(assessment.decision.message, markup=False)
+    console.print(decision.message, markup=False)
 
 
 def show_growth(
@@ -169,8 +177,11 @@ def show_growth(
                         "name": node.name,
                         "host": node.host,
                         **sample.model_dump(exclude={"node_name"}),
+                        "verdict": verdict.value,
                     }
-                    for node, sample in zip(assessment.nodes, assessment.samples, strict=True)
+                    for node, sample, verdict in zip(
+                        assessment.nodes, assessment.samples, assessment.verdicts, strict=True
+                    )
                 ],
                 "aggregate": assessment.load.model_dump(),
                 "thresholds": {
@@ -184,6 +195,8 @@ def show_growth(
                     "message": decision.message,
                     "nodes_to_add": decision.nodes_to_add,
                     "cooldown_remaining_seconds": decision.cooldown_remaining_seconds,
+                    "cpu_over_threshold": decision.cpu_over_threshold,
+                    "memory_over_threshold": decision.memory_over_threshold,
                 },
                 "nodes_added": [node.name for node in expansion.added],
                 "streams_raised": [

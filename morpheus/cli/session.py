@@ -52,13 +52,18 @@ def show_warnings(warnings: list[str]) -> None:
         typer.echo(f"warning: {warning}", err=True)
 
 
+def ask(question: str, script_hint: str) -> bool:
+    """Yes or no at a terminal (no by default); refuse (exit 2) when no one can answer."""
+    if not sys.stdin.isatty():
+        fail(f"{script_hint} to confirm from a script", EXIT_USAGE)
+    return typer.confirm(question, default=False)
+
+
 def confirm(
     question: str, script_hint: str = "this creates machines that cost money: pass --yes"
 ) -> None:
     """Ask at a terminal; refuse (exit 2) when no one can answer, exit 1 on no."""
-    if not sys.stdin.isatty():
-        fail(f"{script_hint} to confirm from a script", EXIT_USAGE)
-    if not typer.confirm(question, default=False):
+    if not ask(question, script_hint):
         fail("nothing was created", EXIT_FAILURE)
 
 

@@ -56,7 +56,7 @@ def show_status(view: ForestView, output: OutputFormat) -> None:
         elif not sample.reachable:
             nats, peers = "unreachable", "-"
         else:
-            nats = "healthy" if sample.healthy else "unhealthy"
+            nats = {True: "healthy", False: "unhealthy", None: "health unknown"}[sample.healthy]
             peers = f"{sample.peers or 0}/{expected}"
         table.add_row(
             item.node.name,

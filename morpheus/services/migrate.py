@@ -214,6 +214,10 @@ def plan_from(
                     f"{source}: nodes.{key}: node {old_node.id!r} is listed twice"
                 )
             seen.add(old_node.id)
+        shared = _shared_address(nodes)
+        if shared is not None:
+            skipped.append(SkippedForest(old.id, shared))
+            continue
         forest = _forest(old, len(nodes))
         if old.status != "active":
             notes.append(
@@ -231,6 +235,21 @@ def plan_from(
         if node_lists[key]:
             notes.append(f"nodes recorded for {key!r}, a forest the file does not list, are left")
     return ImportPlan(source, tuple(planned), tuple(skipped), tuple(notes))
+
+
+def _shared_address(nodes: list[LegacyNode]) -> str | None:
+    """Why a forest whose nodes share an address is not imported (each would be polled and
+    counted twice; which record is stale only the operator can tell)."""
+    owners: dict[str, str] = {}
+    for node in nodes:
+        for address in {a for a in (node.ip, node.ipv6, node.ipv4) if a}:
+            if address in owners:
+                return (
+                    f"nodes {owners[address]!r} and {node.id!r} both have address {address}; "
+                    "remove the stale one from the file and import again"
+                )
+            owners[address] = node.id
+    return None
 
 
 def _skip_reason(
