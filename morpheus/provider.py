@@ -167,6 +167,17 @@ class Provider(ABC):
         NATS readiness is checked by the core afterwards, the same way for every provider.
         """
 
+    def boot_failure(self, handle: NodeHandle) -> str | None:
+        """Why the node's first boot failed, as the node itself reported it; else ``None``.
+
+        Called every few seconds while the core waits for NATS on a new node, so a failed
+        bootstrap ends the wait at once with its cause instead of at the readiness deadline.
+        Must be cheap and must not raise for a node that is merely slow.  The default knows
+        nothing; ``morpheus.boot_report.failure_in_console`` reads the bootstrap's failure
+        line from a console log.
+        """
+        return None
+
     @abstractmethod
     def list_nodes(self, forest_id: str) -> list[NodeHandle]:
         """The forest's nodes as the platform sees them (found by labels, not the registry)."""

@@ -46,16 +46,32 @@ def wait_nats_ready(
     deadline: float,
     max_interval: float,
     progress: Callable[[str, str], None],
+    boot_failure: Callable[[str], str | None] | None = None,
+    failure_interval: float = 5.0,
 ) -> None:
     """Poll until every target is ready or ``time.monotonic()`` passes ``deadline``.
 
     The poll interval starts short (a loopback node is often ready in a fraction of a
     second) and backs off to ``max_interval`` so a slow cloud boot costs few requests.
+    ``boot_failure(node_id)``, asked about unready nodes at most every ``failure_interval``
+    seconds, ends the wait with its answer when a node reports that its boot failed.
     """
     pending = {target.node_id: target for target in targets}
     said: dict[str, str] = {}
+    next_failure_check = time.monotonic()
+
+    def raise_reported_failure() -> None:
+        nonlocal next_failure_check
+        if boot_failure is None or time.monotonic() < next_failure_check:
+            return
+        next_failure_check = time.monotonic() + failure_interval
+        for node_id in pending:
+            reason = boot_failure(node_id)
+            if reason is not None:
+                raise ReadinessError(f"{node_id}: {reason}")
 
     def all_ready() -> bool | None:
+        raise_reported_failure()
         remaining = deadline - time.monotonic()
         samples = asyncio.run(
             poll_nodes(
@@ -86,6 +102,8 @@ def wait_nats_ready(
             deadline=deadline,
             interval=0.05,
             backoff=2,
-            max_interval=max_interval,
+            max_interval=max_interval
+            if boot_failure is None
+            else min(max_interval, failure_interval),
             timeout_error=stuck,
         )

@@ -219,6 +219,12 @@ def provision_nodes(
         )
         registry.save_node(placed[index])
         progress(handle.node_id, "running")
+    handles_by_node = {handle.node_id: handle for handle in handles}
+
+    def boot_failure(node_id: str) -> str | None:
+        handle = handles_by_node.get(node_id)
+        return provider.boot_failure(handle) if handle is not None else None
+
     wait_nats_ready(
         [
             ReadinessTarget(
@@ -232,6 +238,7 @@ def provision_nodes(
         deadline=deadline,
         max_interval=settings.provisioning.readiness_interval,
         progress=progress,
+        boot_failure=boot_failure,
     )
     active = []
     for node in placed:

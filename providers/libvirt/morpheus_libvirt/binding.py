@@ -76,12 +76,25 @@ def code_name(exc: BaseException) -> str | None:
     return None if code is None else _code_names().get(code, f"VIR_ERR_{code}")
 
 
+def one_line(text: str) -> str:
+    """A multi-line message (QEMU's output inside a libvirt error) as one readable line.
+
+    libvirt passes some lines on with a literal backslash-n between them; both kinds of
+    line break become ``"; "``.
+    """
+    lines = [line.strip() for line in text.replace("\\n", "\n").splitlines()]
+    joined = ""
+    for line in filter(None, lines):
+        joined += line if not joined else (" " if joined.endswith(":") else "; ") + line
+    return joined
+
+
 def describe_error(exc: BaseException) -> str:
     """libvirt's own message with its error code, e.g. ``... (VIR_ERR_NO_DOMAIN, code 42)``."""
     get_message = getattr(exc, "get_error_message", None)
     message = get_message() if callable(get_message) else None
     code = error_code(exc)
-    text = str(message or exc).strip()
+    text = one_line(str(message or exc))
     if code is None:
         return text
     return f"{text} ({_code_names().get(code, 'VIR_ERR_?')}, code {code})"

@@ -153,6 +153,8 @@ class DomainSpec:
     mac: str
     metadata: NodeMetadata
     title: str = ""
+    #: File on the libvirt host that receives everything the serial console prints.
+    console_log: str | None = None
 
 
 def domain_xml(spec: DomainSpec) -> str:
@@ -198,6 +200,9 @@ def domain_xml(spec: DomainSpec) -> str:
 
     serial = _sub(devices, "serial", type="pty")
     _sub(serial, "target", port="0")
+    if spec.console_log:
+        # Written by virtlogd while `virsh console` still works.
+        _sub(serial, "log", file=spec.console_log, append="off")
     console = _sub(devices, "console", type="pty")
     _sub(console, "target", type="serial", port="0")
     rng = _sub(devices, "rng", model="virtio")

@@ -19,9 +19,11 @@ from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
+from morpheus.boot_report import failure_in_console
 from morpheus.errors import ConfigError, PreflightError, ProviderError
 from morpheus.provider import ForestPlan, NodeHandle, PlanLine, Provider, Reservation
 from morpheus.waiting import poll_until
@@ -45,6 +47,7 @@ from morpheus_libvirt.binding import (
     open_connection,
     upload_volume,
 )
+from morpheus_libvirt.kvm_access import kvm_device_problem, qemu_ids
 from morpheus_libvirt.libvirt_xml import (
     DomainSpec,
     NodeMetadata,
@@ -89,6 +92,10 @@ _UNDEFINE_SNAPSHOTS_METADATA = 2
 def volume_names(node_id: str) -> tuple[str, str]:
     """The node's overlay disk and seed ISO volumes."""
     return f"{node_id}.qcow2", f"{node_id}-seed.iso"
+
+
+#: How much of the end of a console log is read when looking for a failed boot.
+_CONSOLE_TAIL_BYTES = 256 * 1024
 
 
 def _utcnow() -> datetime:
@@ -175,6 +182,27 @@ class LibvirtProvider(Provider):
 
     def ipv6_only(self) -> bool:
         return self.network_plan.ipv4 is None
+
+    # console logs -----------------------------------------------------------------------
+
+    def console_log(self, node_id: str) -> Path:
+        """The file on the libvirt host that receives the node's serial console."""
+        return Path(self.settings.console_log_dir) / f"{node_id}-console.log"
+
+    @property
+    def host_is_here(self) -> bool:
+        """Whether the libvirt host is this machine, so its files can be read here."""
+        return urlsplit(self.settings.uri).hostname in (None, "", "localhost")
+
+    def _remove_console_log(self, node_id: str) -> None:
+        """The node's console log, and the QEMU log libvirt keeps beside it (``<node>.log``)."""
+        if self.host_is_here:
+            for path in (
+                self.console_log(node_id),
+                self.console_log(node_id).with_name(f"{node_id}.log"),
+            ):
+                with suppress(OSError):
+                    path.unlink(missing_ok=True)
 
     # connection -------------------------------------------------------------------------
 
@@ -364,6 +392,7 @@ class LibvirtProvider(Provider):
                     domain.destroy()
             with ignoring(NO_DOMAIN):
                 domain.undefineFlags(_UNDEFINE_MANAGED_SAVE | _UNDEFINE_SNAPSHOTS_METADATA)
+        self._remove_console_log(node_id)
         pool = find(connection.storagePoolLookupByName, pool_name, missing=NO_STORAGE_POOL)
         if pool is None:
             return  # no pool, no volumes
@@ -378,7 +407,12 @@ class LibvirtProvider(Provider):
         try:
             with libvirt_errors("check the libvirt host"):
                 connection = self.connection()
-                problem = hypervisor_problem(connection.getCapabilities(), self.settings.virt_type)
+                capabilities = connection.getCapabilities()
+                problem = hypervisor_problem(capabilities, self.settings.virt_type)
+                if problem is None and self.settings.virt_type == "kvm" and self.host_is_here:
+                    # libvirt offers KVM whenever /dev/kvm exists; ask what QEMU will get.
+                    ids = qemu_ids(capabilities, "kvm")
+                    problem = kvm_device_problem(*ids) if ids is not None else None
                 if problem is not None:
                     raise PreflightError(problem)
                 pool = self._pool(connection)
@@ -483,6 +517,7 @@ class LibvirtProvider(Provider):
             mac=node.mac,
             metadata=metadata,
             title=f"Morpheus {blueprint.forest_id} {blueprint.node_name}",
+            console_log=str(self.console_log(node_id)),
         )
         with libvirt_errors(f"create node {node_id}"):
             connection = self.connection()
@@ -565,6 +600,25 @@ class LibvirtProvider(Provider):
             ),
         )
 
+    def boot_failure(self, handle: NodeHandle) -> str | None:
+        """The bootstrap's failure line in the node's serial console log, read when local.
+
+        On a remote libvirt host the log stays there (``status_notes`` says where).
+        """
+        if not self.host_is_here:
+            return None
+        try:
+            with self.console_log(handle.node_id).open("rb") as log:
+                log.seek(0, 2)
+                log.seek(max(0, log.tell() - _CONSOLE_TAIL_BYTES))
+                text = log.read().decode("utf-8", errors="replace")
+        except OSError:
+            return None  # not written yet, or not readable by this user
+        failure = failure_in_console(text)
+        if failure is None:
+            return None
+        return f"{failure.describe()} (serial console: {self.console_log(handle.node_id)})"
+
     def list_nodes(self, forest_id: str) -> list[NodeHandle]:
         with libvirt_errors(f"list the nodes of {forest_id}"):
             connection = self.connection()
@@ -592,7 +646,8 @@ class LibvirtProvider(Provider):
             self._delete(connection, handle.node_id, domain)
 
     def delete_forest_resources(self, forest_id: str) -> None:
-        """Delete the forest's VMs still defined and volumes a failed create left behind.
+        """Delete the forest's VMs still defined, and the volumes and console logs a failed
+        create left behind.
 
         The network stays: every forest on this host shares it.
         """
@@ -601,16 +656,21 @@ class LibvirtProvider(Provider):
         leftover = re.compile(rf"^{re.escape(forest_id)}-node-\d+(?:\.qcow2|-seed\.iso)$")
         with libvirt_errors(f"delete the volumes of {forest_id}"):
             connection = self.connection()
+            domains = [meta for _domain, meta in self._morpheus_domains(connection)]
+            if self.host_is_here:
+                live = {meta.node_id for meta in domains}
+                node_log = re.compile(rf"^({re.escape(forest_id)}-node-\d+)(?:-console)?\.log$")
+                for log in Path(self.settings.console_log_dir).glob(f"{forest_id}-node-*.log"):
+                    found = node_log.match(log.name)
+                    if found is not None and found[1] not in live:
+                        with suppress(OSError):
+                            log.unlink()
             pool = find(
                 connection.storagePoolLookupByName, self.settings.pool, missing=NO_STORAGE_POOL
             )
             if pool is None or not pool.isActive():
                 return
-            in_use = {
-                name
-                for _domain, meta in self._morpheus_domains(connection)
-                for name in meta.volumes
-            }
+            in_use = {name for meta in domains for name in meta.volumes}
             for volume in pool.listAllVolumes(0):
                 name = volume.name()
                 if leftover.match(name) and name not in in_use:
@@ -621,5 +681,6 @@ class LibvirtProvider(Provider):
         return [
             f"libvirt: VMs at {settings.uri} on network {settings.network} "
             f"({settings.ipv6_prefix}), volumes in pool {settings.pool}",
-            f"console of a node: virsh -c {settings.uri} console <node id>",
+            f"console of a node: virsh -c {settings.uri} console <node id>; its log: "
+            f"{settings.console_log_dir}/<node id>-console.log on the libvirt host",
         ]

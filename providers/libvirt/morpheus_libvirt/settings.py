@@ -73,6 +73,15 @@ class LibvirtSettings(BaseModel):
     ipv4_subnet: str | None = Field(
         default=None, description="Also give nodes IPv4 (NAT) from this subnet, e.g. 10.77.0.0/24."
     )
+    console_log_dir: str = Field(
+        default="/var/log/libvirt/qemu",
+        pattern=r"^/\S*$",
+        description=(
+            "Directory on the libvirt host where each node's serial console is logged "
+            "(<node id>-console.log), read to report a failed first boot at once; libvirt's "
+            "own QEMU logs (<node id>.log) are there by default. Teardown removes both."
+        ),
+    )
     profile: str = Field(default="small", description="Which of `profiles` every node gets.")
     profiles: dict[str, MachineProfile] = Field(default_factory=default_profiles)
 

@@ -78,11 +78,12 @@ def volume_contents() -> VolumeContents:
 
 
 @pytest.fixture
-def libvirt_settings(test_driver: str) -> Any:
+def libvirt_settings(test_driver: str, tmp_path: Path) -> Any:
     from morpheus_libvirt.settings import LibvirtSettings, MachineProfile
 
     return LibvirtSettings(
         uri=test_driver,
+        console_log_dir=str(tmp_path / "console-logs"),
         pool=TEST_POOL,
         base_image=BASE_IMAGE,
         ipv4_subnet="10.77.0.0/24",

@@ -69,3 +69,12 @@ def test_plugin_loads_without_the_binding(no_binding: ModuleType) -> None:
     assert "libvirt" in {info.name for info in installed_providers()}
     # Importing the plugin would fail here if it imported libvirt at module level.
     assert load_provider_class("libvirt").name == "libvirt"
+
+
+def test_multi_line_libvirt_errors_read_as_one_line() -> None:
+    from morpheus_libvirt.binding import one_line
+
+    text = "internal error: qemu unexpectedly closed the monitor:\\nline two\n  line three\n"
+    assert one_line(text) == (
+        "internal error: qemu unexpectedly closed the monitor: line two; line three"
+    )

@@ -529,3 +529,93 @@ def test_an_unreachable_libvirt_is_explained(
         pytest.raises(ProviderError, match=r"cannot connect to libvirt at test:///nonexistent"),
     ):
         provider.list_nodes("forest-a")
+
+
+# A failed first boot, as the serial console shows it (cloud-init prefixes every line).
+FAILED_CONSOLE = (
+    "[  161.5] cloud-init[359]: morpheus: setting up node {node} of forest f\n"
+    "[  162.6] cloud-init[359]: morpheus: downloading http://[fd00::1]:8469/n.whl\n"
+    "[  163.1] cloud-init[359]: morpheus: SHA-256 mismatch for http://[fd00::1]:8469/n.whl: "
+    "expected 000, got 859; refusing to install it\n"
+    "[  163.2] cloud-init[359]: morpheus: FAILED while installing nats-server 2.15.1 "
+    "(exit status 1) at 2026-11-30T09:40:02Z; this node does not serve\n"
+)
+
+
+def test_the_serial_console_is_logged_to_a_file(
+    provider: LibvirtProvider, forest: ContractForest
+) -> None:
+    (handle,) = forest.plant(1)
+    serial = ET.fromstring(_domain(provider, handle).XMLDesc(0)).find("devices/serial/log")
+    assert serial is not None
+    assert serial.get("file") == str(provider.console_log(handle.node_id))
+    assert serial.get("append") == "off"
+
+
+def test_a_failed_boot_is_read_from_the_console_log(
+    provider: LibvirtProvider, forest: ContractForest
+) -> None:
+    (handle,) = forest.plant(1)
+    log = provider.console_log(handle.node_id)
+    assert provider.boot_failure(handle) is None  # no log yet
+    log.parent.mkdir(parents=True)
+    log.write_text("[    0.0] Linux version 6.12\n" * 5000)
+    assert provider.boot_failure(handle) is None  # booting, nothing failed
+    with log.open("a") as console:
+        console.write(FAILED_CONSOLE.format(node=handle.node_id))
+    assert provider.boot_failure(handle) == (
+        "bootstrap failed while installing nats-server 2.15.1 (exit status 1) at "
+        "2026-11-30T09:40:02Z: SHA-256 mismatch for http://[fd00::1]:8469/n.whl: expected "
+        f"000, got 859; refusing to install it (serial console: {log})"
+    )
+    provider.delete_node(handle)
+    assert not log.exists()
+
+
+def test_a_remote_host_console_log_is_not_read_here(libvirt_settings: LibvirtSettings) -> None:
+    remote = LibvirtProvider(
+        libvirt_settings.model_copy(update={"uri": "qemu+ssh://lab/system"}), Path("unused")
+    )
+    assert not remote.host_is_here
+    handle = NodeHandle(provider_id="x", node_id="n", forest_id="f", run_id="r", index=1, state="?")
+    assert remote.boot_failure(handle) is None
+
+
+def test_teardown_removes_console_logs_of_nodes_that_are_gone(
+    provider: LibvirtProvider, forest: ContractForest
+) -> None:
+    (handle,) = forest.plant(1)
+    logs = Path(provider.settings.console_log_dir)
+    logs.mkdir()
+    orphan = logs / f"{forest.id}-node-7-console.log"
+    qemu_log = logs / f"{forest.id}-node-7.log"
+    other = logs / "forest-other-node-1-console.log"
+    for path in (orphan, qemu_log, other, provider.console_log(handle.node_id)):
+        path.write_text("boot\n")
+    provider.delete_forest_resources(forest.id)
+    assert sorted(p.name for p in logs.iterdir()) == [other.name]
+
+
+def test_preflight_checks_that_qemu_can_open_dev_kvm(
+    provider: LibvirtProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import morpheus_libvirt.provider as module
+
+    _offer_kvm(provider, monkeypatch)
+    connection = provider.connection()
+    dac = (
+        "<secmodel><model>dac</model><doi>0</doi>"
+        "<baselabel type='kvm'>+64055:+64055</baselabel></secmodel></host>"
+    )
+    caps = connection.getCapabilities().replace("</host>", dac, 1)
+    monkeypatch.setattr(connection, "getCapabilities", lambda: caps)
+    asked: list[tuple[int, int]] = []
+
+    def no_access(uid: int, gid: int) -> str:
+        asked.append((uid, gid))
+        return "QEMU runs as libvirt-qemu (uid 64055) and cannot open /dev/kvm"
+
+    monkeypatch.setattr(module, "kvm_device_problem", no_access)
+    with pytest.raises(PreflightError, match="cannot open /dev/kvm"):
+        provider.preflight(ForestPlan(forest_id=None, node_count=1))
+    assert asked == [(64055, 64055)]

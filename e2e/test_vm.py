@@ -1,0 +1,156 @@
+"""Real forests of virtual machines, driven through the real CLI (marker ``vm``).
+
+Three plants start at once (a one-node forest, a three-node forest, and one whose
+bootstrap must fail); the tests then look at each from the host, grow the three-node
+forest by one node and tear everything down.  Order matters: pytest runs them top down.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from vm_support import Cli, Plant, VmHost, describe, ssh
+
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(2400)]
+
+#: A failed bootstrap must be reported within this long after the node wrote its failure.
+FAIL_FAST_SECONDS = 30.0
+
+
+def monitor(address: str, path: str, port: int = 8222) -> httpx.Response:
+    return httpx.get(f"http://[{address}]:{port}{path}", timeout=10)
+
+
+def wait_for(what: str, check: Any, seconds: float = 180) -> Any:
+    """Poll ``check()`` until it returns something true; fail naming ``what`` at the deadline."""
+    deadline = time.monotonic() + seconds
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except (httpx.HTTPError, AssertionError, subprocess.TimeoutExpired) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(2)
+    raise AssertionError(f"{what} not within {seconds:.0f} s; last: {last!r}")
+
+
+def peers_seen(address: str) -> set[str]:
+    routes = monitor(address, "/routez").json().get("routes") or []
+    return {route["remote_name"] for route in routes}
+
+
+def planted(plant: Plant) -> dict[str, Any]:
+    result = plant.finish()
+    assert result.returncode == 0, describe(result)
+    print(f"planted in {result.seconds:.0f} s")
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
+
+
+def cloud_init_done(host: VmHost, address: str) -> None:
+    status = json.loads(ssh(host, address, "cloud-init status --wait --format json", timeout=300))
+    assert status["status"] == "done", status
+    assert not status.get("errors"), status
+    assert not status.get("recoverable_errors"), status
+
+
+def test_one_node_forest(vm_host: VmHost, plants: dict[str, Plant]) -> None:
+    document = planted(plants["one"])
+    (node,) = document["nodes"]
+    address = node["host"]
+    assert monitor(address, "/healthz").status_code == 200
+    varz = monitor(address, "/varz").json()
+    assert varz["server_name"] == node["id"]
+    assert varz["jetstream"]["config"]["max_memory"] == 256 << 20
+    assert peers_seen(address) == set()  # standalone: no cluster block
+    cloud_init_done(vm_host, address)
+    ready = ssh(vm_host, address, "cat /var/lib/morpheus/ready")
+    assert "nats-server: v" in ready
+
+
+def test_three_node_forest(vm_host: VmHost, plants: dict[str, Plant]) -> None:
+    document = planted(plants["three"])
+    nodes = document["nodes"]
+    assert len(nodes) == 3
+    names = {node["id"] for node in nodes}
+    for node in nodes:
+        address = node["host"]
+        assert monitor(address, "/healthz").status_code == 200, node["id"]
+        assert peers_seen(address) == names - {node["id"]}, node["id"]
+    # One JetStream meta leader, the same for every node, among the forest's nodes.
+    leaders = {monitor(node["host"], "/jsz").json()["meta_cluster"].get("leader") for node in nodes}
+    assert len(leaders) == 1 and leaders <= names, leaders
+    for node in nodes:
+        cloud_init_done(vm_host, node["host"])
+
+
+def test_failed_bootstrap_is_reported_fast(plants: dict[str, Plant]) -> None:
+    result = plants["broken"].finish()
+    assert result.returncode != 0, describe(result)
+    said = " ".join(result.stderr.split())
+    print(f"broken plant ended after {result.seconds:.0f} s: {said}")
+    assert "bootstrap failed while installing nats-server" in said, describe(result)
+    assert "SHA-256 mismatch" in said, describe(result)
+    assert "Traceback" not in result.stderr
+    # The node wrote its own clock's time of failure into the line plant shows.
+    match = re.search(r"\(exit status \d+\) at (\S+Z)", said)
+    assert match is not None, describe(result)
+    failed_at = datetime.fromisoformat(match[1])
+    reported_after = (result.ended - failed_at).total_seconds()
+    print(f"reported {reported_after:.0f} s after the node failed")
+    assert reported_after < FAIL_FAST_SECONDS, describe(result)
+
+
+def test_grow_by_one_node(cli: Cli, plants: dict[str, Plant]) -> None:
+    forest = planted(plants["three"])["forest"]["id"]
+    started = time.monotonic()
+    # Any load is above 1 %: grow now, by one node.
+    result = cli.run("grow", forest, "--threshold", "1", "--yes", timeout=1800)
+    assert result.returncode == 10, describe(result)
+    print(f"grew in {time.monotonic() - started:.0f} s")
+    status = cli.json("status", forest)
+    nodes = status["nodes"]
+    assert len(nodes) == 4, status
+    names = {node["id"] for node in nodes}
+    for node in nodes:
+        wait_for(
+            f"{node['id']} seeing the other three",
+            lambda node=node: peers_seen(node["host"]) == names - {node["id"]},
+            seconds=120,
+        )
+        assert monitor(node["host"], "/healthz").status_code == 200
+
+
+def test_teardown_leaves_nothing(vm_host: VmHost, cli: Cli, plants: dict[str, Plant]) -> None:
+    forests = [forest["id"] for forest in cli.json("list")]
+    assert forests, "no forest to tear down"
+    for forest in forests:
+        result = cli.run("teardown", forest, "--yes", timeout=600)
+        assert result.returncode == 0, describe(result)
+    uri = vm_host.libvirt["uri"]
+    domains = subprocess.run(
+        ["virsh", "-c", uri, "list", "--all", "--name"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    volumes = subprocess.run(
+        ["virsh", "-c", uri, "vol-list", vm_host.libvirt["pool"], "--name"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    logs = list(Path("/var/log/libvirt/qemu").glob("forest-*"))
+    for forest in forests:
+        assert not [d for d in domains if d.startswith(forest)], domains
+        assert not [v for v in volumes if v.startswith(forest)], volumes
+        assert not [p for p in logs if p.name.startswith(forest)], logs
+    assert cli.json("list") == []
