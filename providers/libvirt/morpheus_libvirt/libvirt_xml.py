@@ -229,6 +229,24 @@ def network_xml(plan: NetworkPlan) -> str:
     return _text(network)
 
 
+def dns_host_xml(address: str, node_id: str) -> str:
+    """A ``<dns><host>`` record of the network: the claim on ``address`` by ``node_id``."""
+    host = ET.Element("host", ip=address)
+    _sub(host, "hostname", node_id)
+    return ET.tostring(host, encoding="unicode")
+
+
+def dns_hosts(network_xml_text: str) -> dict[str, str]:
+    """The network's DNS host records, address -> first host name."""
+    root = ET.fromstring(network_xml_text)  # noqa: S314 - XML from the libvirt daemon
+    records: dict[str, str] = {}
+    for host in root.findall("dns/host"):
+        address = host.get("ip")
+        if address:
+            records[address] = host.findtext("hostname") or ""
+    return records
+
+
 def network_prefixes(network_xml_text: str) -> set[str]:
     """The networks (``fd00::/64``, ``10.0.0.0/24``) an existing libvirt network serves."""
     root = ET.fromstring(network_xml_text)  # noqa: S314 - XML from the libvirt daemon

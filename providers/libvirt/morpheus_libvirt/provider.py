@@ -27,7 +27,7 @@ from morpheus.boot_report import failure_in_console
 from morpheus.errors import ConfigError, PreflightError, ProviderError
 from morpheus.provider import ForestPlan, NodeHandle, PlanLine, Provider, Reservation
 from morpheus.waiting import poll_until
-from morpheus_libvirt.addresses import NetworkPlan, addresses_of, plan_addresses
+from morpheus_libvirt.addresses import NetworkPlan, NodeAddresses, addresses_of, plan_addresses
 from morpheus_libvirt.base_image import (
     BaseImage,
     download_verified,
@@ -42,6 +42,7 @@ from morpheus_libvirt.binding import (
     OPERATION_INVALID,
     find,
     ignoring,
+    is_libvirt_error,
     libvirt_errors,
     load_libvirt,
     open_connection,
@@ -51,6 +52,8 @@ from morpheus_libvirt.kvm_access import kvm_device_problem, qemu_ids
 from morpheus_libvirt.libvirt_xml import (
     DomainSpec,
     NodeMetadata,
+    dns_host_xml,
+    dns_hosts,
     domain_xml,
     hypervisor_problem,
     network_prefixes,
@@ -84,6 +87,12 @@ _STATE_NAMES = {
     6: "crashed",
     7: "suspended",
 }
+# virNetworkUpdate: add or delete a <dns><host> record, in the running and the saved network.
+_UPDATE_ADD_LAST = 3
+_UPDATE_DELETE = 2
+_SECTION_DNS_HOST = 10
+_UPDATE_LIVE_AND_CONFIG = 3
+_UPDATE_CONFIG = 2
 # Undefine a domain with a managed-save image or snapshots too (values from libvirt's ABI).
 _UNDEFINE_MANAGED_SAVE = 1
 _UNDEFINE_SNAPSHOTS_METADATA = 2
@@ -253,13 +262,13 @@ class LibvirtProvider(Provider):
             with ignoring(NO_STORAGE_VOL):
                 volume.delete(0)
 
-    def _network(self, connection: Any, *, create: bool) -> None:
+    def _network(self, connection: Any, *, create: bool) -> Any | None:
         """Check the morpheus network against the settings; define and start it if asked."""
         plan = self.network_plan
         network = find(connection.networkLookupByName, plan.name, missing=NO_NETWORK)
         if network is None:
             if not create:
-                return
+                return None
             network = connection.networkDefineXML(network_xml(plan))
         served = network_prefixes(network.XMLDesc(0))
         wanted = {str(plan.ipv6)} | ({str(plan.ipv4)} if plan.ipv4 is not None else set())
@@ -276,6 +285,59 @@ class LibvirtProvider(Provider):
                 network.create()
             if not network.autostart():
                 network.setAutostart(1)
+        return network
+
+    # address claims ---------------------------------------------------------------------
+    #
+    # Two plants on one host must not pick the same address.  Each node's address is claimed
+    # by a DNS host record on the network (address -> node id): libvirt adds it atomically
+    # and refuses a second record with the same address, whoever asks.  The record goes with
+    # the node; as a bonus the nodes resolve by node id on the bridge.
+
+    @staticmethod
+    def _update_flags(network: Any) -> int:
+        return _UPDATE_LIVE_AND_CONFIG if network.isActive() else _UPDATE_CONFIG
+
+    def _claim(self, network: Any, taken: set[str], node_id: str) -> NodeAddresses:
+        """The lowest free address, claimed for ``node_id``; ``taken`` grows as it looks."""
+        for held, name in dns_hosts(network.XMLDesc(0)).items():
+            if name == node_id:  # left by an earlier attempt at this very node
+                self._release(network, held, node_id)
+        while True:
+            (node,) = plan_addresses(self.network_plan, taken, 1)
+            taken.add(node.host)
+            try:
+                network.update(
+                    _UPDATE_ADD_LAST,
+                    _SECTION_DNS_HOST,
+                    -1,
+                    dns_host_xml(node.host, node_id),
+                    self._update_flags(network),
+                )
+            except Exception as exc:
+                if is_libvirt_error(exc, OPERATION_INVALID):
+                    continue  # claimed by another plant a moment ago: try the next one
+                raise
+            return node
+
+    def _release(self, network: Any, address: str, node_id: str) -> None:
+        with ignoring(OPERATION_INVALID, NO_NETWORK):
+            network.update(
+                _UPDATE_DELETE,
+                _SECTION_DNS_HOST,
+                -1,
+                dns_host_xml(address, node_id),
+                self._update_flags(network),
+            )
+
+    def _release_claims(self, connection: Any, keep: Callable[[str], bool]) -> None:
+        """Delete the claims of every node id for which ``keep`` says no."""
+        network = find(connection.networkLookupByName, self.settings.network, missing=NO_NETWORK)
+        if network is None:
+            return
+        for address, node_id in dns_hosts(network.XMLDesc(0)).items():
+            if not keep(node_id):
+                self._release(network, address, node_id)
 
     @staticmethod
     def _morpheus_domains(connection: Any) -> Iterator[tuple[Any, NodeMetadata]]:
@@ -393,6 +455,7 @@ class LibvirtProvider(Provider):
             with ignoring(NO_DOMAIN):
                 domain.undefineFlags(_UNDEFINE_MANAGED_SAVE | _UNDEFINE_SNAPSHOTS_METADATA)
         self._remove_console_log(node_id)
+        self._release_claims(connection, keep=lambda claimant: claimant != node_id)
         pool = find(connection.storagePoolLookupByName, pool_name, missing=NO_STORAGE_POOL)
         if pool is None:
             return  # no pool, no volumes
@@ -456,9 +519,18 @@ class LibvirtProvider(Provider):
     ) -> list[Reservation]:
         with libvirt_errors("reserve node addresses"):
             connection = self.connection()
-            self._network(connection, create=True)
-            taken = self._addresses_in_use(connection)
-        chosen = plan_addresses(self.network_plan, taken, len(node_ids))
+            network = self._network(connection, create=True)
+            assert network is not None
+            taken = {*self._addresses_in_use(connection), *dns_hosts(network.XMLDesc(0))}
+            chosen: list[NodeAddresses] = []
+            try:
+                for node_id in node_ids:
+                    chosen.append(self._claim(network, taken, node_id))
+            except BaseException:
+                for node_id, node in zip(node_ids, chosen, strict=False):
+                    with suppress(Exception):
+                        self._release(network, node.host, node_id)
+                raise
         return [
             Reservation(forest_id=forest_id, node_id=node_id, host=node.host, addresses=node.all)
             for node_id, node in zip(node_ids, chosen, strict=True)
@@ -657,8 +729,12 @@ class LibvirtProvider(Provider):
         with libvirt_errors(f"delete the volumes of {forest_id}"):
             connection = self.connection()
             domains = [meta for _domain, meta in self._morpheus_domains(connection)]
+            live = {meta.node_id for meta in domains}
+            ours = re.compile(rf"^{re.escape(forest_id)}-node-\d+$")
+            self._release_claims(
+                connection, keep=lambda claimant: claimant in live or not ours.match(claimant)
+            )
             if self.host_is_here:
-                live = {meta.node_id for meta in domains}
                 node_log = re.compile(rf"^({re.escape(forest_id)}-node-\d+)(?:-console)?\.log$")
                 for log in Path(self.settings.console_log_dir).glob(f"{forest_id}-node-*.log"):
                     found = node_log.match(log.name)

@@ -28,7 +28,7 @@ import pytest
 import yaml
 from libvirt_support import BASE_IMAGE, TEST_POOL, VolumeContents, add_base_image, read_seed
 from morpheus_libvirt.binding import libvirt_errors, upload_volume
-from morpheus_libvirt.libvirt_xml import read_node_metadata
+from morpheus_libvirt.libvirt_xml import dns_hosts, read_node_metadata
 from morpheus_libvirt.provider import LibvirtProvider, operator_public_keys, volume_names
 from morpheus_libvirt.settings import LibvirtSettings
 
@@ -127,10 +127,50 @@ def test_reserve_creates_the_network_and_plans_distinct_addresses(
     assert first[0].addresses == ["fd4d:6f72:7068:1::a", "10.77.0.10"]
     network = provider.connection().networkLookupByName("morpheus")
     assert network.isActive() and network.autostart()
-    # Nodes already defined hold their addresses; a later reservation skips them.
+    # Reserved addresses and those of defined nodes are held; a later reservation skips them.
     forest.plant(2)
     later = provider.reserve_addresses("forest-b", "run-b", ["forest-b-node-1"])
-    assert later[0].host == "fd4d:6f72:7068:1::c"
+    assert later[0].host == "fd4d:6f72:7068:1::e"
+    provider.delete_forest_resources("forest-a")  # "a-node-*" are no forest's: still held
+    provider.delete_forest_resources("forest-b")
+    assert set(dns_hosts(network.XMLDesc(0)).values()) == {
+        "a-node-1",
+        "a-node-2",
+        *(f"{forest.id}-node-{index}" for index in (1, 2)),
+    }
+
+
+def test_an_address_claimed_meanwhile_by_another_plant_is_skipped(
+    provider: LibvirtProvider,
+) -> None:
+    provider.reserve_addresses("forest-a", "run-a", ["forest-a-node-1"])
+    network = provider.connection().networkLookupByName("morpheus")
+    # Another Morpheus claims ::b between this one's look at the network and its claim.
+    real_xml = network.XMLDesc
+    seen = real_xml(0)
+    network.update(
+        3, 10, -1, "<host ip='fd4d:6f72:7068:1::b'><hostname>x-node-1</hostname></host>", 0
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(network, "XMLDesc", lambda flags: seen)
+        patch.setattr(provider.connection(), "networkLookupByName", lambda name: network)
+        (mine,) = provider.reserve_addresses("forest-b", "run-b", ["forest-b-node-1"])
+    assert mine.host == "fd4d:6f72:7068:1::c"
+    assert dns_hosts(real_xml(0)) == {
+        "fd4d:6f72:7068:1::a": "forest-a-node-1",
+        "fd4d:6f72:7068:1::b": "x-node-1",
+        "fd4d:6f72:7068:1::c": "forest-b-node-1",
+    }
+
+
+def test_a_deleted_node_releases_its_address(
+    provider: LibvirtProvider, forest: ContractForest
+) -> None:
+    (handle,) = forest.plant(1)
+    network = provider.connection().networkLookupByName("morpheus")
+    assert dns_hosts(network.XMLDesc(0)) == {handle.host: handle.node_id}
+    provider.delete_node(handle)
+    assert dns_hosts(network.XMLDesc(0)) == {}
 
 
 def test_a_network_with_other_addresses_is_not_taken_over(
