@@ -25,7 +25,7 @@ _HERE = str(Path(__file__).parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
-from vm_support import STATE_DIR, Cli, Plant, VmHost  # noqa: E402  (needs the sys.path entry)
+from vm_support import STATE_DIR, Cli, ConsoleWatch, Plant, VmHost  # noqa: E402  (needs the sys.path entry)
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +59,14 @@ def _defined_domains(uri: str) -> int:
 
 
 @pytest.fixture(scope="session")
-def plants(cli: Cli, vm_host: VmHost) -> Iterator[dict[str, Plant]]:
+def console_watch(vm_host: VmHost) -> Iterator[ConsoleWatch]:
+    watch = ConsoleWatch(Path(vm_host.libvirt["console_log_dir"]))
+    yield watch
+    watch.stop()
+
+
+@pytest.fixture(scope="session")
+def plants(cli: Cli, vm_host: VmHost, console_watch: ConsoleWatch) -> Iterator[dict[str, Plant]]:
     """The forests of the session: one node, three nodes, and one whose boot must fail.
 
     They boot at the same time, but each plant starts once the one before has defined its

@@ -6,10 +6,10 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,8 +96,8 @@ class Finished:
     stdout: str
     stderr: str
     seconds: float
-    #: Wall-clock time (UTC) when the command had ended, to compare with a node's clock.
-    ended: datetime
+    #: ``time.monotonic()`` when the command had ended.
+    ended_monotonic: float
 
 
 class Plant:
@@ -123,7 +123,7 @@ class Plant:
                 stdout=stdout,
                 stderr=stderr,
                 seconds=time.monotonic() - self.started,
-                ended=datetime.now(UTC),
+                ended_monotonic=time.monotonic(),
             )
         return self._finished
 
@@ -164,3 +164,47 @@ def ssh(host: VmHost, address: str, command: str, timeout: float = 60) -> str:
             f"ssh {address} {command!r} exited {result.returncode}: {result.stderr.strip()}"
         )
     return result.stdout
+
+
+def libvirt_names(uri: str, pool: str) -> tuple[list[str], list[str]]:
+    """Every domain on the host, and every volume of ``pool``, by name (through virsh)."""
+
+    def virsh(*args: str) -> list[str]:
+        listed = subprocess.run(
+            ["virsh", "-q", "-c", uri, *args], capture_output=True, text=True, check=True
+        )
+        return [line.split()[0] for line in listed.stdout.splitlines() if line.strip()]
+
+    return virsh("list", "--all", "--name"), virsh("vol-list", pool)
+
+
+class ConsoleWatch:
+    """Notes, on this host's clock, when a bootstrap failure first shows in a console log.
+
+    A thread reads the logs in ``directory`` every half second while a plant runs, so the
+    test can tell how long after the failure the plant reported it (the guest's own clock
+    drifts under emulation, so its time of failure is not used for that).
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.seen: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.5):
+            for log in self.directory.glob("*-console.log"):
+                if log.name in self.seen:
+                    continue
+                try:
+                    text = log.read_bytes()
+                except OSError:
+                    continue
+                if b"morpheus: FAILED while" in text:
+                    self.seen[log.name] = time.monotonic()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
