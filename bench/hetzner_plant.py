@@ -52,9 +52,8 @@ def skip_readiness(*args: Any, **kwargs: Any) -> None:
 def one_plant(fake: FakeHetzner, state: Path, nodes: int) -> tuple[float, int]:
     """Wall time of plan + plant until every server runs, and the requests it took."""
     settings = Settings(
-        secrets={"hetzner_api_token": fake.token},
         infrastructure={"admin_sources": ["2001:db8:ad::/64"]},
-        providers={"hetzner": {"endpoint": fake.endpoint}},
+        providers={"hetzner": {"endpoint": fake.endpoint, "token": fake.token}},
     )
     fake.time_scale = 1.0
     fake.clear_requests()

@@ -17,7 +17,7 @@ import re
 import sys
 import types
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -178,7 +178,13 @@ def _settings_table(rows: list[SettingRow]) -> list[str]:
     return _table(
         ("key", "type", "default", "environment variable", "description"),
         [
-            (_code(r.key), _cell(r.type), r.default, _code(r.env), _cell(r.description))
+            (
+                _code(r.key),
+                _cell(r.type),
+                r.default,
+                ", ".join(_code(name) for name in r.env.split(", ")),
+                _cell(r.description),
+            )
             for r in rows
         ],
     )
@@ -186,13 +192,18 @@ def _settings_table(rows: list[SettingRow]) -> list[str]:
 
 def provider_settings_models() -> dict[str, type[BaseModel]]:
     """The settings model of each shipped provider that is installed here."""
+    return {name: cls.settings_model for name, cls in provider_classes().items()}
+
+
+def provider_classes() -> dict[str, Any]:
+    """Each shipped provider that is installed here."""
     from morpheus.errors import MorpheusError
     from morpheus.provider import load_provider_class
 
     models = {}
     for name in SHIPPED_PROVIDERS:
         try:
-            models[name] = load_provider_class(name).settings_model
+            models[name] = load_provider_class(name)
         except MorpheusError:
             continue  # not installed in this environment: documented where it is
     return models
@@ -211,8 +222,9 @@ def configuration_reference() -> str:
         "Every key can be set in `config.yaml` (sections below are its top-level keys) or "
         "in the environment as `MORPHEUS_<SECTION>__<KEY>`, which wins over the file. "
         "Lists and mappings in the environment are JSON, e.g. "
-        """`MORPHEUS_INFRASTRUCTURE__LOCATIONS='["hel1"]'`. """
-        "An unknown key is an error.",
+        """`MORPHEUS_INFRASTRUCTURE__ADMIN_SOURCES='["2001:db8::/48"]'`. """
+        "An unknown key is an error. Keys described as deprecated still work until the next "
+        "release, with a warning naming the key that replaces them.",
         "",
     ]
     for name, info in Settings.model_fields.items():
@@ -231,12 +243,19 @@ def configuration_reference() -> str:
         "Each provider validates its own table `providers.<name>`; unknown keys are errors.",
         "",
     ]
-    for provider, model in provider_settings_models().items():
+    for provider, cls in provider_classes().items():
+        model = cls.settings_model
         lines += [f"### `providers.{provider}`", ""]
         doc = (model.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
         if doc:
             lines += [doc, ""]
-        lines += _settings_table(list(setting_rows(model, ("providers", provider))))
+        rows = [
+            replace(row, env=", ".join([row.env, *cls.environment.get(row.key.split(".")[2], ())]))
+            if row.key.split(".")[2] in cls.environment
+            else row
+            for row in setting_rows(model, ("providers", provider))
+        ]
+        lines += _settings_table(rows)
         for where, nested in _nested_models(model):
             lines += [f"#### `providers.{provider}.{where}`", ""]
             nested_doc = (nested.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")

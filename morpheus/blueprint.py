@@ -11,7 +11,7 @@ import ipaddress
 import re
 import secrets
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import quote
 
 from pydantic import (
@@ -29,6 +29,9 @@ from pydantic import (
 from morpheus.errors import TemplateInputError
 from morpheus.models import Capacity, Ports, host_for_url
 from morpheus.validation import describe_validation_error
+
+if TYPE_CHECKING:
+    from morpheus.settings import Settings
 
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")]
 LabelValue = Annotated[
@@ -272,3 +275,35 @@ def labels_for(forest_id: str, node_id: str | None, run_id: str) -> dict[str, st
     if node_id is not None:
         labels["node"] = node_id
     return labels
+
+
+def settings_fields(settings: Settings) -> dict[str, object]:
+    """The blueprint values every node of every forest gets from the configuration.
+
+    Plain dicts: ``build_blueprint`` validates them with everything else, so a bad value is
+    one ``TemplateInputError`` naming the key.
+    """
+    integration = settings.integration
+    nimsforest = None
+    if integration.nimsforest_install:
+        nimsforest = {
+            "download_url": integration.nimsforest_download_url,
+            "sha256": integration.nimsforest_sha256,
+            "registry_url": integration.registry_url,
+            "callback_url": integration.callback_url,
+        }
+    return {
+        "jetstream": {
+            "max_memory": integration.jetstream_max_memory,
+            "max_file": integration.jetstream_max_file,
+        },
+        "nats": {
+            "version": integration.nats_version,
+            "install": integration.nats_install,
+            "download_url": integration.nats_download_url,
+            "sha256": integration.nats_sha256,
+        },
+        "nimsforest": nimsforest,
+        "admin_sources": tuple(settings.infrastructure.admin_sources),
+        "ssh_port": settings.provisioning.ssh_port,
+    }

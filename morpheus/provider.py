@@ -12,17 +12,18 @@ The core never imports a provider module by name; it loads only the one it needs
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from difflib import get_close_matches
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from morpheus.errors import ConfigError, ProviderError, ProviderNotFoundError
+from morpheus.errors import ProviderError, ProviderNotFoundError
 from morpheus.models import Capacity, Ports
-from morpheus.validation import describe_validation_error
+from morpheus.provider_config import ProviderContext, resolve_table
 
 if TYPE_CHECKING:
     from morpheus.blueprint import NodeBlueprint
@@ -95,7 +96,7 @@ class PlanLine:
 class Provider(ABC):
     """Turns node blueprints into running nodes, and finds and deletes what it made.
 
-    Required: ``name``, ``from_settings``, ``create_node``, ``wait_running``, ``list_nodes``,
+    Required: ``name``, ``from_config``, ``create_node``, ``wait_running``, ``list_nodes``,
     ``delete_node``.  Everything a provider creates carries the labels of
     ``morpheus.blueprint.labels_for`` so ``list_nodes`` can answer from the platform itself.
     """
@@ -116,21 +117,33 @@ class Provider(ABC):
     #: The setting that gives nodes IPv4, named when an IPv6-only node cannot reach a host.
     ipv4_setting: ClassVar[str | None] = None
 
+    #: Environment variables that fill a key of this provider's table, first set wins (e.g.
+    #: ``{"token": ("HCLOUD_TOKEN",)}``); ``MORPHEUS_PROVIDERS__<NAME>__<KEY>`` outranks them.
+    environment: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+
     @classmethod
     @abstractmethod
+    def from_config(cls, config: Any, context: ProviderContext) -> Self:
+        """Build the provider from its own validated table (an instance of ``settings_model``)
+        and the core's context: all a provider gets to know of the configuration."""
+
+    @classmethod
     def from_settings(cls, settings: Settings, state_dir: Path) -> Self:
-        """Build the provider from the whole configuration (see ``provider_settings``)."""
+        """The provider as configured: its table validated, the context built (core use)."""
+        return cls.from_config(
+            cls.provider_settings(settings), ProviderContext.from_settings(settings, state_dir)
+        )
 
     @classmethod
     def provider_settings(cls, settings: Settings) -> BaseModel:
         """This provider's validated ``providers.<name>`` table."""
-        raw = settings.providers.get(cls.name, {})
-        try:
-            return cls.settings_model.model_validate(raw)
-        except ValidationError as exc:
-            raise ConfigError(
-                describe_validation_error(exc, prefix=("providers", cls.name))
-            ) from None
+        return resolve_table(cls, settings).values
+
+    @classmethod
+    def environment_value(cls, key: str, variable: str, value: str) -> object:
+        """A value read from one of ``environment``'s variables, checked for ``key``; raise
+        ``ConfigError`` naming ``variable`` when it cannot be used."""
+        return value
 
     def preflight(self, plan: ForestPlan) -> None:  # noqa: B027 - optional hook
         """Check everything that can be checked before anything is created; raise early.

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
+from morpheus.errors import ConfigError
+
 UNKNOWN_KEY = "unknown key; see config.example.yaml for the valid keys"
 
 
@@ -51,3 +53,22 @@ def describe_validation_error(
     more = len(errors) - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     return printable(f"{key}: {message}{suffix}" if key else f"{message}{suffix}")
+
+
+def validate_token(value: str, variable: str) -> str:
+    """A token trimmed of surrounding whitespace, refusing characters no token has."""
+    token = value.strip()
+    for position, char in enumerate(token, start=1):
+        if ord(char) < 32 or ord(char) == 127:
+            raise ConfigError(
+                f"{variable} contains a control character at position {position}; "
+                "copy the token again without it"
+            )
+        if not char.isascii():
+            raise ConfigError(
+                f"{variable} contains a non-ASCII character at position {position}; "
+                "copy the token again without it"
+            )
+    if not token:
+        raise ConfigError(f"{variable} is empty; set it to your API token or unset it")
+    return token

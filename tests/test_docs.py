@@ -66,10 +66,11 @@ def test_configuration_reference_has_the_local_provider(generator: ModuleType) -
 
 def test_configuration_reference_shows_types_defaults_and_rules(generator: ModuleType) -> None:
     page = generator.configuration_reference()
-    assert "| `infrastructure.locations` | list of string | `[fsn1, nbg1, hel1]` |" in page
+    assert "| `providers.hetzner.locations` | list of string | `[fsn1, nbg1, hel1]` |" in page
     assert "| `growth.max_nodes` | integer | `10` |" in page
     assert "at least 1; at most 300" in page
-    assert "| `secrets.hetzner_api_token` | secret string or null | `null` |" in page
+    assert "| `providers.hetzner.token` | secret string or null | `null` |" in page
+    assert "`MORPHEUS_PROVIDERS__HETZNER__TOKEN`, `HCLOUD_TOKEN`, `HETZNER_API_TOKEN`" in page
 
 
 def test_cli_reference_has_every_command_and_option(generator: ModuleType) -> None:

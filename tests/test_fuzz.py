@@ -31,8 +31,9 @@ from morpheus.blueprint import NatsInstall, NodeBlueprint, RouteCredentials, bui
 from morpheus.errors import ConfigError, TemplateInputError
 from morpheus.monitor import Healthz, Jsz, MonitorTarget, NodeSample, Varz, poll_nodes
 from morpheus.render import render_nats_conf, render_user_data
-from morpheus.settings import DEFAULT_NATS_VERSION, Settings, load_settings, validate_token
+from morpheus.settings import DEFAULT_NATS_VERSION, Settings, load_settings
 from morpheus.testing.nats import nats_server_binary
+from morpheus.validation import validate_token
 
 # The isolation fixture is function-scoped and autouse; every example here makes its own
 # files and environment, so sharing one fixture run across a test's examples is fine.

@@ -192,7 +192,7 @@ def test_a_token_in_a_config_others_can_read_is_warned_about(
     tmp_path: Path, token: str, file_mode: int, warned: bool
 ) -> None:
     config = tmp_path / "config.yaml"
-    config.write_text(f"secrets:\n  hetzner_api_token: {token}\n")
+    config.write_text(f"providers:\n  hetzner:\n    token: {token}\n")
     os.chmod(config, file_mode)
     loaded = load_settings(config)
     if warned:
@@ -206,7 +206,7 @@ def test_a_token_in_a_config_others_can_read_is_warned_about(
 @pytest.mark.parametrize(
     "text",
     [
-        "secrets:\n  hetzner_api_token: ${MY_HCLOUD_TOKEN}\n",
+        "providers:\n  hetzner:\n    token: ${MY_HCLOUD_TOKEN}\n",
         "growth:\n  max_nodes: 3\n",
         "secrets: {}\n",
     ],
@@ -225,7 +225,7 @@ def test_the_warning_holds_even_when_the_environment_overrides_the_token(
     tmp_path: Path, token: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = tmp_path / "config.yaml"
-    config.write_text(f"secrets:\n  hetzner_api_token: {token}\n")
+    config.write_text(f"providers:\n  hetzner:\n    token: {token}\n")
     os.chmod(config, 0o604)
     monkeypatch.setenv("HCLOUD_TOKEN", "tok-from-the-environment")
     [warning] = load_settings(config).warnings
@@ -234,7 +234,7 @@ def test_the_warning_holds_even_when_the_environment_overrides_the_token(
 
 def test_the_cli_prints_the_warning(tmp_path: Path, token: str) -> None:
     config = Path("config.yaml")
-    config.write_text(f"secrets:\n  hetzner_api_token: {token}\n")
+    config.write_text(f"providers:\n  hetzner:\n    token: {token}\n")
     os.chmod(config, 0o644)
     result = morpheus("config", "check")
     assert result.returncode == 0

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from morpheus.config_file import config_search_path
 from morpheus.errors import ConfigError
-from morpheus.settings import config_search_path, load_settings
+from morpheus.settings import load_settings
 from morpheus.testing.cli import morpheus
 
 
@@ -78,35 +79,6 @@ def test_variables_are_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv("REG_HOST")
     with pytest.raises(ConfigError, match=r"config.yaml:2: \$\{REG_HOST\} is used but not set"):
         load_settings()
-
-
-def test_token_variables_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    write(tmp_path / "config.yaml", "secrets:\n  hetzner_api_token: from-file\n")
-    token = load_settings().settings.secrets.hetzner_api_token
-    assert token is not None and token.get_secret_value() == "from-file"
-    monkeypatch.setenv("HETZNER_API_TOKEN", "  from-hetzner-var\n")
-    loaded = load_settings()
-    assert loaded.settings.secrets.hetzner_api_token.get_secret_value() == "from-hetzner-var"  # type: ignore[union-attr]
-    monkeypatch.setenv("HCLOUD_TOKEN", "from-hcloud-var")
-    loaded = load_settings()
-    assert loaded.settings.secrets.hetzner_api_token.get_secret_value() == "from-hcloud-var"  # type: ignore[union-attr]
-    assert loaded.sources["secrets.hetzner_api_token"] == "env HCLOUD_TOKEN"
-
-
-@pytest.mark.parametrize(
-    ("value", "problem"),
-    [
-        ("abc\x07def", "control character at position 4"),
-        ("abcdéf", "non-ASCII character at position 5"),
-    ],
-)
-def test_bad_token_characters_are_named(
-    monkeypatch: pytest.MonkeyPatch, value: str, problem: str
-) -> None:
-    monkeypatch.setenv("HCLOUD_TOKEN", value)
-    with pytest.raises(ConfigError, match=f"HCLOUD_TOKEN contains a {problem}") as caught:
-        load_settings()
-    assert value not in str(caught.value)
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -28,13 +28,10 @@ def config_check(ctx: typer.Context, output: OutputOption = OutputFormat.table) 
 
 
 def show_config(loaded: LoadedSettings, output: OutputFormat) -> None:
-    values = _flatten(loaded.settings.model_dump(mode="json"))
-    secrets = {key for key in values if key.startswith("secrets.") and values[key] is not None}
-    rows = [
-        (key, "********" if key in secrets else values[key], loaded.sources.get(key, "default"))
-        for key in sorted(values)
-    ]
     from morpheus.install_sources import describe_install_sources
+    from morpheus.services.config import config_rows
+
+    rows = config_rows(loaded)
 
     downloads = describe_install_sources(loaded.settings.integration)
     if out.is_data(output):
@@ -59,13 +56,3 @@ def show_config(loaded: LoadedSettings, output: OutputFormat) -> None:
     console.print("Cloud nodes download at first boot:")
     for program, source in downloads.items():
         console.print(f"  {program}: {source}", markup=False)
-
-
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat

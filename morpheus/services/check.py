@@ -8,15 +8,16 @@ import socket
 from pathlib import Path
 
 from morpheus.errors import MorpheusError
-from morpheus.provider import CheckResult, load_provider_class
-from morpheus.settings import LoadedSettings, load_settings
+from morpheus.provider import CheckResult, Provider, load_provider_class
+from morpheus.provider_config import deprecated_values
+from morpheus.settings import LoadedSettings, cloud_provider_name, load_settings
 
 # An address in Google's public DNS range: connecting a UDP socket to it only asks the
 # kernel for a route, no packet is sent.
 _IPV6_PROBE = ("2001:4860:4860::8888", 53)
 
 
-def check_ipv6() -> CheckResult:
+def check_ipv6(ipv4_setting: str | None = None) -> CheckResult:
     """Whether this machine has a route to the IPv6 internet (IPv6-only nodes need it)."""
     try:
         with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
@@ -28,7 +29,7 @@ def check_ipv6() -> CheckResult:
             "ipv6",
             False,
             f"this machine cannot reach IPv6 addresses ({reason})",
-            "enable IPv6 on this machine or set infrastructure.enable_ipv4: true",
+            "enable IPv6 on this machine" + (f" or set {ipv4_setting}" if ipv4_setting else ""),
         )
     return CheckResult("ipv6", True, f"IPv6 route found (source {source})")
 
@@ -53,10 +54,15 @@ def check_state_dir(directory: Path) -> CheckResult:
     return CheckResult("state", True, f"state directory {directory}")
 
 
-def _cloud_configured(loaded: LoadedSettings) -> bool:
+def _cloud_configured(loaded: LoadedSettings, cloud: type[Provider]) -> bool:
+    """Whether the operator set the cloud provider up: chose it, gave its table or a variable
+    it reads, or still uses a key of the previous release."""
     settings = loaded.settings
-    return settings.secrets.hetzner_api_token is not None or (
-        loaded.sources.get("infrastructure.provider", "default") != "default"
+    return (
+        settings.infrastructure.provider is not None
+        or bool(settings.providers.get(cloud.name))
+        or any(os.environ.get(v) for names in cloud.environment.values() for v in names)
+        or bool(deprecated_values(settings))
     )
 
 
@@ -70,15 +76,23 @@ def run_checks(config: Path | None, state_dir: Path) -> list[CheckResult]:
     where = loaded.path or "no config file (defaults)"
     results.append(CheckResult("config", True, f"valid: {where}"))
     results.append(check_state_dir(state_dir))
-    providers = ["local"]
-    if _cloud_configured(loaded):
-        providers.append(loaded.settings.infrastructure.provider)
+    settings = loaded.settings
+    providers = [settings.infrastructure.local_provider]
+    ipv4_setting: str | None = None
+    try:
+        cloud = load_provider_class(cloud_provider_name(settings))
+        if _cloud_configured(loaded, cloud):
+            providers.append(cloud.name)
+            ipv4_setting = cloud.ipv4_setting
+    except MorpheusError as exc:
+        if settings.infrastructure.provider is not None:
+            results.append(CheckResult(settings.infrastructure.provider, False, str(exc)))
     for name in providers:
         try:
-            provider = load_provider_class(name).from_settings(loaded.settings, state_dir)
+            provider = load_provider_class(name).from_settings(settings, state_dir)
             results.extend(provider.checks())
         except MorpheusError as exc:
             results.append(CheckResult(name, False, str(exc)))
     if len(providers) > 1:
-        results.append(check_ipv6())
+        results.append(check_ipv6(ipv4_setting))
     return results

@@ -23,6 +23,7 @@ from morpheus.services.provision import (
     reservation_of,
 )
 from morpheus.services.teardown import remove_forest
+from morpheus.settings import cloud_provider_name
 
 SIZES = {"small": 1, "medium": 3, "large": 5}
 TWO_NODE_WARNING = (
@@ -63,9 +64,9 @@ class PlantResult:
 def provider_name(target: str, ctx: Context) -> str:
     """``local`` -> the local provider, ``cloud`` -> the configured one, else a provider name."""
     if target == "local":
-        return "local"
+        return ctx.settings.infrastructure.local_provider
     if target == "cloud":
-        return ctx.settings.infrastructure.provider
+        return cloud_provider_name(ctx.settings)
     installed = [info.name for info in installed_providers()]
     if target in installed:
         return target

@@ -14,6 +14,7 @@ from morpheus.blueprint import (
     build_blueprint,
     labels_for,
     route_mesh,
+    settings_fields,
 )
 from morpheus.errors import ForestStateError, MorpheusError, UserDataError
 from morpheus.models import Forest, Node, NodeStatus, Removal
@@ -54,34 +55,11 @@ def blueprint_for(
 def _settings_fields(
     settings: Settings, forest_id: str, run_id: str, cluster_name: str, now: datetime
 ) -> dict[str, object]:
-    integration = settings.integration
-    # Plain dicts: build_blueprint validates them with everything else, so a bad value is
-    # one TemplateInputError naming the key.
-    nimsforest = None
-    if integration.nimsforest_install:
-        nimsforest = {
-            "download_url": integration.nimsforest_download_url,
-            "sha256": integration.nimsforest_sha256,
-            "registry_url": integration.registry_url,
-            "callback_url": integration.callback_url,
-        }
     return {
+        **settings_fields(settings),
         "forest_id": forest_id,
         "run_id": run_id,
         "cluster_name": cluster_name,
-        "jetstream": {
-            "max_memory": integration.jetstream_max_memory,
-            "max_file": integration.jetstream_max_file,
-        },
-        "nats": {
-            "version": integration.nats_version,
-            "install": integration.nats_install,
-            "download_url": integration.nats_download_url,
-            "sha256": integration.nats_sha256,
-        },
-        "nimsforest": nimsforest,
-        "admin_sources": tuple(settings.infrastructure.admin_sources),
-        "ssh_port": settings.provisioning.ssh_port,
         "rendered_at": now,
     }
 

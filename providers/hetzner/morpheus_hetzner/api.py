@@ -55,7 +55,7 @@ TRANSIENT_CODES = frozenset(
 RATE_LIMITED = "rate_limit_exceeded"
 NO_AUTH_MESSAGE = (
     "no Hetzner API token: set HCLOUD_TOKEN (or HETZNER_API_TOKEN), or "
-    "secrets.hetzner_api_token in config.yaml, to a Read & Write token from the Hetzner Cloud "
+    "providers.hetzner.token in config.yaml, to a Read & Write token from the Hetzner Cloud "
     "console (project -> Security -> API tokens)"
 )
 
@@ -299,7 +299,7 @@ class HetznerApi:
             return HetznerError(
                 "the Hetzner API refused the token (unauthorized): create a Read & Write API "
                 "token in the Hetzner Cloud console (project -> Security -> API tokens) and set "
-                "HCLOUD_TOKEN or secrets.hetzner_api_token",
+                "HCLOUD_TOKEN or providers.hetzner.token",
                 code=code,
             )
         if code in ("forbidden", "token_readonly"):

@@ -59,7 +59,7 @@ class Catalogue:
             close = get_close_matches(wanted, names, n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise HetznerPreflightError(
-                f"server type {wanted!r} does not exist{hint}; set infrastructure.server_type "
+                f"server type {wanted!r} does not exist{hint}; set providers.hetzner.server_type "
                 "to one `hcloud server-type list` shows",
                 code="not_found",
             )
@@ -91,7 +91,7 @@ class Catalogue:
             elsewhere = f"; available in: {', '.join(offered)}" if offered else ""
             raise HetznerPreflightError(
                 f"server type {server_type.name} cannot be ordered: {'; '.join(reasons)}"
-                f"{elsewhere}; change infrastructure.server_type or infrastructure.locations",
+                f"{elsewhere}; change providers.hetzner.server_type or providers.hetzner.locations",
                 code="resource_unavailable",
             )
         return usable
@@ -123,7 +123,7 @@ class Catalogue:
         if image is None:
             raise HetznerPreflightError(
                 f"image {name!r} does not exist for {arch} servers like {server_type.name}; "
-                "set infrastructure.image to one `hcloud image list --type system` shows",
+                "set providers.hetzner.image to one `hcloud image list --type system` shows",
                 code="not_found",
             )
         with self._lock:

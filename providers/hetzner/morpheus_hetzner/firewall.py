@@ -53,7 +53,7 @@ def admin_sources(
                 "cannot tell which public address this machine reaches the forest from: it "
                 "has no global IPv6 address"
                 + (" and its IPv4 address is private or missing" if enable_ipv4 else "")
-                + " (nodes are IPv6-only unless infrastructure.enable_ipv4 is set); set "
+                + " (nodes are IPv6-only unless providers.hetzner.enable_ipv4 is set); set "
                 "infrastructure.admin_sources to the networks that may reach SSH and NATS "
                 'monitoring, e.g. ["2001:db8:1:2::/64", "203.0.113.7/32"]',
                 code="admin_sources",

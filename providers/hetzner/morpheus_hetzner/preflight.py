@@ -5,13 +5,11 @@ The pre-flight costs three requests (server type, image, SSH key) and creates no
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from morpheus.blueprint import (
-    NatsInstall,
-    NimsForestApp,
     NodeBlueprint,
     Peer,
     RouteCredentials,
@@ -30,11 +28,8 @@ from morpheus_hetzner.api import (
 )
 from morpheus_hetzner.catalogue import Catalogue
 from morpheus_hetzner.network import label_problems, valid_server_name
-from morpheus_hetzner.settings import DEFAULT_ENDPOINT
+from morpheus_hetzner.settings import DEFAULT_ENDPOINT, HetznerSettings
 from morpheus_hetzner.ssh_keys import ProjectKey
-
-if TYPE_CHECKING:
-    from morpheus.settings import Settings
 
 #: The longest ids a plan may produce, for checks of a plan that has none yet.
 SAMPLE_FOREST = "forest-9999999999-99"
@@ -48,14 +43,16 @@ class Preflight:
         self,
         api: HetznerApi,
         *,
-        settings: Settings,
+        config: HetznerSettings,
+        blueprint_defaults: Mapping[str, object],
         catalogue: Catalogue,
         key: ProjectKey,
         admin_sources: Callable[[], list[str]],
         node_fields: Callable[[], dict[str, Any]],
     ) -> None:
         self._api = api
-        self._settings = settings
+        self._config = config
+        self._blueprint_defaults = blueprint_defaults
         self._catalogue = catalogue
         self._key = key
         self._admin_sources = admin_sources
@@ -84,7 +81,7 @@ class Preflight:
         self._check_user_data(plan)
 
     def plan_lines(self, plan: ForestPlan) -> list[PlanLine]:
-        infra = self._settings.infrastructure
+        config = self._config
         server_type = self._catalogue.server_type()
         usable = self._catalogue.usable_locations(server_type)
         location, later = usable[0], usable[1:]
@@ -98,7 +95,7 @@ class Preflight:
                 f"{server_type.name}: {server_type.cores} vCPU, {server_type.memory_gb:g} GB RAM, "
                 f"{server_type.disk_gb} GB disk ({server_type.architecture})",
             ),
-            PlanLine("image", infra.image),
+            PlanLine("image", config.image),
             PlanLine(
                 "location",
                 location + (f" (then {', '.join(later)} if out of capacity)" if later else ""),
@@ -106,7 +103,7 @@ class Preflight:
             PlanLine(
                 "network",
                 "IPv6 + IPv4 (primary IPv4 addresses are billed extra)"
-                if infra.enable_ipv4
+                if config.enable_ipv4
                 else "IPv6 only: a /64 per node, the node at <prefix>::1",
             ),
             PlanLine(
@@ -190,39 +187,22 @@ class Preflight:
         forest = plan.forest_id or SAMPLE_FOREST
         node_id = f"{forest}-node-{count}"
         peers = tuple(Peer(host=f"2a01:4f8:ffff:{0xF000 + i:x}::1") for i in range(1, count + 1))
-        integration = self._settings.integration
-        nimsforest = None
-        if integration.nimsforest_install:
-            nimsforest = NimsForestApp(
-                download_url=integration.nimsforest_download_url,
-                sha256=integration.nimsforest_sha256,
-                registry_url=integration.registry_url,
-                callback_url=integration.callback_url,
-            )
+        fields: dict[str, Any] = {
+            **self._blueprint_defaults,
+            "forest_id": forest,
+            "run_id": SAMPLE_RUN,
+            "node_id": node_id,
+            "node_name": f"node-{count}",
+            "index": count,
+            "cluster_name": forest,
+            "host": peers[-1].host,
+            "peers": peers,
+            "credentials": RouteCredentials.generate(),
+            "labels": labels_for(forest, node_id, SAMPLE_RUN),
+            **self._node_fields(),
+        }
         try:
-            return build_blueprint(
-                forest_id=forest,
-                run_id=SAMPLE_RUN,
-                node_id=node_id,
-                node_name=f"node-{count}",
-                index=count,
-                cluster_name=forest,
-                host=peers[-1].host,
-                peers=peers,
-                credentials=RouteCredentials.generate(),
-                jetstream={
-                    "max_memory": integration.jetstream_max_memory,
-                    "max_file": integration.jetstream_max_file,
-                },
-                nats=NatsInstall(
-                    version=integration.nats_version,
-                    download_url=integration.nats_download_url,
-                    sha256=integration.nats_sha256,
-                ),
-                nimsforest=nimsforest,
-                labels=labels_for(forest, node_id, SAMPLE_RUN),
-                **self._node_fields(),
-            )
+            return build_blueprint(**fields)
         except TemplateInputError as exc:
             raise HetznerPreflightError(str(exc), code="invalid_input") from exc
 

@@ -20,13 +20,12 @@ twice), and ``list_nodes``/``delete_forest_resources`` find everything by label.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import partial
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import Any, ClassVar, Self
 
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel
 
 from morpheus.blueprint import NodeBlueprint
 from morpheus.models import Ports
@@ -38,7 +37,9 @@ from morpheus.provider import (
     Provider,
     Reservation,
 )
+from morpheus.provider_config import ProviderContext
 from morpheus.render import render_user_data
+from morpheus.validation import validate_token
 from morpheus_hetzner.actions import ActionWatcher
 from morpheus_hetzner.addresses import Addresses
 from morpheus_hetzner.api import HetznerApi, HetznerError
@@ -48,11 +49,13 @@ from morpheus_hetzner.network import detect_admin_sources
 from morpheus_hetzner.placement import PlacementGroups
 from morpheus_hetzner.preflight import Preflight
 from morpheus_hetzner.servers import Servers, Workers
-from morpheus_hetzner.settings import DEFAULT_ENDPOINT, HetznerSettings, resolve_endpoint
+from morpheus_hetzner.settings import (
+    DEFAULT_ENDPOINT,
+    TOKEN_VARIABLES,
+    HetznerSettings,
+    resolve_endpoint,
+)
 from morpheus_hetzner.ssh_keys import ProjectKey
-
-if TYPE_CHECKING:
-    from morpheus.settings import Settings
 
 
 class HetznerProvider(Provider):
@@ -68,35 +71,34 @@ class HetznerProvider(Provider):
     can_reconfigure: ClassVar[bool] = False
     settings_model: ClassVar[type[BaseModel]] = HetznerSettings
     renders_user_data: ClassVar[bool] = True
-    ipv4_setting: ClassVar[str | None] = "infrastructure.enable_ipv4: true"
+    ipv4_setting: ClassVar[str | None] = "providers.hetzner.enable_ipv4: true"
+    environment: ClassVar[Mapping[str, tuple[str, ...]]] = {"token": TOKEN_VARIABLES}
 
     def __init__(
         self,
-        settings: Settings,
         config: HetznerSettings,
+        context: ProviderContext,
         *,
-        token: SecretStr | None,
         endpoint: str,
         detect_admin: Callable[..., list[str]] = detect_admin_sources,
     ) -> None:
-        infra = settings.infrastructure
-        self.settings = settings
         self.config = config
-        self.api = HetznerApi(token, endpoint, config)
+        self.context = context
+        self.api = HetznerApi(config.token, endpoint, config)
         self.actions = ActionWatcher(self.api)
         self._detect_admin = detect_admin
         self._admin_sources: list[str] | None = None
         self.catalogue = Catalogue(
-            self.api, server_type=infra.server_type, locations=infra.locations, image=infra.image
+            self.api, server_type=config.server_type, locations=config.locations, image=config.image
         )
-        self.key = ProjectKey(self.api, name=infra.ssh.key_name, key_path=infra.ssh.key_path)
-        self.addresses = Addresses(self.api, enable_ipv4=infra.enable_ipv4)
+        self.key = ProjectKey(self.api, name=config.ssh_key_name, key_path=context.ssh_key_path)
+        self.addresses = Addresses(self.api, enable_ipv4=config.enable_ipv4)
         self.placement = PlacementGroups(self.api)
         self.firewalls = Firewalls(
             self.api,
             self.actions,
             self.addresses,
-            ssh_port=settings.provisioning.ssh_port,
+            ssh_port=context.ssh_port,
             delete_timeout=config.delete_timeout,
         )
         self.workers = Workers(config.create_concurrency)
@@ -113,7 +115,8 @@ class HetznerProvider(Provider):
         )
         self._preflight = Preflight(
             self.api,
-            settings=settings,
+            config=config,
+            blueprint_defaults=context.blueprint_defaults,
             catalogue=self.catalogue,
             key=self.key,
             admin_sources=self.admin_sources,
@@ -121,15 +124,12 @@ class HetznerProvider(Provider):
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings, state_dir: Path) -> Self:
-        config = cls.provider_settings(settings)
-        assert isinstance(config, HetznerSettings)
-        return cls(
-            settings,
-            config,
-            token=settings.secrets.hetzner_api_token,
-            endpoint=resolve_endpoint(config.endpoint),
-        )
+    def from_config(cls, config: HetznerSettings, context: ProviderContext) -> Self:
+        return cls(config, context, endpoint=resolve_endpoint(config.endpoint))
+
+    @classmethod
+    def environment_value(cls, key: str, variable: str, value: str) -> object:
+        return validate_token(value, variable) if key == "token" else value
 
     def close(self) -> None:
         """Let running creates finish, then close the worker threads and HTTP sessions."""
@@ -142,7 +142,7 @@ class HetznerProvider(Provider):
         self._preflight.check(plan)
 
     def ipv6_only(self) -> bool:
-        return not self.settings.infrastructure.enable_ipv4
+        return not self.config.enable_ipv4
 
     def plan_lines(self, plan: ForestPlan) -> list[PlanLine]:
         return self._preflight.plan_lines(plan)
@@ -152,10 +152,10 @@ class HetznerProvider(Provider):
         return self._preflight.checks()
 
     def status_notes(self) -> list[str]:
-        infra = self.settings.infrastructure
+        config = self.config
         notes = [
-            f"Hetzner: {'IPv6 + IPv4' if infra.enable_ipv4 else 'IPv6-only'} {infra.server_type} "
-            f"servers; SSH as root with the key {infra.ssh.key_name!r}",
+            f"Hetzner: {'IPv6 + IPv4' if config.enable_ipv4 else 'IPv6-only'} "
+            f"{config.server_type} servers; SSH as root with the key {config.ssh_key_name!r}",
         ]
         if self.api.endpoint != DEFAULT_ENDPOINT:
             notes.append(f"Hetzner API endpoint: {self.api.endpoint}")
@@ -165,10 +165,9 @@ class HetznerProvider(Provider):
         """Who may reach SSH and NATS monitoring: ``infrastructure.admin_sources``, else this
         machine's public IPv6 network (and IPv4 address when nodes get IPv4)."""
         if self._admin_sources is None:
-            infra = self.settings.infrastructure
             self._admin_sources = admin_sources(
-                infra.admin_sources,
-                enable_ipv4=infra.enable_ipv4,
+                list(self.context.admin_sources),
+                enable_ipv4=self.config.enable_ipv4,
                 prefix_v6=self.config.admin_prefix_v6,
                 detect=self._detect_admin,
             )
@@ -178,14 +177,12 @@ class HetznerProvider(Provider):
         return {
             "capacity": self.catalogue.server_type().capacity,
             "admin_sources": tuple(self.admin_sources()),
-            "ssh_port": self.settings.provisioning.ssh_port,
+            "ssh_port": self.context.ssh_port,
             "host_firewall": True,
             # Routes are narrowed by the forest's cloud firewall, which follows growth and
             # moves; a booted node's own rules cannot follow them (no apply_blueprint here),
             # so they admit route traffic from anywhere and rely on it plus route auth.
-            "route_sources": ("::/0", "0.0.0.0/0")
-            if self.settings.infrastructure.enable_ipv4
-            else ("::/0",),
+            "route_sources": ("::/0", "0.0.0.0/0") if self.config.enable_ipv4 else ("::/0",),
         }
 
     # reservation and create -------------------------------------------------------------

@@ -203,8 +203,8 @@ class Servers:
                 if not later:
                     raise HetznerError(
                         f"creating {name}: server type {server_type.name} is out of capacity in "
-                        f"{', '.join(tried)}; add locations to infrastructure.locations or pick "
-                        "another infrastructure.server_type",
+                        f"{', '.join(tried)}; add locations to providers.hetzner.locations or pick "
+                        "another providers.hetzner.server_type",
                         code="resource_unavailable",
                     ) from exc
                 slot, blueprint, user_data = self._move(blueprint, slot, later[0])

@@ -7,23 +7,45 @@ import os
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from morpheus.errors import ConfigError
+from morpheus.validation import validate_token
 
 DEFAULT_ENDPOINT = "https://api.hetzner.cloud/v1"
 ENDPOINT_VARIABLE = "HCLOUD_ENDPOINT"
+#: Read as the hcloud CLI reads them, first set wins; they outrank ``providers.hetzner.token``.
+TOKEN_VARIABLES = ("HCLOUD_TOKEN", "HETZNER_API_TOKEN")
 
 
 class HetznerSettings(BaseModel):
-    """``providers.hetzner``: how Morpheus talks to the Hetzner Cloud API.
+    """``providers.hetzner``: what to create on Hetzner Cloud, and how to talk to its API.
 
-    What to create (server type, image, locations, IPv4, SSH key, admin sources) lives in
-    ``infrastructure``; these are the knobs of the API conversation itself.
+    Who may reach the nodes (``infrastructure.admin_sources``), the operator's SSH public key
+    (``infrastructure.ssh.key_path``) and the nodes' SSH port come from the core's context.
     """
 
     model_config = ConfigDict(extra="forbid")
 
+    token: SecretStr | None = Field(
+        default=None,
+        description=f"API token (Read & Write); {' then '.join(TOKEN_VARIABLES)} win over it.",
+    )
+    server_type: str = Field(default="cx23", description="Server type of the nodes.")
+    image: str = Field(default="ubuntu-24.04", description="OS image of the nodes.")
+    locations: list[str] = Field(
+        default_factory=lambda: ["fsn1", "nbg1", "hel1"],
+        min_length=1,
+        description="Locations in order of preference; a node moves on when one is full.",
+    )
+    enable_ipv4: bool = Field(
+        default=False, description="Give nodes IPv4 too (it costs money); else IPv6 only."
+    )
+    ssh_key_name: str = Field(
+        default="morpheus",
+        description="Name of the SSH key in the project; uploaded from the operator's public "
+        "key (infrastructure.ssh.key_path) if missing.",
+    )
     endpoint: str | None = Field(
         default=None,
         description=f"API endpoint; {ENDPOINT_VARIABLE} wins, default {DEFAULT_ENDPOINT}.",
@@ -64,6 +86,13 @@ class HetznerSettings(BaseModel):
         description="Prefix length admitted around this machine's detected IPv6 address "
         "(privacy addresses change within the /64) when infrastructure.admin_sources is empty.",
     )
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _clean_token(cls, value: object) -> object:
+        if isinstance(value, str):
+            return validate_token(value, "providers.hetzner.token")
+        return value
 
 
 def resolve_endpoint(configured: str | None, environ: Mapping[str, str] | None = None) -> str:

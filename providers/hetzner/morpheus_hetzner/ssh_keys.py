@@ -2,52 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import threading
-from collections.abc import Iterable
 from pathlib import Path
 
+from morpheus.errors import ConfigError
+from morpheus.ssh_keys import find_public_key, fingerprint, public_key_candidates
 from morpheus_hetzner.api import HetznerApi, HetznerError, HetznerPreflightError
 from morpheus_hetzner.resources import ident
-
-#: Looked for in ~/.ssh when ``infrastructure.ssh.key_path`` is not set, in this order.
-DEFAULT_PUBLIC_KEYS = ("id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub")
-
-
-def fingerprint(public_key: str) -> str | None:
-    """The MD5 fingerprint Hetzner shows for an OpenSSH public key, or None if it is not one."""
-    parts = public_key.split()
-    if len(parts) < 2 or not parts[0].startswith(("ssh-", "ecdsa-", "sk-")):
-        return None
-    try:
-        blob = base64.b64decode(parts[1], validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    digest = hashlib.md5(blob, usedforsecurity=False).hexdigest()
-    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
-
-
-def public_key_candidates(configured: Path | None, home: Path) -> list[Path]:
-    """Where to find the public key: ``key_path`` itself when it ends in .pub, else that path
-    plus .pub (it names the private key); without it, the usual files in ~/.ssh."""
-    if configured is not None:
-        path = configured.expanduser()
-        return [path] if path.suffix == ".pub" else [Path(f"{path}.pub")]
-    return [home / ".ssh" / name for name in DEFAULT_PUBLIC_KEYS]
-
-
-def read_public_key(candidates: Iterable[Path]) -> tuple[Path, str] | None:
-    """The first candidate that holds an OpenSSH public key, and that key."""
-    for candidate in candidates:
-        try:
-            text = candidate.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError):
-            continue
-        if fingerprint(text) is not None:
-            return candidate, text
-    return None
 
 
 class ProjectKey:
@@ -81,14 +42,17 @@ class ProjectKey:
         """The public key to upload when the project has none by the configured name."""
         if self._public_key is not None:
             return self._public_key
-        candidates = public_key_candidates(self._key_path, Path.home())
-        found = read_public_key(candidates)
+        try:
+            found = find_public_key(self._key_path, Path.home())
+        except ConfigError as exc:
+            raise HetznerPreflightError(str(exc), code="ssh_key") from exc
         if found is None:
+            candidates = public_key_candidates(self._key_path, Path.home())
             tried = ", ".join(str(c) for c in candidates)
             raise HetznerPreflightError(
                 f"no SSH key named {self.name!r} in the Hetzner project and no public key "
                 f"to upload ({tried}); create one with `ssh-keygen -t ed25519` or set "
-                "infrastructure.ssh.key_path / infrastructure.ssh.key_name",
+                "infrastructure.ssh.key_path / providers.hetzner.ssh_key_name",
                 code="ssh_key",
             )
         self._public_key = found
@@ -139,11 +103,14 @@ class ProjectKey:
         if key is None:
             path, _ = self.local()
             return f"{self.name} is not in the project yet; a plant uploads {path}"
-        local = read_public_key(public_key_candidates(self._key_path, Path.home()))
+        try:
+            local = find_public_key(self._key_path, Path.home())
+        except ConfigError:
+            local = None
         if local is not None and fingerprint(local[1]) != key.data_model.fingerprint:
             raise HetznerError(
                 f"the project's SSH key {self.name!r} is not {local[0]}: nodes will not let "
-                "this machine in; set infrastructure.ssh.key_name to a key of yours",
+                "this machine in; set providers.hetzner.ssh_key_name to a key of yours",
                 code="ssh_key",
             )
         return f"{self.name} is in the project" + (f" and matches {local[0]}" if local else "")

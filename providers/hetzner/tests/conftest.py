@@ -91,9 +91,15 @@ def hetzner_settings(fake_hetzner: FakeHetzner, public_key: Path) -> SettingsFac
 
     def build(infrastructure: dict[str, Any] | None = None, **knobs: Any) -> Settings:
         return Settings(
-            secrets={"hetzner_api_token": fake_hetzner.token},
             infrastructure={"admin_sources": [ADMIN_SOURCE], **(infrastructure or {})},
-            providers={"hetzner": {"endpoint": fake_hetzner.endpoint, **FAST_PROVIDER, **knobs}},
+            providers={
+                "hetzner": {
+                    "endpoint": fake_hetzner.endpoint,
+                    "token": fake_hetzner.token,
+                    **FAST_PROVIDER,
+                    **knobs,
+                }
+            },
         )
 
     return build

@@ -72,7 +72,7 @@ def test_github_on_ipv6_only_nodes_is_refused_with_the_way_out(
     assert result.returncode == 1
     assert f"integration.{key} is on github.com, which has no IPv6 address" in result.stderr
     assert "mirror reachable over IPv6" in result.stderr
-    assert "infrastructure.enable_ipv4: true" in result.stderr
+    assert "providers.hetzner.enable_ipv4: true" in result.stderr
     assert fake_hetzner.requests == []
 
 
@@ -81,7 +81,7 @@ def test_github_is_fine_when_the_nodes_have_ipv4(
 ) -> None:
     configure(cli_config, nimsforest_download_url=GITHUB_URL, nimsforest_sha256=DIGEST)
     config = yaml.safe_load(cli_config.read_text())
-    config["infrastructure"]["enable_ipv4"] = True
+    config["providers"]["hetzner"]["enable_ipv4"] = True
     cli_config.write_text(yaml.safe_dump(config))
     result = morpheus("plant", "hetzner", "medium", "--dry-run", timeout=60)
     assert result.returncode == 0, result.stderr

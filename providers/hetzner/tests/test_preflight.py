@@ -62,30 +62,30 @@ def test_missing_token(hetzner_factory: ProviderFactory) -> None:
 
 
 def test_unknown_server_type_suggests_close_names(hetzner_factory: ProviderFactory) -> None:
-    error = failure(hetzner_factory(infrastructure={"server_type": "cx24"}))
+    error = failure(hetzner_factory(server_type="cx24"))
     assert error.code == "not_found"
     assert "'cx24' does not exist" in str(error)
     assert "cx23" in str(error)
 
 
 def test_deprecated_server_type(hetzner_factory: ProviderFactory) -> None:
-    error = failure(hetzner_factory(infrastructure={"server_type": "cx11"}))
+    error = failure(hetzner_factory(server_type="cx11"))
     assert "deprecated in fsn1, orderable until 2024-09-06" in str(error)
-    assert "infrastructure.server_type" in str(error)
+    assert "providers.hetzner.server_type" in str(error)
 
 
 def test_server_type_unavailable_in_every_configured_location(
     fake_hetzner: FakeHetzner, hetzner_factory: ProviderFactory
 ) -> None:
     fake_hetzner.set_location_unavailable("fsn1", "cx23")
-    error = failure(hetzner_factory(infrastructure={"locations": ["fsn1", "ash"]}))
+    error = failure(hetzner_factory(locations=["fsn1", "ash"]))
     assert error.code == "resource_unavailable"
     assert "out of capacity in fsn1; not offered in ash" in str(error)
     assert "available in: hel1, nbg1" in str(error)
 
 
 def test_unknown_image(hetzner_factory: ProviderFactory) -> None:
-    error = failure(hetzner_factory(infrastructure={"image": "ubuntu-99.04"}))
+    error = failure(hetzner_factory(image="ubuntu-99.04"))
     assert "image 'ubuntu-99.04' does not exist for x86 servers" in str(error)
 
 
@@ -149,7 +149,7 @@ def test_checks_name_each_problem(
     assert isinstance(hcloud_client, hcloud.Client)
     hcloud_client.ssh_keys.create(name="morpheus", public_key=public_key_line())
     fake_hetzner.set_location_unavailable("fsn1")
-    provider = hetzner_factory(infrastructure={"locations": ["fsn1"], "image": "nope-1"})
+    provider = hetzner_factory(locations=["fsn1"], image="nope-1")
     results = {r.name: r for r in provider.checks()}
     assert results["hetzner token"].ok
     assert not results["hetzner server type"].ok

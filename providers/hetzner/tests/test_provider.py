@@ -118,7 +118,7 @@ def test_servers_are_ipv6_only_labelled_spread_and_firewalled(
 def test_enable_ipv4_reserves_both_addresses(
     fake_hetzner: FakeHetzner, hetzner_factory: ProviderFactory
 ) -> None:
-    provider = hetzner_factory(infrastructure={"enable_ipv4": True})
+    provider = hetzner_factory(enable_ipv4=True)
     made = ContractForest(provider, Settings())
     try:
         (handle,) = plant_running(made, 1)

@@ -24,8 +24,10 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel
 
 from morpheus.boot_report import failure_in_console
-from morpheus.errors import ConfigError, PreflightError, ProviderError
+from morpheus.errors import PreflightError, ProviderError
 from morpheus.provider import ForestPlan, NodeHandle, PlanLine, Provider, Reservation
+from morpheus.provider_config import ProviderContext
+from morpheus.ssh_keys import find_public_key
 from morpheus.waiting import poll_until
 from morpheus_libvirt.addresses import NetworkPlan, NodeAddresses, addresses_of, plan_addresses
 from morpheus_libvirt.base_image import (
@@ -68,7 +70,6 @@ from morpheus_libvirt.settings import LibvirtSettings
 
 if TYPE_CHECKING:
     from morpheus.blueprint import NodeBlueprint
-    from morpheus.settings import Settings
 
 #: Writes bytes into a storage volume: ``(connection, volume, chunks, length)``.
 VolumeUpload = Callable[[Any, Any, Iterable[bytes], int], None]
@@ -111,41 +112,11 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-_PUBLIC_KEY = re.compile(r"^(?:ssh-[a-z0-9-]+|ecdsa-[a-z0-9-]+|sk-[a-z0-9@.-]+) [A-Za-z0-9+/=]+")
-
-
 def operator_public_keys(key_path: Path | None, home: Path) -> tuple[str, ...]:
-    """The SSH key the nodes' default user accepts, so an operator can log in to a VM.
-
-    ``infrastructure.ssh.key_path`` when set (it must be readable), else the first of
-    ``~/.ssh/id_ed25519.pub`` and ``~/.ssh/id_rsa.pub``; with none, nodes take no key and
-    ``virsh console`` shows what they do.
-    """
-    candidates = (
-        [key_path]
-        if key_path is not None
-        else [
-            home / ".ssh" / "id_ed25519.pub",
-            home / ".ssh" / "id_rsa.pub",
-        ]
-    )
-    for path in candidates:
-        try:
-            lines = path.expanduser().read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            if key_path is not None:
-                raise ConfigError(
-                    f"infrastructure.ssh.key_path {path} cannot be read: {exc}"
-                ) from exc
-            continue
-        key = next((line.strip() for line in lines if line.strip()), "")
-        if not _PUBLIC_KEY.match(key):
-            raise ConfigError(
-                f"{path} is not an SSH public key (expected e.g. `ssh-ed25519 AAAA… you@host`); "
-                "point infrastructure.ssh.key_path at the .pub file"
-            )
-        return (key,)
-    return ()
+    """The SSH key the nodes' default user accepts, so an operator can log in to a VM; with
+    none, nodes take no key and ``virsh console`` shows what they do."""
+    found = find_public_key(key_path, home)
+    return () if found is None else (found[1],)
 
 
 class LibvirtProvider(Provider):
@@ -183,11 +154,9 @@ class LibvirtProvider(Provider):
         self._connection: Any = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, state_dir: Path) -> Self:
-        libvirt_settings = cls.provider_settings(settings)
-        assert isinstance(libvirt_settings, LibvirtSettings)
-        keys = operator_public_keys(settings.infrastructure.ssh.key_path, Path.home())
-        return cls(libvirt_settings, state_dir / "libvirt", ssh_public_keys=keys)
+    def from_config(cls, config: LibvirtSettings, context: ProviderContext) -> Self:
+        keys = operator_public_keys(context.ssh_key_path, Path.home())
+        return cls(config, context.state_dir / "libvirt", ssh_public_keys=keys)
 
     def ipv6_only(self) -> bool:
         return self.network_plan.ipv4 is None

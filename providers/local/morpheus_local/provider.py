@@ -27,12 +27,12 @@ from morpheus.blueprint import JetStreamLimits
 from morpheus.errors import ProviderError
 from morpheus.models import Capacity, Ports
 from morpheus.provider import CheckResult, NodeHandle, Provider, Reservation
+from morpheus.provider_config import ProviderContext
 from morpheus.render import render_nats_conf
 from morpheus.waiting import poll_until
 
 if TYPE_CHECKING:
     from morpheus.blueprint import NodeBlueprint
-    from morpheus.settings import Settings
 
 NATS_SERVER_VARIABLE = "MORPHEUS_NATS_SERVER"
 _STOP_GRACE_SECONDS = 10.0
@@ -199,10 +199,8 @@ class LocalProvider(Provider):
         self.root = root
 
     @classmethod
-    def from_settings(cls, settings: Settings, state_dir: Path) -> Self:
-        local = cls.provider_settings(settings)
-        assert isinstance(local, LocalSettings)
-        return cls(local, state_dir / "local")
+    def from_config(cls, config: LocalSettings, context: ProviderContext) -> Self:
+        return cls(config, context.state_dir / "local")
 
     # layout -----------------------------------------------------------------------------
 

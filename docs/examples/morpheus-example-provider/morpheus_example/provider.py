@@ -34,17 +34,21 @@ from morpheus.blueprint import JetStreamLimits
 from morpheus.errors import PreflightError, ProviderError
 from morpheus.models import Capacity, Ports
 from morpheus.provider import ForestPlan, NodeHandle, PlanLine, Provider, Reservation
+from morpheus.provider_config import ProviderContext
 from morpheus.render import render_nats_conf
 
 if TYPE_CHECKING:
     from morpheus.blueprint import NodeBlueprint
-    from morpheus.settings import Settings
 
 _STOP_SECONDS = 10.0
 
 
 class ExampleSettings(BaseModel):
-    """``providers.example`` in config.yaml; unknown keys are refused."""
+    """``providers.example`` in config.yaml: this plugin's own settings model.
+
+    The core validates the table with it (unknown keys refused), ``morpheus config check``
+    shows each key with its source, and the generated configuration reference documents it.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -104,10 +108,9 @@ class ExampleProvider(Provider):
         self._children: set[int] = set()
 
     @classmethod
-    def from_settings(cls, settings: Settings, state_dir: Path) -> Self:
-        own = cls.provider_settings(settings)
-        assert isinstance(own, ExampleSettings)
-        return cls(own, state_dir / "example")
+    def from_config(cls, config: ExampleSettings, context: ProviderContext) -> Self:
+        """Its own validated table, and the core's context (here only the state directory)."""
+        return cls(config, context.state_dir / "example")
 
     # before anything is created ---------------------------------------------------------
 
