@@ -261,7 +261,7 @@ def test_check_names_a_bad_token_without_showing_it(monkeypatch: pytest.MonkeyPa
     ("variable", "value", "expected"),
     [
         ("MORPHEUS_GROWTH", "not json", 'field "growth"'),
-        ("MORPHEUS_INFRASTRUCTURE__LOCATIONS", "fsn1", 'field "infrastructure"'),
+        ("MORPHEUS_INFRASTRUCTURE__ADMIN_SOURCES", "fsn1", 'field "infrastructure"'),
         ("MORPHEUS_PROVIDERS", "[1, 2", 'field "providers"'),
         ("MORPHEUS_GROWTH__MAX_NODES", "9" * 5000, "environment variable MORPHEUS_GROWTH__MAX"),
         ("MORPHEUS_GROWTH__THRESHOLD_CPU", "0", "threshold_cpu: Input should be greater than"),

@@ -14,6 +14,7 @@ from morpheus_hetzner.provider import HetznerProvider
 from morpheus_hetzner.settings import HetznerSettings
 from pydantic import SecretStr
 
+from morpheus.settings import Settings
 from morpheus.testing.contract import ContractForest
 
 
@@ -57,7 +58,7 @@ def test_primary_ips_go_through_the_sdk(
             return _m(self, *args, **kw)
 
         monkeypatch.setattr(PrimaryIPsClient, name, spy)
-    forest = ContractForest(hetzner, hetzner.settings)
+    forest = ContractForest(hetzner, Settings())
     try:
         forest.plant(2)
     finally:
