@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 
 import pytest
 from fakeapi import FakeHetzner
-from hetzner_support import ProviderFactory
+from hetzner_support import ProviderFactory, SettingsFactory
 from morpheus_hetzner.api import HetznerPreflightError
 from morpheus_hetzner.provider import HetznerProvider
 from pydantic import SecretStr
@@ -89,16 +90,21 @@ def test_unknown_image(hetzner_factory: ProviderFactory) -> None:
     assert "image 'ubuntu-99.04' does not exist for x86 servers" in str(error)
 
 
-def test_too_big_user_data(hetzner: HetznerProvider) -> None:
+def test_too_big_user_data(hetzner_settings: SettingsFactory, state_dir: Path) -> None:
     # Compressed user-data fits the largest forest allowed; a URL too random to compress
     # does not.
-    hetzner.settings.integration = IntegrationSettings(
+    settings = hetzner_settings()
+    settings.integration = IntegrationSettings(
         nimsforest_install=True,
         nimsforest_download_url="https://mirror.example.net/nimsforest",
         nimsforest_sha256="e" * 64,
         registry_url=f"https://registry.example.net/{secrets.token_hex(24 * 1024)}",
     )
-    error = failure(hetzner, ForestPlan(forest_id=None, node_count=3))
+    hetzner = HetznerProvider.from_settings(settings, state_dir)
+    try:
+        error = failure(hetzner, ForestPlan(forest_id=None, node_count=3))
+    finally:
+        hetzner.close()
     assert error.code == "user_data"
     assert "more than the 32768 bytes" in str(error)
 
