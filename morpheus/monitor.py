@@ -6,7 +6,9 @@ in the position it was given. Every node has ``per_node_timeout`` seconds from t
 is asked; there is no deadline for the round as a whole, so a forest too big to ask at once
 takes longer rather than losing nodes. What the process itself runs short of is never put
 on a node: the soft open-file limit is raised to the hard one and the number of nodes asked
-at once sized from it, and a node whose socket could not be opened is asked again later.
+at once sized from it, a node whose socket could not be opened is asked again later, and
+time the process was too busy (or too starved of CPU) to read replies is not counted
+against a node's deadline (``morpheus.pacing``).
 
 Memory is bounded by design (see ``morpheus.transport``): a reply longer than a NATS
 monitoring reply of a forest this size can be is refused, and all bodies together share one
@@ -29,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from morpheus.errors import MorpheusError
 from morpheus.load import ForestLoad, NodeSample, aggregate, clamp_percent
 from morpheus.models import host_for_url
+from morpheus.pacing import LoopLag, NodeDeadline, Slots
 from morpheus.transport import (
     READ_BYTES,
     BodyTooLargeError,
@@ -115,19 +118,18 @@ class _OutOfFiles(Exception):
 class _Asker:
     """What every request of one node needs: how to fetch, where, and its deadline."""
 
-    def __init__(self, fetch: Fetch, target: MonitorTarget, timeout: float) -> None:
+    def __init__(self, fetch: Fetch, target: MonitorTarget, deadline: NodeDeadline) -> None:
         self.fetch = fetch
         self.target = target
         self.base = monitor_url(target.host, target.port)
-        self.end = asyncio.get_running_loop().time() + timeout
-        self.timeout = timeout
+        self.deadline = deadline
 
     async def get(self, path: str) -> Reply:
         try:
-            async with asyncio.timeout_at(self.end):
+            async with self.deadline.within():
                 return await self.fetch(self.target.host, self.target.port, path)
         except TimeoutError as exc:
-            reason = f"timed out after {self.timeout:g}s"
+            reason = f"timed out after {self.deadline.timeout:g}s"
             raise _EndpointError(path, reason, answered=False) from exc
         except BodyTooLargeError as exc:
             raise _EndpointError(path, str(exc), answered=True) from exc
@@ -291,27 +293,6 @@ def raise_open_file_limit() -> int | None:
     return None if soft == resource.RLIM_INFINITY else soft
 
 
-class _Slots:
-    """Nodes being asked at once; one fewer each time the process runs out of sockets."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._free = asyncio.Semaphore(size)
-
-    async def acquire(self) -> None:
-        await self._free.acquire()
-
-    def release(self) -> None:
-        self._free.release()
-
-    def retire(self) -> bool:
-        """Keep a held slot out of use for good; False if it was the last one."""
-        if self.size == 1:
-            return False
-        self.size -= 1
-        return True
-
-
 def _through_httpx(transport: httpx.AsyncBaseTransport) -> Fetch:
     """Fetch through an httpx transport: the seam where tests put ``respx`` mocks."""
     import httpx
@@ -343,7 +324,8 @@ async def poll_nodes(
 
     Up to ``concurrency`` nodes are asked at once (by default as many as the open-file limit,
     raised first, and the memory bound allow), each for its endpoints in parallel. A node has
-    ``per_node_timeout`` seconds from the moment it is asked. ``transport`` is the test seam
+    ``per_node_timeout`` seconds from the moment it is asked, not counting time this process
+    was too busy to read its replies (see ``morpheus.pacing``). ``transport`` is the test seam
     (an httpx transport, e.g. respx's); by default each request has its own short connection
     (see ``morpheus.transport``).
 
@@ -364,14 +346,15 @@ async def poll_nodes(
 
     else:
         get = _through_httpx(transport)
-    slots = _Slots(min(concurrency, len(targets)))
+    slots = Slots(min(concurrency, len(targets)))
 
-    async def one(target: MonitorTarget) -> NodeSample:
+    async def one(target: MonitorTarget, lag: LoopLag) -> NodeSample:
         while True:
             await slots.acquire()
             retired = False
             try:
-                return await _poll_node(_Asker(get, target, per_node_timeout), target)
+                deadline = NodeDeadline(per_node_timeout, lag)
+                return await _poll_node(_Asker(get, target, deadline), target)
             except _OutOfFiles:
                 retired = slots.retire()
                 if not retired:
@@ -383,4 +366,5 @@ async def poll_nodes(
                 if not retired:
                     slots.release()
 
-    return list(await asyncio.gather(*(one(target) for target in targets)))
+    async with LoopLag() as lag:
+        return list(await asyncio.gather(*(one(target, lag) for target in targets)))

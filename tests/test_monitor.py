@@ -934,3 +934,49 @@ def test_aggregate_counts_healthy_only_among_reachable_nodes() -> None:
     assert (load.reachable, load.healthy) == (2, 2)
     load = aggregate([sample("a", 10.0, healthy=None), sample("b", reachable=False, healthy=True)])
     assert load.healthy == 0
+
+
+def test_time_this_process_could_not_run_is_not_counted_against_nodes(
+    loopback: LoopbackMonitor,
+) -> None:
+    # Each node answers within 0.05 s, but the event loop only runs between slices of 0.25 s
+    # in which it is blocked (as when the machine is starved of CPU, or the loop is busy with
+    # thousands of other replies): 1.5 s in all, three times the timeout.
+    loopback.delay = 0.05
+
+    async def scenario() -> list[NodeSample]:
+        async def hog() -> None:
+            for _ in range(6):
+                await asyncio.sleep(0)
+                time.sleep(0.25)  # blocks the loop, on purpose
+
+        hogging = asyncio.create_task(hog())
+        samples = await poll_nodes(loopback.targets(20), per_node_timeout=0.5)
+        await hogging
+        return samples
+
+    samples = asyncio.run(scenario())
+    assert [s.error for s in samples if not s.reachable] == []
+
+
+def test_silent_endpoint_still_times_out_while_the_process_lags(
+    loopback: LoopbackMonitor,
+) -> None:
+    loopback.healthz_status = None  # /healthz never answers
+
+    async def scenario() -> tuple[list[NodeSample], float]:
+        async def hog() -> None:
+            await asyncio.sleep(0.02)
+            time.sleep(0.5)
+
+        hogging = asyncio.create_task(hog())
+        started = time.monotonic()
+        samples = await poll_nodes(loopback.targets(3), per_node_timeout=0.5)
+        elapsed = time.monotonic() - started
+        await hogging
+        return samples, elapsed
+
+    samples, elapsed = asyncio.run(scenario())
+    assert all(s.reachable for s in samples)
+    assert [s.error for s in samples] == ["/healthz: timed out after 0.5s"] * 3
+    assert 0.9 <= elapsed < 3.0  # 0.5 s of its own time plus the 0.5 s the process lost
