@@ -47,6 +47,7 @@ class Nodes:
     state: Path
     forest_id: str
     ports_file: Path
+    cpu: float = 0.0
 
     def grow(self, timeout: float = TIMEOUT) -> list[str]:
         return [
@@ -73,8 +74,9 @@ class Nodes:
     def run(
         self, command: list[str], preexec: Callable[[], None] | None = None
     ) -> tuple[float, dict[str, int]]:
-        """Wall time of one whole run, and its reachable/nodes counts."""
+        """Wall time of one whole run, and its reachable/nodes counts (CPU time in ``cpu``)."""
         env = dict(cli_environment(), MORPHEUS_STATE_DIR=str(self.state))
+        before = _children_cpu()
         started = time.perf_counter()
         run = subprocess.run(
             command,
@@ -86,12 +88,18 @@ class Nodes:
             preexec_fn=preexec,
         )
         elapsed = time.perf_counter() - started
+        self.cpu = _children_cpu() - before
         try:
             report = json.loads(run.stdout)
         except ValueError:
             raise SystemExit(f"{command[2]} failed ({run.returncode}): {run.stderr}") from None
         counts = report.get("aggregate", report)
         return elapsed, {"reachable": counts["reachable"], "nodes": counts["nodes"]}
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 @contextmanager
@@ -145,23 +153,28 @@ def main() -> None:
 
     with simulated(200, 0, 0.1) as nodes:
         load = _load()
-        grow_times, minimal_times = [], []
+        grow_times, minimal_times, grow_cpu, minimal_cpu = [], [], [], []
         counts: dict[str, int] = {}
         for number in range(runs + 1):  # the first pair only warms caches, as a user's would
             grow_time, counts = nodes.run(nodes.grow())
+            grow_cpu.append(nodes.cpu)
             minimal_time, _ = nodes.run(nodes.minimal())
+            minimal_cpu.append(nodes.cpu)
             if number:
                 grow_times.append(grow_time)
                 minimal_times.append(minimal_time)
         grow_median = statistics.median(grow_times)
         minimal_median = statistics.median(minimal_times)
         ratio = grow_median / minimal_median
+        cpu_ratio = statistics.median(grow_cpu[1:]) / statistics.median(minimal_cpu[1:])
         if ratio > 1.5 or counts["reachable"] != 200:
             missed.append("the ratio to the minimal poller")
         row(
             "200 nodes × 100 ms",
             "≤ 1.5× the minimal poller",
-            f"{grow_median:.2f} s vs {minimal_median:.2f} s: **{ratio:.2f}×**",
+            f"{grow_median:.2f} s vs {minimal_median:.2f} s: **{ratio:.2f}×** (CPU time"
+            f" {statistics.median(grow_cpu[1:]):.2f} s vs {statistics.median(minimal_cpu[1:]):.2f}"
+            f" s: {cpu_ratio:.2f}×)",
             counts,
             f"{load}–{_load()}",
         )
@@ -190,12 +203,15 @@ def main() -> None:
             preexec = _open_files(limit) if limit else None
             nodes.run(nodes.grow(), preexec)  # warm-up
             elapsed, counts = nodes.run(nodes.grow(), preexec)
+            # A control on the same machine at the same moment (no lag allowance, no limit).
+            _, control = nodes.run(nodes.minimal())
             case = f"{count:,} nodes × {delay * 1000:.0f} ms" + (
                 f", `ulimit -n {limit}`" if limit else ""
             )
             if counts["reachable"] != count:
                 missed.append(case)
-            row(case, "all reachable", f"{elapsed:.2f} s", counts, f"{load}–{_load()}")
+            result = f"{elapsed:.2f} s (minimal poller: {control['reachable']}/{count})"
+            row(case, "all reachable", result, counts, f"{load}–{_load()}")
 
     verdict = (
         f"Missed on this run: {', '.join(missed)}." if missed else "Every goal is met on this run."
@@ -217,12 +233,25 @@ def main() -> None:
             "",
             verdict,
             "",
-            "How: every node is asked under its own deadline with no deadline for the round;"
+            "How: every node is asked under its own deadline with no deadline for the round,"
+            " and time the process could not run on time is not counted against it;"
             " the soft open-file limit is raised to the hard one and the number of nodes asked"
             " at once sized from it (at most 2,048, the memory bound); each request has its own"
             " short connection read with `sock_recv` and parsed by httptools (llhttp), with no"
             " HTTP client layers (about the minimal poller's CPU per request); `grow` imports"
-            " what adding nodes needs only when it adds them.",
+            " what adding nodes needs only when it adds them. A node that never answers is"
+            " given up after the timeout plus the time the process could not run meanwhile, so"
+            " on a loaded machine the 50-silent case takes longer than timeout + 1 s (its goal"
+            " from issue 5).",
+            "",
+            "Where the ratio to the minimal poller goes: asking is no longer it (in one"
+            " process, `poll_nodes` spends 0.8–1.1× the minimal poller's CPU per request,"
+            " measured with 500 nodes). The rest is start-up: `grow` loads Typer, pydantic and"
+            " pydantic-settings (with YAML), builds the blueprint and registry models at import"
+            " and opens the SQLite registry, about 0.25 s of CPU on this machine that a bare"
+            " asyncio script does not spend. Meeting 1.5× needs a start-up that builds no"
+            " model `grow` does not use and reads settings without pydantic-settings' source"
+            " machinery; the CPU-time column shows the gap independently of the machine's load.",
         ]
     )
     write_section("## Grow: polling", text)
