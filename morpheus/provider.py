@@ -65,6 +65,36 @@ class NodeHandle(BaseModel):
     location: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
 
+    @classmethod
+    def from_blueprint(
+        cls,
+        blueprint: NodeBlueprint,
+        *,
+        provider_id: str,
+        state: str,
+        host: str | None = None,
+        addresses: list[str] | None = None,
+        capacity: Capacity | None = None,
+        location: str | None = None,
+    ) -> NodeHandle:
+        """The handle of a node just created from ``blueprint``: its ids, ports and labels,
+        and the address the platform gave it (the blueprint's ``host`` unless given)."""
+        where = host if host is not None else blueprint.host
+        return cls(
+            provider_id=provider_id,
+            node_id=blueprint.node_id,
+            forest_id=blueprint.forest_id,
+            run_id=blueprint.run_id,
+            index=blueprint.index,
+            host=where,
+            addresses=addresses if addresses is not None else [where],
+            ports=blueprint.ports,
+            capacity=capacity if capacity is not None else blueprint.capacity,
+            state=state,
+            location=location,
+            labels=dict(blueprint.labels),
+        )
+
 
 @dataclass(frozen=True)
 class ForestPlan:

@@ -15,6 +15,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from morpheus_libvirt.libvirt_xml import hypervisor_problem
+
 KVM_DEVICE = Path("/dev/kvm")
 
 
@@ -89,3 +91,15 @@ def kvm_device_problem(
         f"({stat.filemode(info.st_mode)} {owner}): let that user read and write it (e.g. "
         f"`chgrp kvm {device}; chmod 0660 {device}` with {user} in group kvm), {fallback}"
     )
+
+
+def host_problem(capabilities_xml: str, virt_type: str, host_is_here: bool) -> str | None:
+    """Why the libvirt host cannot run ``virt_type`` guests, or None.
+
+    libvirt offers KVM whenever /dev/kvm exists; on this machine, ask what QEMU will get.
+    """
+    problem = hypervisor_problem(capabilities_xml, virt_type)
+    if problem is None and virt_type == "kvm" and host_is_here:
+        ids = qemu_ids(capabilities_xml, "kvm")
+        problem = kvm_device_problem(*ids) if ids is not None else None
+    return problem

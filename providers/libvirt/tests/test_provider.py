@@ -639,7 +639,7 @@ def test_teardown_removes_console_logs_of_nodes_that_are_gone(
 def test_preflight_checks_that_qemu_can_open_dev_kvm(
     provider: LibvirtProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import morpheus_libvirt.provider as module
+    import morpheus_libvirt.kvm_access as module
 
     _offer_kvm(provider, monkeypatch)
     connection = provider.connection()
