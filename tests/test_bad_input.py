@@ -1,7 +1,10 @@
-"""The bad input corpus: hostile or broken input, through the real CLI wherever it reaches.
+"""The bad input corpus: hostile or broken input, through the CLI wherever it reaches.
 
-Every case must end in one line on stderr (``error: ...``), the documented exit code (1 for
-config, registry and provider errors, 2 for usage), no traceback, and nothing recorded lost.
+The CLI runs in this process (``invoke``: the program's entry point, exit codes and error
+lines included) except where a case plants real nats-servers, which only a real process
+(``morpheus``) can own and leave behind. Every case must end in one line on stderr
+(``error: ...``), the documented exit code (1 for config, registry and provider errors, 2 for
+usage), no traceback, and nothing recorded lost.
 Cases that are not CLI-reachable (NATS monitoring replies, blueprint fields) go straight to
 the boundary that receives them.
 """
@@ -26,7 +29,7 @@ from morpheus.errors import TemplateInputError
 from morpheus.models import Capacity
 from morpheus.monitor import MonitorTarget, poll_nodes
 from morpheus.render import delivered_files
-from morpheus.testing.cli import morpheus
+from morpheus.testing.cli import invoke, morpheus
 from morpheus.testing.nats import healthz_ok, processes_mentioning
 
 Result = subprocess.CompletedProcess[str]
@@ -67,7 +70,7 @@ def write_config(text: str | bytes, name: str = "config.yaml") -> Path:
 
 
 def listed_forests() -> list[dict[str, Any]]:
-    result = morpheus("list", "-o", "json")
+    result = invoke("list", "-o", "json")
     assert result.returncode == 0, result.stderr
     forests: list[dict[str, Any]] = json.loads(result.stdout)
     return forests
@@ -135,31 +138,31 @@ CONFIG_CASES = [
 @pytest.mark.parametrize(("text", "expected"), CONFIG_CASES)
 def test_broken_config_is_one_line(text: str, expected: str) -> None:
     write_config(text)
-    started = time.monotonic()
-    result = morpheus("config", "check")
+    started = time.process_time()  # CPU seconds: the machine may be busy with other work
+    result = invoke("config", "check")
     line = assert_one_line_error(result, 1, expected)
     assert result.stdout == ""
-    assert time.monotonic() - started < 30
+    assert time.process_time() - started < 30
     # What the operator typed is echoed only as far as needed to find it.
     assert len(line) < 400, line[:400]
 
 
 def test_python_tags_are_not_constructed(tmp_path: Path) -> None:
     write_config("growth: !!python/object/apply:os.system ['touch pwned']\n")
-    assert_one_line_error(morpheus("config", "check"), 1, "could not determine a constructor")
+    assert_one_line_error(invoke("config", "check"), 1, "could not determine a constructor")
     assert not (tmp_path / "pwned").exists()
 
 
 def test_ten_megabyte_values_are_refused_quickly_without_being_echoed() -> None:
     write_config('integration:\n  jetstream_max_memory: "' + "9" * 10_000_000 + 'X"\n')
-    started = time.monotonic()
-    line = assert_one_line_error(morpheus("config", "check"), 1, "jetstream_max_memory")
-    assert len(line) < 400 and time.monotonic() - started < 60
+    started = time.process_time()  # CPU seconds: the machine may be busy with other work
+    line = assert_one_line_error(invoke("config", "check"), 1, "jetstream_max_memory")
+    assert len(line) < 400 and time.process_time() - started < 60
 
 
 def test_deep_but_readable_nesting_is_an_unknown_key_not_a_crash() -> None:
     write_config("growth:\n  deep: " + "{a: " * 200 + "1" + "}" * 200 + "\n")
-    assert_one_line_error(morpheus("config", "check"), 1, "growth.deep: unknown key")
+    assert_one_line_error(invoke("config", "check"), 1, "growth.deep: unknown key")
 
 
 @pytest.mark.parametrize(
@@ -172,7 +175,7 @@ def test_deep_but_readable_nesting_is_an_unknown_key_not_a_crash() -> None:
 )
 def test_harmless_encodings_are_read(text: bytes) -> None:
     write_config(text)
-    result = morpheus("config", "check", "-o", "json")
+    result = invoke("config", "check", "-o", "json")
     assert result.returncode == 0, result.stderr
     shown = json.loads(result.stdout)["values"]["growth.max_nodes"]
     assert shown["value"] == 4 and shown["source"].endswith("config.yaml:2")
@@ -185,7 +188,7 @@ def test_harmless_encodings_are_read(text: bytes) -> None:
 )
 def test_empty_config_means_defaults(raw: bytes) -> None:
     write_config(raw)
-    result = morpheus("config", "check", "-o", "json")
+    result = invoke("config", "check", "-o", "json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["values"]["growth.max_nodes"]["source"] == "default"
 
@@ -201,14 +204,14 @@ def test_empty_config_means_defaults(raw: bytes) -> None:
 )
 def test_unreadable_bytes_are_one_line(raw: bytes, expected: str) -> None:
     write_config(raw)
-    assert_one_line_error(morpheus("config", "check"), 1, expected)
+    assert_one_line_error(invoke("config", "check"), 1, expected)
 
 
 def test_config_path_that_is_a_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "conf.d").mkdir()
-    assert_usage_error(morpheus("-c", str(tmp_path / "conf.d"), "config", "check"), "directory")
+    assert_usage_error(invoke("-c", str(tmp_path / "conf.d"), "config", "check"), "directory")
     monkeypatch.setenv("MORPHEUS_CONFIG", str(tmp_path / "conf.d"))
-    assert_one_line_error(morpheus("config", "check"), 1, "conf.d is not a file")
+    assert_one_line_error(invoke("config", "check"), 1, "conf.d is not a file")
 
 
 def test_config_path_that_is_a_dangling_symlink(
@@ -216,8 +219,8 @@ def test_config_path_that_is_a_dangling_symlink(
 ) -> None:
     (tmp_path / "link.yaml").symlink_to(tmp_path / "gone.yaml")
     monkeypatch.setenv("MORPHEUS_CONFIG", str(tmp_path / "link.yaml"))
-    assert_one_line_error(morpheus("config", "check"), 1, "link.yaml does not exist")
-    assert_one_line_error(morpheus("status", "forest-1"), 1, "link.yaml does not exist")
+    assert_one_line_error(invoke("config", "check"), 1, "link.yaml does not exist")
+    assert_one_line_error(invoke("status", "forest-1"), 1, "link.yaml does not exist")
 
 
 # --- environment ----------------------------------------------------------------------------
@@ -244,14 +247,14 @@ def test_bad_token_characters_through_the_cli(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
 ) -> None:
     monkeypatch.setenv(variable, value)
-    result = morpheus("plant", "cloud", "small", "--dry-run")
+    result = invoke("plant", "cloud", "small", "--dry-run")
     assert_one_line_error(result, 1, expected)
     assert value.strip() not in result.stderr + result.stdout or not value.strip()
 
 
 def test_check_names_a_bad_token_without_showing_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HCLOUD_TOKEN", "tok-secret\x1b[2J")
-    checked = morpheus("check")
+    checked = invoke("check")
     assert checked.returncode == 1 and "Traceback" not in checked.stderr
     assert "HCLOUD_TOKEN contains a control character at position 11" in checked.stdout
     assert "tok-secret" not in checked.stdout + checked.stderr
@@ -271,7 +274,7 @@ def test_bad_environment_values_are_one_line(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
 ) -> None:
     monkeypatch.setenv(variable, value)
-    assert_one_line_error(morpheus("config", "check"), 1, expected)
+    assert_one_line_error(invoke("config", "check"), 1, expected)
 
 
 # --- flags and arguments --------------------------------------------------------------------
@@ -304,11 +307,11 @@ USAGE_CASES = [
 @pytest.mark.parametrize(("args", "fragment"), USAGE_CASES)
 def test_bad_flags_are_usage_errors(args: list[str], fragment: str) -> None:
     Path("config.yaml").write_text("growth: {}\n")
-    assert_usage_error(morpheus(*args), fragment)
+    assert_usage_error(invoke(*args), fragment)
 
 
 def test_click_usage_errors_are_one_line() -> None:
-    assert_one_line_error(morpheus("plant", "local", "--nodes", "-1"), 2, "--nodes")
+    assert_one_line_error(invoke("plant", "local", "--nodes", "-1"), 2, "--nodes")
 
 
 @pytest.mark.parametrize(
@@ -322,7 +325,7 @@ def test_click_usage_errors_are_one_line() -> None:
     ],
 )
 def test_bad_arguments_are_one_line_usage_errors(args: list[str], fragment: str) -> None:
-    assert_one_line_error(morpheus(*args), 2, fragment)
+    assert_one_line_error(invoke(*args), 2, fragment)
     assert not Path("ud").exists()
 
 
@@ -364,7 +367,7 @@ def test_hostile_forest_ids_are_not_found(
     forest_id: str, command: list[str], tmp_path: Path
 ) -> None:
     args = [forest_id if word == "{}" else word for word in command]
-    line = assert_one_line_error(morpheus(*args), 1, "no forest")
+    line = assert_one_line_error(invoke(*args), 1, "no forest")
     assert len(line) < 300
     assert not (tmp_path / "pwned").exists()
 
@@ -373,14 +376,14 @@ def test_hostile_forest_ids_are_not_found(
     "forest_id", ["forest\x1b]0;pwned\x07", "forest\x1b[2J", "a\u202eb", "a\rb", "a\nb"]
 )
 def test_control_characters_in_forest_ids_are_escaped(forest_id: str) -> None:
-    result = morpheus("status", forest_id)
+    result = invoke("status", forest_id)
     assert_one_line_error(result, 1, "no forest")
     assert not set(result.stderr) & {"\x1b", "\x07", "\u202e", "\r"}
 
 
 @pytest.mark.parametrize("forest_id", ["[/red]", "[bold]x[/bold]"])
 def test_markup_in_forest_ids_is_shown_as_typed(forest_id: str) -> None:
-    assert_one_line_error(morpheus("status", forest_id), 1, repr(forest_id))
+    assert_one_line_error(invoke("status", forest_id), 1, repr(forest_id))
 
 
 def test_hostile_ids_leave_a_planted_forest_alone(state_dir: Path, tmp_path: Path) -> None:
@@ -438,7 +441,7 @@ def test_a_corrupt_registry_is_reported_and_never_overwritten(
     registry = state_dir / "registry.sqlite3"
     registry.write_bytes(content)
     for args in (["status", "forest-1"], ["plant", "local", "small"], ["grow"]):
-        assert_one_line_error(morpheus(*args), 1, "cannot use the registry", "move it aside")
+        assert_one_line_error(invoke(*args), 1, "cannot use the registry", "move it aside")
     assert registry.read_bytes() == content
     assert processes_mentioning(str(state_dir)) == []
 
@@ -446,7 +449,7 @@ def test_a_corrupt_registry_is_reported_and_never_overwritten(
 def test_list_reports_a_corrupt_registry_in_one_line(state_dir: Path) -> None:
     state_dir.mkdir()
     (state_dir / "registry.sqlite3").write_bytes(b"this is not sqlite" * 100)
-    assert_one_line_error(morpheus("list"), 1, "registry")
+    assert_one_line_error(invoke("list"), 1, "registry")
 
 
 # --- hostile strings that would reach templates ---------------------------------------------
@@ -486,7 +489,7 @@ def test_hostile_template_inputs_are_refused_before_rendering(
     config: str, fragment: str, state_dir: Path, tmp_path: Path
 ) -> None:
     write_config(config)
-    dry = morpheus("-q", "plant", "local", "small", "--dry-run", "--user-data-dir", "ud")
+    dry = invoke("-q", "plant", "local", "small", "--dry-run", "--user-data-dir", "ud")
     line = assert_one_line_error(dry, 1)
     assert any(alternative in line for alternative in fragment.split("|")), line
     assert not (tmp_path / "ud").exists() or list((tmp_path / "ud").iterdir()) == []
@@ -494,7 +497,7 @@ def test_hostile_template_inputs_are_refused_before_rendering(
     # render time (the blueprint), not where the config itself is refused. Not for the
     # local provider's own settings, whose plant does not get that far: see the report.
     if "Value error" in fragment and "providers:" not in config:
-        assert_one_line_error(morpheus("-q", "plant", "local", "small"), 1, fragment)
+        assert_one_line_error(invoke("-q", "plant", "local", "small"), 1, fragment)
     assert listed_forests() == []
     assert processes_mentioning(str(state_dir)) == []
 
@@ -513,7 +516,7 @@ def test_bad_local_provider_settings_are_one_line(
     config: str, fragment: str, state_dir: Path
 ) -> None:
     write_config(config)
-    assert_one_line_error(morpheus("-q", "plant", "local", "small"), 1, fragment)
+    assert_one_line_error(invoke("-q", "plant", "local", "small"), 1, fragment)
     assert listed_forests() == []
 
 
@@ -540,7 +543,7 @@ def test_urls_with_shell_syntax_are_rendered_inertly(tmp_path: Path) -> None:
         + f"  nats_sha256: '{SHA}'\n"
         + "".join(f"  {key}: '{url}'\n" for key, url in urls.items())
     )
-    result = morpheus("plant", "local", "small", "--dry-run", "--user-data-dir", "ud")
+    result = invoke("plant", "local", "small", "--dry-run", "--user-data-dir", "ud")
     assert result.returncode == 0, result.stderr
     [user_data] = (tmp_path / "ud").glob("*.yaml")
     lines = _shell_lines_with("touch$IFS", user_data.read_text())
@@ -567,11 +570,11 @@ def test_urls_with_shell_syntax_are_rendered_inertly(tmp_path: Path) -> None:
 def test_ssh_key_name_with_quotes_is_never_rendered(tmp_path: Path) -> None:
     key_name = "my\"key'; touch pwned; '"
     write_config(f"infrastructure:\n  ssh:\n    key_name: {json.dumps(key_name)}\n")
-    result = morpheus("plant", "local", "small", "--dry-run", "--user-data-dir", "ud")
+    result = invoke("plant", "local", "small", "--dry-run", "--user-data-dir", "ud")
     assert result.returncode == 0, result.stderr
     [user_data] = (tmp_path / "ud").glob("*.yaml")
     assert not [t for t in delivered_files(user_data.read_text()).values() if "touch pwned" in t]
-    shown = json.loads(morpheus("config", "check", "-o", "json").stdout)
+    shown = json.loads(invoke("config", "check", "-o", "json").stdout)
     assert shown["values"]["infrastructure.ssh.key_name"]["value"] == key_name
 
 

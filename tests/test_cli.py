@@ -1,4 +1,9 @@
-"""The command line as a user meets it: help, version, errors and exit codes."""
+"""The command line as a user meets it: help, version, errors and exit codes.
+
+Output and exit-code cases run the CLI in this process (``invoke``); the real program
+(``morpheus``) starts where the entry point itself is the point (version, help, no arguments,
+the completion fast path) or where a forest of real nats-servers is planted.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,11 @@ import pytest
 
 from morpheus import __version__
 from morpheus.cli.app import complete_forest_id
-from morpheus.testing.cli import morpheus
+from morpheus.testing.cli import invoke, morpheus
 
 
 def test_version() -> None:
+    """A real process: the installed entry point starts and answers."""
     result = morpheus("--version")
     assert (result.returncode, result.stdout.strip()) == (0, f"morpheus {__version__}")
 
@@ -33,7 +39,7 @@ def test_no_arguments_shows_help_with_usage_exit_code() -> None:
 
 
 def test_providers_lists_local_with_its_distribution() -> None:
-    result = morpheus("providers", "-o", "json")
+    result = invoke("providers", "-o", "json")
     assert result.returncode == 0
     local = next(p for p in json.loads(result.stdout) if p["name"] == "local")
     assert local["distribution"] == "morpheus-local"
@@ -59,7 +65,7 @@ def test_providers_lists_local_with_its_distribution() -> None:
     ],
 )
 def test_bad_input_is_one_line_with_its_exit_code(args: list[str], code: int, message: str) -> None:
-    result = morpheus(*args)
+    result = invoke(*args)
     assert result.returncode == code, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
@@ -68,16 +74,16 @@ def test_bad_input_is_one_line_with_its_exit_code(args: list[str], code: int, me
 
 
 def test_list_when_empty() -> None:
-    result = morpheus("list")
+    result = invoke("list")
     assert result.returncode == 0
     assert "morpheus plant local small" in result.stdout
-    assert json.loads(morpheus("list", "-o", "json").stdout) == []
+    assert json.loads(invoke("list", "-o", "json").stdout) == []
 
 
 def test_unknown_provider_lists_installed(tmp_path: object) -> None:
     os.environ["MORPHEUS_INFRASTRUCTURE__PROVIDER"] = "nimbus"
     try:
-        result = morpheus("plant", "cloud", "small")
+        result = invoke("plant", "cloud", "small")
     finally:
         del os.environ["MORPHEUS_INFRASTRUCTURE__PROVIDER"]
     assert result.returncode == 1
@@ -121,7 +127,7 @@ def test_completion_fast_path_answers_as_typer_does(shell: str) -> None:
 
 
 def test_check_passes_on_a_local_only_machine() -> None:
-    result = morpheus("check", "-o", "json")
+    result = invoke("check", "-o", "json")
     assert result.returncode == 0, result.stdout
     names = [c["name"] for c in json.loads(result.stdout)]
     assert names == ["config", "state", "nats-server"]
@@ -129,7 +135,7 @@ def test_check_passes_on_a_local_only_machine() -> None:
 
 def test_check_fails_with_a_fix_hint(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MORPHEUS_NATS_SERVER", "/nonexistent/nats-server")
-    result = morpheus("check")
+    result = invoke("check")
     assert result.returncode == 1
     line = next(line for line in result.stdout.splitlines() if "nats-server" in line)
     assert line.startswith("✗") and "fix:" in line
@@ -139,7 +145,7 @@ def test_check_reports_a_broken_config(tmp_path: object) -> None:
     import pathlib
 
     pathlib.Path("config.yaml").write_text("growth:\n  max_nodes: lots\n")
-    result = morpheus("check")
+    result = invoke("check")
     assert result.returncode == 1
     assert "growth.max_nodes" in result.stdout
 
@@ -148,8 +154,8 @@ def test_check_reports_a_broken_config(tmp_path: object) -> None:
 def test_yaml_output_has_the_json_shape(command: list[str]) -> None:
     import yaml
 
-    as_json = json.loads(morpheus(*command, "-o", "json").stdout)
-    as_yaml = yaml.safe_load(morpheus(*command, "-o", "yaml").stdout)
+    as_json = json.loads(invoke(*command, "-o", "json").stdout)
+    as_yaml = yaml.safe_load(invoke(*command, "-o", "yaml").stdout)
     assert as_yaml == as_json
 
 
@@ -166,11 +172,11 @@ def test_teardown_dry_run_deletes_nothing() -> None:
 def test_no_color_and_pipes_get_no_escape_codes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NO_COLOR", "1")
     for args in (["check"], ["status", "forest-404"], ["plant", "local", "tiny"]):
-        result = morpheus(*args)
+        result = invoke(*args)
         assert "\x1b[" not in result.stdout + result.stderr
 
 
 def test_brackets_in_messages_are_shown_not_parsed_as_markup() -> None:
-    result = morpheus("status", "forest-[2001:db8::1]")
+    result = invoke("status", "forest-[2001:db8::1]")
     assert result.returncode == 1
     assert "'forest-[2001:db8::1]'" in result.stderr

@@ -10,13 +10,13 @@ from pathlib import Path
 import yaml
 
 from morpheus.render import delivered_files
-from morpheus.testing.cli import morpheus
+from morpheus.testing.cli import invoke, morpheus
 from morpheus.testing.nats import processes_mentioning
 
 
 def test_dry_run_creates_nothing_and_writes_user_data(state_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "user-data"
-    result = morpheus("plant", "local", "medium", "--dry-run", "--user-data-dir", str(out))
+    result = invoke("plant", "local", "medium", "--dry-run", "--user-data-dir", str(out))
     assert result.returncode == 0, result.stderr
     assert "Plan: medium forest of 3 node(s) on local" in result.stdout
     files = sorted(out.glob("*.yaml"))
@@ -37,12 +37,12 @@ def test_dry_run_creates_nothing_and_writes_user_data(state_dir: Path, tmp_path:
         assert all(os.stat(d).st_mode & 0o777 == 0o700 for d in tree.rglob("*") if d.is_dir())
     nats_conf = (files[0].with_suffix("") / "etc/nats/nats.conf").read_text()
     assert "2001:db8::3" in nats_conf  # the full mesh, with placeholder addresses
-    assert json.loads(morpheus("list", "-o", "json").stdout) == []
+    assert json.loads(invoke("list", "-o", "json").stdout) == []
     assert processes_mentioning(str(state_dir)) == []
 
 
 def test_user_data_dir_needs_dry_run(tmp_path: Path) -> None:
-    result = morpheus("plant", "local", "small", "--user-data-dir", str(tmp_path / "x"))
+    result = invoke("plant", "local", "small", "--user-data-dir", str(tmp_path / "x"))
     assert result.returncode == 2
     assert "--user-data-dir only goes with --dry-run" in result.stderr
     assert not (tmp_path / "x").exists()
@@ -51,18 +51,18 @@ def test_user_data_dir_needs_dry_run(tmp_path: Path) -> None:
 def test_user_data_of_an_existing_node() -> None:
     planted = json.loads(morpheus("plant", "local", "small", "-o", "json").stdout)
     forest_id = planted["forest"]["id"]
-    shown = morpheus("user-data", forest_id, "node-1")
+    shown = invoke("user-data", forest_id, "node-1")
     assert shown.returncode == 0
     assert shown.stdout.startswith("#cloud-config\n")
     assert f"{forest_id}-node-1" in shown.stdout
-    decoded = morpheus("user-data", forest_id, "node-1", "--files")
+    decoded = invoke("user-data", forest_id, "node-1", "--files")
     assert decoded.returncode == 0, decoded.stderr
     delivered = delivered_files(shown.stdout)
     assert re.findall(r"^==> (\S+) <==$", decoded.stdout, re.M) == list(delivered)
     nats_conf = delivered["/etc/nats/nats.conf"]  # node-info.json differs: its render time
     assert f"==> /etc/nats/nats.conf <==\n{nats_conf}\n" in decoded.stdout
     assert "==> /etc/morpheus/firewall.nft <==\n#!/usr/sbin/nft -f" in decoded.stdout
-    missing = morpheus("user-data", forest_id, "node-7")
+    missing = invoke("user-data", forest_id, "node-7")
     assert missing.returncode == 2
     assert "its nodes: node-1" in missing.stderr
     assert morpheus("teardown", forest_id, "--yes").returncode == 0

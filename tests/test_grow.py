@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from morpheus.testing.cli import morpheus
+from morpheus.testing.cli import invoke, morpheus
 from morpheus.testing.nats import healthz_ok, peers_seen, processes_mentioning, wait_until
 
 GREW, BLOCKED = 10, 11
@@ -40,7 +40,7 @@ def grow_json(*args: str) -> tuple[int, dict[str, Any]]:
 
 
 def status(forest_id: str) -> dict[str, Any]:
-    return dict(json.loads(morpheus("status", forest_id, "-o", "json").stdout))
+    return dict(json.loads(invoke("status", forest_id, "-o", "json").stdout))
 
 
 async def _jetstream(client_url: str, publish: int) -> tuple[int, str | None]:
@@ -158,7 +158,7 @@ def test_three_nodes_grow_to_four_and_every_peer_count_rises(
     assert report["streams_raised"] == []  # turned off: the stream stays R1
     nodes = status(forest_id)["nodes"]
     assert [n["nats"]["peers"] for n in nodes] == [3, 3, 3, 3]
-    listed = json.loads(morpheus("list", "-o", "json").stdout)
+    listed = json.loads(invoke("list", "-o", "json").stdout)
     assert listed[0]["last_expansion"] is not None
     assert listed[0]["node_count"] == 4
 

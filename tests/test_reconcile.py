@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from morpheus.testing.cli import morpheus
+from morpheus.testing.cli import invoke, morpheus
 from morpheus.testing.nats import healthz_ok, peers_seen, processes_mentioning
 
 
@@ -33,9 +33,9 @@ def test_a_node_deleted_outside_morpheus_is_noticed_and_reconciled(state_dir: Pa
     lost = planted["nodes"][1]["id"]
     delete_behind_our_back(state_dir, lost)
 
-    refreshed = morpheus("list", "--refresh")
+    refreshed = invoke("list", "--refresh")
     assert "1 node(s) gone from the platform" in refreshed.stderr
-    status = json.loads(morpheus("status", forest_id, "-o", "json").stdout)
+    status = json.loads(invoke("status", forest_id, "-o", "json").stdout)
     assert [(n["name"], n["status"], n["platform_state"]) for n in status["nodes"]] == [
         ("node-1", "active", "running"),
         ("node-2", "failed", "missing"),
@@ -47,7 +47,7 @@ def test_a_node_deleted_outside_morpheus_is_noticed_and_reconciled(state_dir: Pa
     assert "delete node-2 (left failed)" in preview.stdout
     repaired = morpheus("reconcile", forest_id, "--yes")
     assert repaired.returncode == 0, repaired.stderr
-    nodes = json.loads(morpheus("status", forest_id, "-o", "json").stdout)["nodes"]
+    nodes = json.loads(invoke("status", forest_id, "-o", "json").stdout)["nodes"]
     assert [n["name"] for n in nodes] == ["node-1", "node-3"]
     ids = {n["id"] for n in nodes}
     for node in nodes:
@@ -63,12 +63,12 @@ def test_a_node_missing_from_the_registry_is_adopted_then_removed(state_dir: Pat
     stray = planted["nodes"][2]["id"]
     with sqlite3.connect(state_dir / "registry.sqlite3") as db:
         db.execute("DELETE FROM nodes WHERE id = ?", (stray,))
-    status = json.loads(morpheus("status", forest_id, "-o", "json").stdout)
+    status = json.loads(invoke("status", forest_id, "-o", "json").stdout)
     assert any("1 found by label" in note for note in status["notes"])
     assert [n["status"] for n in status["nodes"]] == ["active", "active", "failed"]
     assert morpheus("reconcile", forest_id, "--yes").returncode == 0
     assert not processes_mentioning(stray)
-    nodes = json.loads(morpheus("status", forest_id, "-o", "json").stdout)["nodes"]
+    nodes = json.loads(invoke("status", forest_id, "-o", "json").stdout)["nodes"]
     assert [n["name"] for n in nodes] == ["node-1", "node-2"]
     assert morpheus("teardown", forest_id, "--yes").returncode == 0
 
@@ -85,5 +85,5 @@ def test_reconcile_asks_from_a_script_and_finishes_an_interrupted_teardown(
     done = morpheus("reconcile", forest_id, "--yes")
     assert done.returncode == 0, done.stderr
     assert "nothing left behind" in done.stdout
-    assert json.loads(morpheus("list", "-o", "json").stdout) == []
+    assert json.loads(invoke("list", "-o", "json").stdout) == []
     assert processes_mentioning(str(state_dir)) == []

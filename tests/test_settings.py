@@ -9,7 +9,7 @@ import pytest
 from morpheus.config_file import config_search_path
 from morpheus.errors import ConfigError
 from morpheus.settings import load_settings
-from morpheus.testing.cli import morpheus
+from morpheus.testing.cli import invoke
 
 
 def write(path: Path, text: str) -> Path:
@@ -120,7 +120,7 @@ def test_bad_environment_value_names_the_variable(monkeypatch: pytest.MonkeyPatc
 
 def test_provider_table_is_validated_by_the_provider(tmp_path: Path) -> None:
     write(tmp_path / "config.yaml", "providers:\n  local:\n    hots: 127.0.0.2\n")
-    result = morpheus("plant", "local", "small")
+    result = invoke("plant", "local", "small")
     assert result.returncode == 1
     assert result.stderr.strip() == "error: providers.local.hots: Extra inputs are not permitted"
 
@@ -130,7 +130,7 @@ def test_config_check_shows_sources_and_masks_secrets(
 ) -> None:
     write(tmp_path / "config.yaml", "growth:\n  max_nodes: 4\n")
     monkeypatch.setenv("HCLOUD_TOKEN", "super-secret-token-value")
-    result = morpheus("config", "check")
+    result = invoke("config", "check")
     assert result.returncode == 0, result.stderr
     assert "super-secret-token-value" not in result.stdout + result.stderr
     assert "env HCLOUD_TOKEN" in result.stdout
@@ -143,7 +143,7 @@ def test_config_check_shows_sources_and_masks_secrets(
 )
 def test_config_check_fails_in_one_line(tmp_path: Path, text: str) -> None:
     write(tmp_path / "config.yaml", text)
-    result = morpheus("config", "check")
+    result = invoke("config", "check")
     assert result.returncode == 1
     assert result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1
