@@ -55,6 +55,17 @@ def test_node_whose_healthz_never_answers_is_not_called_healthy(
     assert (report["aggregate"]["reachable"], report["aggregate"]["healthy"]) == (3, 0)
 
 
+def test_status_says_health_unknown_too(state_dir: Path, nodes: LoopbackMonitor) -> None:
+    nodes.healthz_status = None
+    forest_id = record_forest(state_dir, [nodes.port] * 2)
+    result = morpheus("status", forest_id)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines() if line.strip().startswith("node-")]
+    assert len(rows) == 2
+    for row in rows:
+        assert row[3:5] == ["health", "unknown"], row
+
+
 def test_verdicts_and_warnings_follow_the_policy(state_dir: Path, nodes: LoopbackMonitor) -> None:
     nodes.varz = {**nodes.varz, "cpu": 190.0, "cores": 2}  # 95 % of the machine
     forest_id = record_forest(state_dir, [nodes.port] * 3)

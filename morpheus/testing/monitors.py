@@ -123,7 +123,7 @@ def loopback_monitor() -> Iterator[LoopbackMonitor]:
 def record_forest(state_dir: Path, ports: list[int], *, memory_bytes: int = 4 << 30) -> str:
     """A local forest in the registry whose active nodes are monitored on ``ports``; its id."""
     from morpheus.blueprint import RouteCredentials
-    from morpheus.models import Capacity, NodeStatus, Ports
+    from morpheus.models import Capacity, ForestStatus, NodeStatus, Ports
     from morpheus.registry import Registry
 
     with Registry.in_state_dir(state_dir) as registry:
@@ -147,4 +147,5 @@ def record_forest(state_dir: Path, ports: list[int], *, memory_bytes: int = 4 <<
                     }
                 )
             )
+        registry.set_forest_status(forest.id, ForestStatus.ACTIVE)
         return forest.id
