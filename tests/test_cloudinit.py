@@ -1265,6 +1265,35 @@ def test_the_firewall_is_loaded_before_any_download_and_stays_when_the_boot_fail
     assert "FAILED while installing nats-server" in run.result.stderr
 
 
+def test_without_nft_bootcmd_writes_the_firewall_and_leaves_loading_to_the_bootstrap(
+    tmp_path: Path,
+) -> None:
+    """An image without nft: bootcmd still succeeds (cloud-init goes on) and says why."""
+    blueprint = forest(3)[0]
+    user_data = render_user_data(blueprint, now=NOW)
+    firewall = tmp_path / "etc/firewall.nft"
+    bootcmd = cloud_init_modules(user_data, tmp_path / "cloud-init")["bootcmd"]
+    script = tmp_path / "bootcmd.sh"
+    script.write_text(bootcmd.replace(NODE_PATHS.firewall, str(firewall)))
+    stubs = tmp_path / "stubs"
+    stubs.mkdir()
+    logged = tmp_path / "logged"
+    stub(stubs, "logger", f'echo "$*" >>{shlex.quote(str(logged))}\n')
+    path = f"{stubs}:/usr/bin:/bin"
+    if shutil.which("nft", path=path) is not None:  # it would load into this machine
+        missing("this machine has nft outside /usr/sbin; cannot hide it from the script")
+    run = subprocess.run(
+        ["/bin/sh", str(script)], capture_output=True, text=True, env=dict(os.environ, PATH=path)
+    )
+    assert (run.returncode, run.stderr) == (0, "")
+    assert firewall.read_text() == render_firewall(blueprint)
+    assert "nft is missing: the bootstrap loads the node firewall" in logged.read_text()
+    bootstrap = file_text(user_data, NODE_PATHS.bootstrap)
+    assert bootstrap.index("systemctl enable --now morpheus-firewall.service") < bootstrap.index(
+        '"$lib_dir/install-nats"'
+    )
+
+
 @pytest.mark.slow
 def test_a_second_boot_loads_the_firewall_as_it_is_now(
     download_server: DownloadServer, real_wheel: bytes, tmp_path: Path
