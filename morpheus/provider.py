@@ -12,7 +12,7 @@ The core never imports a provider module by name; it loads only the one it needs
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from difflib import get_close_matches
 from importlib.metadata import EntryPoint, entry_points
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from morpheus.errors import ProviderError, ProviderNotFoundError
+from morpheus.errors import MorpheusError, ProviderError, ProviderNotFoundError
 from morpheus.models import Capacity, Ports
 from morpheus.provider_config import ProviderContext, resolve_table
 
@@ -228,6 +228,25 @@ class Provider(ABC):
     @abstractmethod
     def delete_node(self, handle: NodeHandle) -> None:
         """Delete the node and what belongs only to it; deleting a deleted node is no error."""
+
+    def delete_nodes(
+        self,
+        handles: Sequence[NodeHandle],
+        done: Callable[[NodeHandle, MorpheusError | None], None],
+    ) -> None:
+        """Delete several nodes of one forest, calling ``done(handle, error)`` for each (on
+        the calling thread) as it is deleted or fails.
+
+        One at a time through ``delete_node`` unless the provider does better: a cloud deletes
+        them in parallel and does forest-wide work (a firewall rule) once.
+        """
+        for handle in handles:
+            try:
+                self.delete_node(handle)
+            except MorpheusError as exc:
+                done(handle, exc)
+            else:
+                done(handle, None)
 
     def checks(self) -> list[CheckResult]:
         """``morpheus check`` lines for this provider (token works, SSH key matches...)."""

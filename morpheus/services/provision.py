@@ -287,6 +287,7 @@ def remove_nodes(
     removal = Removal()
     handles = {handle.node_id: handle for handle in platform}
     known = {node.id: node for node in nodes}
+    batch = []
     for node_id in sorted({*known, *handles}, key=lambda n: (len(n), n)):
         node = known.get(node_id)
         if node is not None:
@@ -296,14 +297,19 @@ def remove_nodes(
             assert node is not None  # every id comes from one of the two maps
             handle = handle_for(forest, node)
         progress(node_id, "deleting")
-        try:
-            provider.delete_node(handle)
-        except MorpheusError as exc:
-            removal.failed[node_id] = str(exc)
-            progress(node_id, f"could not delete: {exc}")
-            continue
-        if node is not None:
+        batch.append(handle)
+
+    def done(handle: NodeHandle, error: MorpheusError | None) -> None:
+        node_id = handle.node_id
+        if error is not None:
+            removal.failed[node_id] = str(error)
+            progress(node_id, f"could not delete: {error}")
+            return
+        if node_id in known:
             ctx.registry.delete_node(node_id)
         removal.deleted.append(node_id)
         progress(node_id, "deleted")
+
+    if batch:
+        provider.delete_nodes(batch, done)
     return removal

@@ -34,6 +34,16 @@ class ActionOutcome:
     error_code: str | None = None
     error_message: str | None = None
 
+    def error(self, doing: str) -> HetznerError | None:
+        """The failure to report when the action ended in error."""
+        if self.status != "error":
+            return None
+        return HetznerError(
+            f"{doing}: the {self.command} action failed: "
+            f"{self.error_message or 'no reason given'} ({self.error_code})",
+            code=self.error_code,
+        )
+
 
 class ActionWatcher:
     """Tracks running actions and waits for them with batched, backed-off polls."""
@@ -67,6 +77,16 @@ class ActionWatcher:
 
     def wait(self, ids: Iterable[int], deadline: float, doing: str) -> list[ActionOutcome]:
         """Block until every action in ``ids`` finished; raise if one failed or time ran out."""
+        outcomes = self.wait_finished(ids, deadline, doing)
+        for outcome in outcomes:
+            error = outcome.error(doing)
+            if error is not None:
+                raise error
+        return outcomes
+
+    def wait_finished(self, ids: Iterable[int], deadline: float, doing: str) -> list[ActionOutcome]:
+        """Block until every action in ``ids`` finished, however it ended; raise only when
+        time ran out."""
         wanted = list(dict.fromkeys(ids))
         self.track(wanted)
         asked = False
@@ -98,15 +118,12 @@ class ActionWatcher:
             sleep=self._sleep,
         )
         with self._lock:
-            outcomes = [self._finished[i] for i in wanted]
-        for outcome in outcomes:
-            if outcome.status == "error":
-                raise HetznerError(
-                    f"{doing}: the {outcome.command} action failed: "
-                    f"{outcome.error_message or 'no reason given'} ({outcome.error_code})",
-                    code=outcome.error_code,
-                )
-        return outcomes
+            return [self._finished[i] for i in wanted]
+
+    def outcome(self, action_id: int) -> ActionOutcome | None:
+        """How the action ended, when it has."""
+        with self._lock:
+            return self._finished.get(action_id)
 
     def poll(self) -> None:
         """Ask once about every running action (one request per 50 of them)."""

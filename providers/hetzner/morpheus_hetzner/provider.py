@@ -20,7 +20,7 @@ twice), and ``list_nodes``/``delete_forest_resources`` find everything by label.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, ClassVar, Self
@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Self
 from pydantic import BaseModel
 
 from morpheus.blueprint import NodeBlueprint
+from morpheus.errors import MorpheusError
 from morpheus.models import Ports
 from morpheus.provider import (
     CheckResult,
@@ -48,7 +49,7 @@ from morpheus_hetzner.firewall import Firewalls, admin_sources
 from morpheus_hetzner.network import detect_admin_sources
 from morpheus_hetzner.placement import PlacementGroups
 from morpheus_hetzner.preflight import Preflight
-from morpheus_hetzner.servers import Servers, Workers
+from morpheus_hetzner.servers import Servers
 from morpheus_hetzner.settings import (
     DEFAULT_ENDPOINT,
     TOKEN_VARIABLES,
@@ -56,6 +57,7 @@ from morpheus_hetzner.settings import (
     resolve_endpoint,
 )
 from morpheus_hetzner.ssh_keys import ProjectKey
+from morpheus_hetzner.workers import Workers
 
 
 class HetznerProvider(Provider):
@@ -261,14 +263,40 @@ class HetznerProvider(Provider):
         return self.servers.handles(forest_id)
 
     def delete_node(self, handle: NodeHandle) -> None:
-        self.servers.delete(handle)
-        # Addresses of a server that never got them (auto_delete covers the others), and
-        # the route rule without this node: one look at the forest's addresses serves both.
-        addresses = self.addresses.of_forest(handle.forest_id)
-        mine = [a for a in addresses if a.labels.get("node") == handle.node_id]
-        self.addresses.release(mine)
-        self.addresses.forget(handle.node_id)
-        self.firewalls.refresh(handle.forest_id, [a.network for a in addresses if a not in mine])
+        failed: list[MorpheusError] = []
+        self.delete_nodes([handle], lambda _, error: failed.extend([error] if error else []))
+        if failed:
+            raise failed[0]
+
+    def delete_nodes(
+        self,
+        handles: Sequence[NodeHandle],
+        done: Callable[[NodeHandle, MorpheusError | None], None],
+    ) -> None:
+        """Delete servers in parallel, then, once for the batch, release the addresses no
+        server took (``auto_delete`` covers the others) and narrow the route rule."""
+        by_forest: dict[str, list[NodeHandle]] = {}
+        for handle in handles:
+            by_forest.setdefault(handle.forest_id, []).append(handle)
+        for forest_id, batch in by_forest.items():
+            failed: dict[str, MorpheusError] = dict(self.servers.delete(forest_id, batch))
+            try:
+                addresses = self.addresses.of_forest(forest_id)
+                gone = {h.node_id for h in batch if h.node_id not in failed}
+                for node_id in sorted(gone):
+                    try:
+                        self.addresses.release(
+                            a for a in addresses if a.labels.get("node") == node_id
+                        )
+                    except HetznerError as exc:
+                        failed[node_id] = exc
+                    self.addresses.forget(node_id)
+                kept = [a.network for a in addresses if a.labels.get("node") not in gone]
+                self.firewalls.refresh(forest_id, kept)
+            except HetznerError as exc:  # the route rule still names them: not done
+                failed.update({h.node_id: exc for h in batch if h.node_id not in failed})
+            for handle in batch:
+                done(handle, failed.get(handle.node_id))
 
     def delete_forest_resources(self, forest_id: str) -> None:
         self.servers.settle(forest_id, cancel=True)

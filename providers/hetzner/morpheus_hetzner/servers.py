@@ -6,8 +6,8 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Sequence
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
@@ -44,6 +44,7 @@ from morpheus_hetzner.resources import (
 )
 from morpheus_hetzner.settings import HetznerSettings
 from morpheus_hetzner.ssh_keys import ProjectKey
+from morpheus_hetzner.workers import Workers
 
 T = TypeVar("T")
 
@@ -63,37 +64,6 @@ class PendingCreate:
     forest_id: str
     future: Future[Created]
     cancelled: threading.Event = field(default_factory=threading.Event)
-
-
-class Workers:
-    """The bounded pool of threads that talk to the API in parallel (one client each)."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._lock = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
-
-    def submit(self, call: Callable[[], T]) -> Future[T]:
-        with self._lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    max_workers=self._size, thread_name_prefix="hetzner"
-                )
-            return self._executor.submit(call)
-
-    def run_all(self, calls: Sequence[Callable[[], T]]) -> list[T]:
-        """Run ``calls`` in parallel; wait for all of them before raising any error, so
-        nothing is still being created while the caller rolls back."""
-        futures = [self.submit(call) for call in calls]
-        wait_futures(futures)
-        return [future.result() for future in futures]
-
-    def shutdown(self) -> None:
-        """Let running calls finish, then stop the threads."""
-        with self._lock:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True)
 
 
 class Servers:
@@ -262,7 +232,7 @@ class Servers:
                     f"creating {handle.node_id}: the API did not accept it before the deadline",
                     code="timeout",
                 ) from None
-        server = self.server_of(handle.forest_id, handle.node_id)
+        server = self._by_node(handle.forest_id, [handle.node_id]).get(handle.node_id)
         if server is None:
             raise HetznerError(f"{handle.node_id} has no server", code="not_found")
         return Created(ident(server.data_model.id), (), slot_of_server(server), True)
@@ -303,44 +273,87 @@ class Servers:
             (handle_of(s) for s in self.of_forest(forest_id)), key=lambda h: (h.index, h.node_id)
         )
 
-    def server_of(self, forest_id: str, node_id: str) -> BoundServer | None:
-        servers = self._api.call(
-            f"looking up the server of {node_id}",
-            lambda c: c.servers.get_all(label_selector=forest_selector(forest_id, node_id)),
-        )
-        if servers:
-            return servers[0]
-        # Forests imported from the older Go tool: its servers carry `forest-id=<forest>`
-        # and are named like our node ids (import-registry keeps those ids).
-        legacy = self._api.call(
-            f"looking up the server of {node_id}",
-            lambda c: c.servers.get_all(
-                label_selector=f"managed-by=morpheus,forest-id={forest_id}", name=node_id
-            ),
-        )
-        return legacy[0] if legacy else None
+    def delete(self, forest_id: str, handles: Sequence[NodeHandle]) -> dict[str, HetznerError]:
+        """Delete the servers of ``handles`` (none is fine) in parallel and wait for all
+        their delete actions at once; returns the failures by node id.
 
-    def delete(self, handle: NodeHandle) -> None:
-        """Delete the node's server (none is fine) and wait for the delete action."""
-        self.settle(handle.forest_id, node_id=handle.node_id, cancel=True)
-        server = self.server_of(handle.forest_id, handle.node_id)
-        if server is None:
-            return
-        server_id = ident(server.data_model.id)
+        One listing finds them all, so a node costs its ``DELETE`` plus a share of the
+        batched action polls.
+        """
+        for handle in handles:
+            self.settle(forest_id, node_id=handle.node_id, cancel=True)
+        servers = self._by_node(forest_id, [h.node_id for h in handles])
+        failed: dict[str, HetznerError] = {}
+        sent = self._workers.run_all(
+            [
+                partial(self._send_delete, servers[h.node_id])
+                for h in handles
+                if h.node_id in servers
+            ]
+        )
+        actions: dict[str, int] = {}
+        for node_id, result in sent:
+            if isinstance(result, HetznerError):
+                failed[node_id] = result
+            elif result is not None:
+                actions[node_id] = result
+        if not actions:
+            return failed
+        deadline = time.monotonic() + self._config.delete_timeout
+        doing = f"deleting {len(actions)} server(s) of {forest_id}"
+        try:
+            self._actions.wait_finished(actions.values(), deadline, doing)
+        except HetznerError as exc:  # the deadline: those still running failed
+            for node_id, action_id in actions.items():
+                if self._actions.outcome(action_id) is None:
+                    failed[node_id] = exc
+        for node_id, action_id in actions.items():
+            outcome = self._actions.outcome(action_id)
+            error = outcome.error(f"deleting {node_id}") if outcome is not None else None
+            if error is not None:
+                failed[node_id] = error
+        return failed
+
+    def _by_node(self, forest_id: str, node_ids: Sequence[str]) -> dict[str, BoundServer]:
+        """The servers of these nodes, from one listing of the forest (and one of its
+        servers imported from the older Go tool, when some are not found)."""
+        found: dict[str, BoundServer] = {}
+        for server in self.of_forest(forest_id):
+            node_id = (server.data_model.labels or {}).get("node")
+            if node_id is not None and node_id in node_ids:
+                found[node_id] = server
+        if len(found) < len(node_ids):
+            # Forests imported from the older Go tool: its servers carry `forest-id=<forest>`
+            # and are named like our node ids (import-registry keeps those ids).
+            legacy = self._api.call(
+                f"looking up the servers of {forest_id}",
+                lambda c: c.servers.get_all(
+                    label_selector=f"managed-by=morpheus,forest-id={forest_id}"
+                ),
+            )
+            for server in legacy:
+                name = str(server.data_model.name)
+                if name in node_ids and name not in found:
+                    found[name] = server
+        return found
+
+    def _send_delete(self, server: BoundServer) -> tuple[str, int | HetznerError | None]:
+        """``DELETE`` one server: its node id and the action id, the error, or None when
+        it was already gone."""
+        model = server.data_model
+        node_id = (model.labels or {}).get("node") or str(model.name)
+        server_id = ident(model.id)
         try:
             action = self._api.call(
-                f"deleting server {server.data_model.name}",
+                f"deleting server {model.name}",
                 lambda c: c.servers.delete(Server(id=server_id)),
                 retry_codes={"locked"},
             )
         except HetznerError as exc:
-            if exc.code != "not_found":
-                raise
-        else:
-            deadline = time.monotonic() + self._config.delete_timeout
-            self._actions.wait(
-                [ident(action.data_model.id)], deadline, f"deleting {handle.node_id}"
-            )
+            return node_id, None if exc.code == "not_found" else exc
+        action_id = ident(action.data_model.id)
+        self._actions.track([action_id])
+        return node_id, action_id
 
 
 def _post_server(

@@ -465,6 +465,32 @@ def test_teardown_removes_everything_by_label(
     assert_nothing_left(fake_hetzner)
 
 
+def test_nodes_are_deleted_in_parallel_with_the_firewall_written_once(
+    fake_hetzner: FakeHetzner, forest: ContractForest
+) -> None:
+    handles = plant_running(forest, 6)
+    fake_hetzner.time_scale = 0.05  # a delete takes 0.2 s: long enough to see overlap
+    start = len(fake_hetzner.requests)
+    outcomes: dict[str, object] = {}
+
+    forest.provider.delete_nodes(handles, lambda h, error: outcomes.update({h.node_id: error}))
+
+    asked = fake_hetzner.requests[start:]
+    assert outcomes == {h.node_id: None for h in handles}
+    assert fake_hetzner.servers == {}
+    assert len(asked) / len(handles) <= 4, fake_hetzner.counters
+    rule_writes = [r for r in asked if r.path.endswith("/actions/set_rules")]
+    assert len(rule_writes) == 1
+    deletes = [
+        (a.due - a.duration, a.due)
+        for a in fake_hetzner.actions.values()
+        if a.command == "delete_server"
+    ]
+    assert len(deletes) == 6
+    assert max(s for s, _ in deletes) < min(e for _, e in deletes), "all deletes overlapped"
+    fake_hetzner.time_scale = 0.01
+
+
 def test_forest_resources_stay_while_a_server_lives(
     fake_hetzner: FakeHetzner, forest: ContractForest
 ) -> None:
