@@ -153,7 +153,14 @@ def plant(
                     f"remove it with `morpheus teardown {forest.id}`",
                     None,
                 ) from exc
-            removal = remove_forest(ctx, provider, forest.id, progress)
+            try:
+                removal = remove_forest(ctx, provider, forest.id, progress)
+            except MorpheusError as stopped:
+                raise PlantFailedError(
+                    f"plant of {forest.id} failed: {reason}; the rollback stopped ({stopped}), "
+                    f"so some of its servers may still exist: run `morpheus teardown {forest.id}`",
+                    None,
+                ) from exc
             if not removal.failed:
                 lock.discard()
             if removal.failed:

@@ -35,6 +35,7 @@ from pydantic import SecretStr
 
 from morpheus import __version__
 from morpheus.errors import PreflightError, ProviderError
+from morpheus_hetzner.ratelimit import RateBudget
 from morpheus_hetzner.settings import HetznerSettings
 
 T = TypeVar("T")
@@ -101,6 +102,7 @@ class HetznerApi:
         self._local = threading.local()
         self._clients: list[hcloud.Client] = []
         self._clients_lock = threading.Lock()
+        self.budget = RateBudget()
 
     @property
     def has_token(self) -> bool:
@@ -140,6 +142,7 @@ class HetznerApi:
 
     def _remember_rate_limit(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         self._local.rate_limit_reset = response.headers.get("RateLimit-Reset")
+        self.budget.observe(response.headers)
 
     def call(
         self,
@@ -158,6 +161,7 @@ class HetznerApi:
         extra = frozenset(retry_codes)
 
         def attempt() -> T:
+            self._pace(doing)
             try:
                 return operation(self.client())
             except hcloud.APIException as exc:
@@ -178,8 +182,12 @@ class HetznerApi:
                     )
                 ) from exc
 
-        retrying = self._retrying(
-            retry=tenacity.retry_if_exception_type(_Retry), wait=self._wait_for
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(_Retry),
+            wait=self._wait_for,
+            stop=self._stop,
+            sleep=self._nap,
+            reraise=True,
         )
         try:
             return retrying(attempt)
@@ -244,7 +252,7 @@ class HetznerApi:
             retry=retry,
             wait=wait,
             stop=tenacity.stop_after_attempt(self.config.max_retries + 1),
-            sleep=self._sleep,
+            sleep=self._nap,
             reraise=True,
         )
 
@@ -255,6 +263,33 @@ class HetznerApi:
             min=self.config.retry_base_delay / 2,
             max=self.config.retry_max_delay,
         )(state)
+
+    def _pace(self, doing: str) -> None:
+        """Wait for a token of the project's request budget, when that fits."""
+        wait = self.budget.take()
+        if wait > self.config.max_rate_limit_wait:
+            self.budget.give_back()
+            raise HetznerError(
+                f"Hetzner API rate limit: {doing} would have to wait {wait:.0f} s for the "
+                f"project's request budget ({self.budget.limit} requests per hour, refilled "
+                f"at {self.budget.rate * 60:.0f} per minute), more than "
+                f"providers.hetzner.max_rate_limit_wait ({self.config.max_rate_limit_wait:g} s); "
+                "run the command again later or raise max_rate_limit_wait",
+                code=RATE_LIMITED,
+            )
+        self._nap(wait)
+
+    def _nap(self, seconds: float) -> None:
+        if seconds > 0:
+            self._sleep(seconds)
+
+    def _stop(self, state: tenacity.RetryCallState) -> bool:
+        """``max_retries`` attempts, but a 429 is asked again for as long as the wait for
+        the request budget fits ``max_rate_limit_wait`` (the pacing does the waiting)."""
+        failure = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(failure, _Retry) and failure.rate_limited:
+            return state.idle_for > self.config.max_rate_limit_wait
+        return state.attempt_number >= self.config.max_retries + 1
 
     def _wait_for(self, state: tenacity.RetryCallState) -> float:
         """RateLimit-Reset when the 429 said when (``_Retry.after``), else the backoff."""
@@ -267,7 +302,10 @@ class HetznerApi:
         """The error to raise for an API error: ``_Retry`` when asking again may help."""
         code = api_code(exc)
         error = self.translate(exc, doing)
-        if code == RATE_LIMITED:
+        if code == RATE_LIMITED and self.budget.limit is not None:
+            # The answer said how many tokens are left (none): _pace waits for one.
+            return _Retry(error, after=0.0, rate_limited=True)
+        if code == RATE_LIMITED:  # an API that gives no budget: RateLimit-Reset, or backoff
             wait = self._until_reset()
             if wait is None:
                 return _Retry(error)
@@ -314,9 +352,14 @@ class HetznerApi:
             if wait is not None:
                 reset = datetime.fromtimestamp(time.time() + wait, UTC).strftime("%H:%M:%S UTC")
                 when = f"; it resets at {reset}, in {wait:.0f} s"
+            limit = self.budget.limit
+            if limit is not None:
+                when = (
+                    f"; it allows {limit} requests per hour per project and refills "
+                    f"{self.budget.rate * 60:.0f} per minute"
+                )
             return HetznerError(
-                f"Hetzner API rate limit reached while {doing} (3600 requests per hour per "
-                f"project){when}; try again then",
+                f"Hetzner API rate limit reached while {doing}{when}; try again later",
                 code=code,
             )
         return HetznerError(f"Hetzner API: {doing} failed: {message} ({code})", code=code)
@@ -325,10 +368,13 @@ class HetznerApi:
 class _Retry(Exception):
     """Asking again may help; ``error`` is what to raise when the retries are used up."""
 
-    def __init__(self, error: HetznerError, after: float | None = None) -> None:
+    def __init__(
+        self, error: HetznerError, after: float | None = None, *, rate_limited: bool = False
+    ) -> None:
         super().__init__(str(error))
         self.error = error
         self.after = after
+        self.rate_limited = rate_limited
 
 
 def _hcloud_internals(client: hcloud.Client) -> tuple[Any, requests.Session]:

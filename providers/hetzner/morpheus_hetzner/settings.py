@@ -74,7 +74,8 @@ class HetznerSettings(BaseModel):
     max_rate_limit_wait: float = Field(
         default=120.0,
         ge=0,
-        description="Seconds Morpheus waits for RateLimit-Reset after a 429 before giving up.",
+        description="Seconds one request may wait for the project's request budget (tokens "
+        "refill at RateLimit-Limit/3600 per second) before giving up.",
     )
     delete_timeout: float = Field(
         default=300.0, gt=0, description="Seconds to wait for one server's delete action."

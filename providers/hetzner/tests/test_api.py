@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import hcloud._client
@@ -70,10 +71,20 @@ def test_primary_ips_go_through_the_sdk(
     assert len(raw) == len(calls), "every primary IP request went through PrimaryIPsClient"
 
 
-def api_with_recorded_sleeps(fake: FakeHetzner, **knobs: Any) -> tuple[HetznerApi, list[float]]:
+def api_with_recorded_sleeps(
+    fake: FakeHetzner, *, really: bool = False, **knobs: Any
+) -> tuple[HetznerApi, list[float]]:
+    """An API whose sleeps are recorded (and, ``really``, slept: the fake's bucket refills
+    with real time)."""
     sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if really:
+            time.sleep(seconds)
+
     config = HetznerSettings(retry_base_delay=1.0, retry_max_delay=4.0, **knobs)
-    return HetznerApi(SecretStr(fake.token), fake.endpoint, config, sleep=sleeps.append), sleeps
+    return HetznerApi(SecretStr(fake.token), fake.endpoint, config, sleep=sleep), sleeps
 
 
 def test_transient_errors_back_off_exponentially_with_jitter(fake_hetzner: FakeHetzner) -> None:
@@ -101,15 +112,48 @@ def test_retries_stop_at_max_retries_with_the_api_error(fake_hetzner: FakeHetzne
     assert fake_hetzner.request_count("GET", "/locations") == 3
 
 
-def test_a_429_waits_for_the_reset_not_the_backoff(fake_hetzner: FakeHetzner) -> None:
-    fake_hetzner.inject_rate_limited(path_prefix="/locations", reset_after=30.0)
+def test_a_429_waits_for_one_token_not_for_the_reset(fake_hetzner: FakeHetzner) -> None:
+    # RateLimit-Reset is when the bucket is full again (an hour away once it is empty);
+    # at 3600 requests per hour one token comes back every second.
+    fake_hetzner.inject_rate_limited(path_prefix="/locations", reset_after=3600.0)
     api, sleeps = api_with_recorded_sleeps(fake_hetzner)
     try:
         api.call("listing locations", lambda c: c.locations.get_all())
     finally:
         api.close()
     (slept,) = sleeps
-    assert 28.0 <= slept <= 32.0
+    assert 0.9 <= slept <= 1.1
+
+
+def test_requests_are_paced_by_the_budget_the_api_reports(fake_hetzner: FakeHetzner) -> None:
+    fake_hetzner.set_rate_limit(36_000)  # 10 tokens a second
+    api, sleeps = api_with_recorded_sleeps(fake_hetzner, really=True)
+    try:
+        api.call("listing locations", lambda c: c.locations.get_all())  # learns the budget
+        fake_hetzner.exhaust_rate_limit()
+        api.call("listing locations", lambda c: c.locations.get_all())  # 429, then paced
+        for _ in range(3):
+            api.call("listing locations", lambda c: c.locations.get_all())
+    finally:
+        api.close()
+    assert fake_hetzner.request_count("GET", "/locations", status=429) == 1
+    assert fake_hetzner.request_count("GET", "/locations", status=200) == 5
+    assert all(0 < slept <= 0.2 for slept in sleeps) and len(sleeps) == 4
+
+
+def test_a_budget_too_far_off_fails_at_once_saying_why(fake_hetzner: FakeHetzner) -> None:
+    fake_hetzner.exhaust_rate_limit()
+    api, sleeps = api_with_recorded_sleeps(fake_hetzner, max_rate_limit_wait=0.5)
+    try:
+        with pytest.raises(HetznerError) as caught:
+            api.call("listing locations", lambda c: c.locations.get_all())
+    finally:
+        api.close()
+    assert caught.value.code == "rate_limit_exceeded"
+    assert "3600 requests per hour" in str(caught.value)
+    assert "max_rate_limit_wait" in str(caught.value)
+    assert sleeps == []
+    assert fake_hetzner.request_count("GET", "/locations") == 1
 
 
 def test_a_lost_post_asks_before_sending_again(fake_hetzner: FakeHetzner) -> None:

@@ -53,6 +53,9 @@ PLANT_FAULTS: dict[str, Fault] = {
     "500 after the create was done": lambda f: f.inject(
         method="POST", path_prefix="/servers", status=500, code="server_error", committed=True
     ),
+    "429, bucket empty for an hour": lambda f: f.inject_rate_limited(
+        path_prefix="/servers", reset_after=3600.0, times=3
+    ),
     "503 forever on create": lambda f: f.inject(
         method="POST", path_prefix="/servers", status=503, code="unavailable", times=None
     ),
@@ -60,6 +63,9 @@ PLANT_FAULTS: dict[str, Fault] = {
 
 TEARDOWN_FAULTS: dict[str, Fault] = {
     "429 with reset": lambda f: f.inject_rate_limited(method="DELETE", reset_after=0.2),
+    "429, bucket empty for an hour": lambda f: f.inject_rate_limited(
+        method="DELETE", reset_after=3600.0, times=3
+    ),
     "500 on delete": lambda f: f.inject(method="DELETE", status=500, code="server_error", times=2),
     "connection reset": lambda f: f.inject_lost_response(
         method="DELETE", path_prefix="/servers", perform=False

@@ -85,6 +85,39 @@ def test_failure_on_node_4_of_5_rolls_everything_back(
     assert_nothing_left(fake_hetzner)
 
 
+def test_a_rollback_is_never_abandoned_for_a_429(
+    fake_hetzner: FakeHetzner, context: Context
+) -> None:
+    fake_hetzner.inject(method="POST", path_prefix="/servers", status=422, code="invalid_input")
+    # Every delete first meets an empty bucket whose RateLimit-Reset is an hour away.
+    fake_hetzner.inject_rate_limited(method="DELETE", reset_after=3600.0, times=3)
+    with pytest.raises(PlantFailedError, match="rolled back") as caught:
+        plan_and_plant(context, 2)
+
+    assert "nothing left behind" in str(caught.value)
+    assert fake_hetzner.request_count("DELETE", status=429) == 3
+    assert context.registry.list_forests() == []
+    assert_nothing_left(fake_hetzner)
+
+
+def test_a_rollback_that_cannot_finish_names_the_cause_and_the_way_out(
+    fake_hetzner: FakeHetzner, context: Context
+) -> None:
+    fake_hetzner.inject(
+        method="POST", path_prefix="/servers", status=422, code="invalid_input", message="nope"
+    )
+    fake_hetzner.inject(method="GET", path_prefix="/servers", status=503, times=None)
+    with pytest.raises(PlantFailedError) as caught:
+        plan_and_plant(context, 1)
+    fake_hetzner.clear_faults()
+
+    message = str(caught.value)
+    assert "the rollback stopped" in message
+    assert "morpheus teardown forest-" in message
+    (forest,) = context.registry.list_forests()
+    assert forest.status != "deleting"
+
+
 def test_ctrl_c_while_creating_rolls_back_what_was_sent(
     fake_hetzner: FakeHetzner, context: Context
 ) -> None:
