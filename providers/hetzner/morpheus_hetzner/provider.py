@@ -147,11 +147,13 @@ class HetznerProvider(Provider):
         return not self.config.enable_ipv4
 
     def plan_lines(self, plan: ForestPlan) -> list[PlanLine]:
-        return self._preflight.plan_lines(plan)
+        with self.api.reads.within(self.config.read_timeout):
+            return self._preflight.plan_lines(plan)
 
     def checks(self) -> list[CheckResult]:
         """Token, server type, image, SSH key and admin sources, each on its own line."""
-        return self._preflight.checks()
+        with self.api.reads.within(self.config.read_timeout):
+            return self._preflight.checks()
 
     def status_notes(self) -> list[str]:
         config = self.config
@@ -260,7 +262,10 @@ class HetznerProvider(Provider):
 
     def list_nodes(self, forest_id: str) -> list[NodeHandle]:
         self.servers.settle(forest_id)
-        return self.servers.handles(forest_id)
+        # Read-only commands (status, list --refresh, previews) answer within read_timeout
+        # even when the API hangs; a teardown that cannot list is refused, changing nothing.
+        with self.api.reads.within(self.config.read_timeout):
+            return self.servers.handles(forest_id)
 
     def delete_node(self, handle: NodeHandle) -> None:
         failed: list[MorpheusError] = []

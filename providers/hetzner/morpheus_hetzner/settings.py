@@ -64,6 +64,13 @@ class HetznerSettings(BaseModel):
     )
     poll_backoff: float = Field(default=1.5, ge=1, description="Factor between action polls.")
     request_timeout: float = Field(default=30.0, gt=0, description="Seconds per API request.")
+    read_timeout: float = Field(
+        default=20.0,
+        gt=0,
+        description="Seconds a read-only look (status, list --refresh, check, the listing "
+        "before a teardown) waits for the API over all its retries; creates and deletes keep "
+        "their own deadlines.",
+    )
     max_retries: int = Field(
         default=5, ge=0, le=20, description="Retries of one request (5xx, 429, lost answers)."
     )

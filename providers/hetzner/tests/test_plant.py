@@ -20,6 +20,7 @@ import pytest
 from fakeapi import FakeHetzner
 from hetzner_support import ADMIN_SOURCE, SettingsFactory
 from morpheus_hetzner.provider import HetznerProvider
+from morpheus_hetzner.settings import HetznerSettings
 
 from morpheus.errors import PlantFailedError
 from morpheus.registry import Registry
@@ -252,3 +253,19 @@ def test_a_refused_teardown_leaves_the_forest_as_it_was(
     preview = morpheus("reconcile", forest_id, "--dry-run", timeout=60)
     assert "teardown was interrupted" not in preview.stdout + preview.stderr
     assert len(fake_hetzner.servers) == 3
+
+
+def test_status_gives_up_on_a_hung_api_within_its_bound(
+    fake_hetzner: FakeHetzner, kept_forest: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert HetznerSettings().read_timeout <= 20  # the documented default bound
+    monkeypatch.setenv("MORPHEUS_PROVIDERS__HETZNER__READ_TIMEOUT", "2")
+    fake_hetzner.inject_slow_response(60.0, method="GET", path_prefix="/servers", times=None)
+    started = time.monotonic()
+
+    result = morpheus("status", str(kept_forest["id"]), timeout=60)
+
+    assert time.monotonic() - started < 10, "request_timeout x retries would be 30 s"
+    fake_hetzner.clear_faults()
+    assert "could not be asked" in result.stdout + result.stderr
+    assert "within 2 s" in result.stdout + result.stderr

@@ -1,4 +1,5 @@
-"""The project's request budget, as the API reports it, spent before it runs out.
+"""What bounds the conversation with the API: the project's request budget, spent before
+it runs out, and how long a read-only look may wait for an API that does not answer.
 
 Hetzner counts requests per project in a bucket of ``RateLimit-Limit`` tokens (3600 today)
 that refills at ``limit / 3600`` tokens per second; every answer says how many are left
@@ -13,7 +14,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 #: The refill rule: the whole limit comes back over this many seconds.
 REFILL_WINDOW = 3600.0
@@ -74,3 +76,27 @@ class RateBudget:
         assert self._limit is not None
         self._tokens = min(float(self._limit), self._tokens + (now - self._at) * self.rate)
         self._at = now
+
+
+class ReadBound:
+    """A deadline, per thread, for everything a read-only look asks (retries included), so
+    ``status`` answers within it even when the API hangs."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._local = threading.local()
+
+    @contextmanager
+    def within(self, seconds: float) -> Iterator[None]:
+        outer = getattr(self._local, "deadline", None)
+        deadline = self._clock() + seconds
+        self._local.deadline = deadline if outer is None else min(outer, deadline)
+        try:
+            yield
+        finally:
+            self._local.deadline = outer
+
+    def remaining(self) -> float | None:
+        """Seconds left (never below 0), or None outside ``within``."""
+        deadline: float | None = getattr(self._local, "deadline", None)
+        return None if deadline is None else max(0.0, deadline - self._clock())
