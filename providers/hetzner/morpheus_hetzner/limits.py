@@ -38,7 +38,8 @@ class RateBudget:
         return self._limit
 
     def observe(self, headers: Mapping[str, str]) -> None:
-        """Take the count an answer reports (the API's count beats the estimate)."""
+        """Take the count an answer reports when it is lower than the estimate (another
+        client spends the same budget)."""
         try:
             limit = int(headers["RateLimit-Limit"])
             remaining = int(headers["RateLimit-Remaining"])
@@ -47,7 +48,14 @@ class RateBudget:
         if limit <= 0:
             return
         with self._lock:
-            self._limit, self._tokens, self._at = limit, float(remaining), self._clock()
+            if self._limit is None:
+                self._limit, self._tokens, self._at = limit, float(remaining), self._clock()
+                return
+            # Never above the estimate: tokens handed out to requests still in flight are
+            # already gone from it, not yet from the answer's count.
+            self._limit = limit
+            self._refill()
+            self._tokens = min(self._tokens, float(remaining))
 
     def take(self) -> float:
         """Hand out one token; returns how long to wait before using it (0: go now).

@@ -51,7 +51,7 @@ class HetznerSettings(BaseModel):
         description=f"API endpoint; {ENDPOINT_VARIABLE} wins, default {DEFAULT_ENDPOINT}.",
     )
     create_concurrency: int = Field(
-        default=5, ge=1, le=20, description="Server creations in flight at once."
+        default=10, ge=1, le=20, description="Server creations in flight at once."
     )
     create_jitter: float = Field(
         default=0.3, ge=0, le=10, description="Seconds; each create waits a random part of it."
