@@ -67,7 +67,8 @@ def main() -> int:
         "## API fault matrix (Hetzner, fake API)",
         "",
         "Each fault injected during a 3-node plant or its teardown; every case must "
-        "end complete or cleanly failed, with nothing left billing, in at most 80 requests.",
+        "end complete or cleanly failed, with nothing left billing, in at most 80 requests. "
+        "`status`: the forest's listing while the API does not answer (read_timeout 2 s).",
         "",
         "| operation | fault | outcome | API requests |",
         "|---|---|---|---|",

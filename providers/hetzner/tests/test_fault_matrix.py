@@ -147,3 +147,19 @@ def test_teardown_under_fault(
     report("teardown", fault, "clean teardown" if billing(fake_hetzner) == 0 else "left", requests)
     assert billing(fake_hetzner) == 0
     assert requests <= REQUEST_BOUND
+
+
+def test_status_listing_with_the_api_hung(
+    fake_hetzner: FakeHetzner, hetzner_factory: ProviderFactory
+) -> None:
+    """A read-only look gives up within read_timeout (2 s here), whatever the retries."""
+    provider = hetzner_factory(read_timeout=2.0)
+    hang = fake_hetzner.inject_slow_response(60.0, method="GET", path_prefix="/servers", times=None)
+    started = time.monotonic()
+    with pytest.raises(MorpheusError, match="within 2 s"):
+        provider.list_nodes("forest-1")
+    elapsed = time.monotonic() - started
+    fake_hetzner.clear_faults()
+    report("status", "API hangs", f"gave up after {elapsed:.1f} s, said why", hang.hits)
+    assert elapsed < 5
+    assert hang.hits == 1  # one request, cut at the bound: no retry after the time is up
