@@ -12,6 +12,11 @@ How a plant goes, and what each step costs in API requests:
   pool of worker threads (one hcloud client each, a random start jitter), then returns.
 - ``wait_running``: waits for that create and for its actions; all running actions of the
   provider are polled in one batched request with backoff.
+- ``delete_nodes`` (teardown, rollback): one listing of the forest, every ``DELETE`` at once,
+  one wait for all their actions, the firewall's route rule written once.
+
+Every request waits for a token of the project's budget (``limits.RateBudget``); read-only
+looks give up within ``read_timeout`` (``limits.ReadBound``).
 
 Everything carries the labels of ``morpheus.blueprint.labels_for`` and a name derived from
 the forest or node id, so a create whose answer was lost is adopted by name (never made
