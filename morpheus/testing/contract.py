@@ -157,6 +157,18 @@ class ProviderContract:
         forest.provider.delete_node(ghost)
         assert forest.provider.list_nodes(forest.id) == []
 
+    def test_delete_nodes_reports_each_once(self, forest: ContractForest) -> None:
+        handles = forest.plant(3)
+        deadline = time.monotonic() + WAIT_SECONDS
+        for handle in handles:
+            forest.provider.wait_running(handle, deadline)
+        reported: list[tuple[str, object]] = []
+        forest.provider.delete_nodes(
+            handles[:2], lambda handle, error: reported.append((handle.node_id, error))
+        )
+        assert sorted(reported) == [(h.node_id, None) for h in handles[:2]]
+        assert [h.node_id for h in forest.provider.list_nodes(forest.id)] == [handles[2].node_id]
+
     def test_unknown_forest_lists_nothing(self, provider: Provider) -> None:
         assert provider.list_nodes("forest-never-planted") == []
 
