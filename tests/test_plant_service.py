@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from morpheus_local.provider import LocalProvider, LocalSettings
 
+from morpheus.blueprint import NodeBlueprint
 from morpheus.errors import PlantFailedError, ProviderError
-from morpheus.models import ForestStatus, NodeStatus
+from morpheus.models import ForestStatus, NodeStatus, Ports
 from morpheus.provider import NodeHandle, Reservation
 from morpheus.registry import Registry
 from morpheus.services import Context, no_progress
@@ -60,12 +61,25 @@ def test_a_server_answering_for_another_is_caught(context: Context) -> None:
     first = plant_with(context, local(context), 1)
     (running,) = context.registry.nodes(first)
 
+    own_ports: dict[str, Ports] = {}
+
     class Clashing(LocalProvider):
+        """Records the running node's ports while its own server listens on free ones.
+
+        Its server must keep running: one that clashed on a port would exit first, and the
+        failure would be that exit rather than the answer from another server.
+        """
+
         def reserve_addresses(
             self, forest_id: str, run_id: str, node_ids: list[str]
         ) -> list[Reservation]:
             mine = super().reserve_addresses(forest_id, run_id, node_ids)
+            own_ports.update({r.node_id: r.ports for r in mine})
             return [r.model_copy(update={"ports": running.ports}) for r in mine]
+
+        def create_node(self, blueprint: NodeBlueprint) -> NodeHandle:
+            own = own_ports[blueprint.node_id]
+            return super().create_node(blueprint.model_copy(update={"ports": own}))
 
     with pytest.raises(PlantFailedError, match=f"another NATS server \\({running.id}\\)"):
         plant_with(context, local(context, Clashing), 1)
