@@ -83,7 +83,7 @@ def plants(cli: Cli, vm_host: VmHost, console_watch: ConsoleWatch) -> Iterator[d
     try:
         expected = _defined_domains(uri)
         for name, nodes, args, env in order:
-            started[name] = Plant(cli, "libvirt", *args, "--yes", timeout=1800, **env)
+            started[name] = Plant(cli, "libvirt", *args, "--yes", timeout=2700, **env)
             expected += nodes
             deadline = time.monotonic() + 300
             while _defined_domains(uri) < expected and started[name].process.poll() is None:

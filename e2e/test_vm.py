@@ -18,7 +18,7 @@ import httpx
 import pytest
 from vm_support import Cli, ConsoleWatch, Plant, VmHost, describe, libvirt_names, ssh
 
-pytestmark = [pytest.mark.vm, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(3000)]
 
 #: A failed bootstrap must be reported within this long after the node wrote its failure.
 FAIL_FAST_SECONDS = 30.0
@@ -118,7 +118,7 @@ def test_grow_by_one_node(cli: Cli, plants: dict[str, Plant]) -> None:
     forest = planted(plants["three"])["forest"]["id"]
     started = time.monotonic()
     # Any load is above 1 %: grow now, by one node.
-    result = cli.run("grow", forest, "--threshold", "1", "--yes", timeout=1800)
+    result = cli.run("grow", forest, "--threshold", "1", "--yes", timeout=2700)
     assert result.returncode == 10, describe(result)
     print(f"grew in {time.monotonic() - started:.0f} s")
     status = cli.json("status", forest)
