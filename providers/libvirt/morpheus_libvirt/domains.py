@@ -12,7 +12,7 @@ from morpheus.errors import ProviderError
 from morpheus.models import Capacity
 from morpheus.provider import NodeHandle
 from morpheus_libvirt.addresses import NodeAddresses
-from morpheus_libvirt.binding import NO_DOMAIN, OPERATION_INVALID, find, ignoring
+from morpheus_libvirt.binding import NO_DOMAIN, OPERATION_INVALID, find, ignoring, is_libvirt_error
 from morpheus_libvirt.libvirt_xml import DomainSpec, NodeMetadata, read_node_metadata
 from morpheus_libvirt.settings import LibvirtSettings
 from morpheus_libvirt.storage import volume_names
@@ -86,11 +86,24 @@ def node_handle(domain: Any, metadata: NodeMetadata, location: str) -> NodeHandl
     )
 
 
+def destroy(domain: Any, attempts: int = 3) -> None:
+    """Stop the VM; libvirt gives up on a QEMU slow to exit (a loaded host), so ask again."""
+    for attempt in range(attempts):
+        if not domain.isActive():
+            return
+        try:
+            domain.destroy()
+        except Exception as exc:
+            if attempt + 1 == attempts or is_libvirt_error(exc, NO_DOMAIN, OPERATION_INVALID):
+                raise
+        else:
+            return
+
+
 def remove_domain(domain: Any) -> None:
     """Stop and undefine the domain; stopped or gone meanwhile is the outcome we want."""
     with ignoring(NO_DOMAIN, OPERATION_INVALID):
-        if domain.isActive():
-            domain.destroy()
+        destroy(domain)
     with ignoring(NO_DOMAIN):
         domain.undefineFlags(_UNDEFINE_MANAGED_SAVE | _UNDEFINE_SNAPSHOTS_METADATA)
 

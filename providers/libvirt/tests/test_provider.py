@@ -659,3 +659,31 @@ def test_preflight_checks_that_qemu_can_open_dev_kvm(
     with pytest.raises(PreflightError, match="cannot open /dev/kvm"):
         provider.preflight(ForestPlan(forest_id=None, node_count=1))
     assert asked == [(64055, 64055)]
+
+
+def test_destroy_asks_again_when_libvirt_gives_up_on_a_slow_qemu() -> None:
+    import libvirt
+    from morpheus_libvirt.domains import destroy
+
+    class SlowToDie:
+        def __init__(self, failures: int) -> None:
+            self.failures = failures
+            self.active = True
+            self.asked = 0
+
+        def isActive(self) -> bool:
+            return self.active
+
+        def destroy(self) -> None:
+            self.asked += 1
+            if self.asked <= self.failures:
+                raise libvirt.libvirtError("Failed to terminate process 42 with SIGKILL")
+            self.active = False
+
+    slow = SlowToDie(failures=2)
+    destroy(slow)
+    assert (slow.asked, slow.active) == (3, False)
+    stuck = SlowToDie(failures=5)
+    with pytest.raises(libvirt.libvirtError, match="SIGKILL"):
+        destroy(stuck)
+    assert stuck.asked == 3
