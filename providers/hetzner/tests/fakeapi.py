@@ -1651,11 +1651,13 @@ class FakeHetzner:
         if kind == "ipv4":
             self._ipv4_count += 1
             n = self._ipv4_count
-            address = f"49.13.{(n // 254) % 256}.{n % 254 + 1}"
+            # Benchmarking and documentation ranges: a test that dials a node (a readiness
+            # or status poll) can never reach a real machine.
+            address = f"198.18.{(n // 254) % 256}.{n % 254 + 1}"
         else:
             self._ipv6_count += 1
             n = self._ipv6_count
-            address = f"2a01:4f8:{0xC000 + (n >> 16) % 0x4000:x}:{n & 0xFFFF:x}::/64"
+            address = f"2001:db8:{0xC000 + (n >> 16) % 0x4000:x}:{n & 0xFFFF:x}::/64"
         ip = FakePrimaryIP(
             id=ident,
             name=name or f"primary_ip-{ident}",
