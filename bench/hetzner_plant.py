@@ -153,7 +153,22 @@ def main() -> None:
             f"| {teardown_s:.2f} s | {teardown_s / base_teardown:.2f}× | {teardown_rq:.1f} "
             f"| {refused} |"
         )
-    print("\n".join(lines[-len(sizes) - 2 :]))
+    missed = []
+    medians = {n: statistics.median(r.plant_s for r in runs[n]) for n in sizes}
+    teardowns = {n: statistics.median(r.teardown_s for r in runs[n]) for n in sizes}
+    if 5 in runs and medians[5] > 1.3 * base_plant:
+        missed.append("plant 5")
+    if 50 in runs:
+        if medians[50] > 1.5 * base_plant:
+            missed.append("plant 50")
+        if teardowns[50] > 1.5 * base_teardown:
+            missed.append("teardown 50")
+        if statistics.median(r.plant_requests for r in runs[50]) / 50 > 5:
+            missed.append("requests per node at 50")
+    if any(r.refused for rs in runs.values() for r in rs):
+        missed.append("no 429")
+    lines += ["", f"Missed on this run: {', '.join(missed)}." if missed else "Every goal is met."]
+    print("\n".join(lines[-len(sizes) - 4 :]))
     write_section("## Hetzner plant", "\n".join(lines))
 
 
