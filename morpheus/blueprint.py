@@ -44,6 +44,9 @@ HttpUrl = Annotated[
     str, StringConstraints(pattern=r"^https?://[A-Za-z0-9._~:/?#\[\]@!$&()*+,;=%-]+$")
 ]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+_PEM = r"-----BEGIN [A-Z ]{1,40}-----\n[A-Za-z0-9+/=\n]{1,16000}-----END [A-Z ]{1,40}-----\n"
+#: One PEM block (a certificate or a key): nothing a template could be tricked by.
+Pem = Annotated[str, StringConstraints(pattern=f"^{_PEM}$")]
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
@@ -108,6 +111,21 @@ class RouteCredentials(Frozen):
     @classmethod
     def generate(cls) -> RouteCredentials:
         return cls(username="morpheus-route", password=SecretStr(secrets.token_urlsafe(32)))
+
+
+def _check_pem_key(value: SecretStr) -> SecretStr:
+    # Checked like Pem, without echoing the secret in the validation error.
+    if not re.fullmatch(_PEM, value.get_secret_value()):
+        raise ValueError("must be one PEM block")
+    return value
+
+
+class RouteTls(Frozen):
+    """A node's mutual-TLS route material: the forest CA's certificate, its own cert and key."""
+
+    ca_cert: Pem
+    cert: Pem
+    key: Annotated[SecretStr, AfterValidator(_check_pem_key)]
 
 
 class JetStreamLimits(Frozen):
@@ -181,6 +199,9 @@ class NodeBlueprint(Frozen):
     cluster_listen: Host = "::"
     peers: tuple[Peer, ...] = ()
     credentials: RouteCredentials | None = None
+    #: Mutual-TLS routes (None: plain routes, for forests recorded before the forest CA).
+    tls: RouteTls | None = None
+    tls_dir: SafePath = "/etc/nats/tls"
     jetstream: JetStreamLimits = Field(default_factory=JetStreamLimits)
     store_dir: SafePath = "/var/lib/nats/jetstream"
     nats: NatsInstall
@@ -235,6 +256,15 @@ class NodeBlueprint(Frozen):
     def clustered(self) -> bool:
         """A one-node forest runs standalone: a lone cluster block never becomes healthy."""
         return len(self.peers) >= 2
+
+    @property
+    def tls_files(self) -> dict[str, str]:
+        """Where the node keeps its route TLS files: ``ca``, ``cert`` and ``key``."""
+        return {
+            "ca": f"{self.tls_dir}/forest-ca.pem",
+            "cert": f"{self.tls_dir}/node.pem",
+            "key": f"{self.tls_dir}/node-key.pem",
+        }
 
     @property
     def self_peer(self) -> Peer:

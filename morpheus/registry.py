@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from difflib import get_close_matches
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
@@ -26,7 +26,10 @@ from morpheus.blueprint import Peer, RouteCredentials
 from morpheus.errors import ForestNotFoundError, RegistryError
 from morpheus.models import Capacity, Event, Forest, ForestStatus, Node, NodeStatus, Ports
 
-SCHEMA_VERSION = 1
+if TYPE_CHECKING:
+    from morpheus.pki import ForestCA, NodeCertificate
+
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE forests (
@@ -71,6 +74,23 @@ CREATE TABLE events (
 );
 CREATE INDEX events_by_forest ON events (forest_id, id);
 """
+
+#: Schema changes by the version they lead to; a new registry runs them all after _SCHEMA.
+_MIGRATIONS = {
+    # Mutual-TLS routes: the forest CA beside the route password (NULL: a forest recorded
+    # before, whose routes stay plain), and each node's certificate and key.
+    2: """
+ALTER TABLE route_credentials ADD COLUMN ca_cert TEXT;
+ALTER TABLE route_credentials ADD COLUMN ca_key TEXT;
+CREATE TABLE node_credentials (
+    node_id TEXT PRIMARY KEY REFERENCES nodes(id) ON DELETE CASCADE,
+    forest_id TEXT NOT NULL REFERENCES forests(id),
+    cert TEXT NOT NULL,
+    key TEXT NOT NULL,
+    addresses TEXT NOT NULL
+);
+""",
+}
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -144,16 +164,18 @@ class Registry:
     def _migrate(self) -> None:
         with self._write():
             (version,) = self._db.execute("PRAGMA user_version").fetchone()
-            if version == 0:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            elif version > SCHEMA_VERSION:
+            if version > SCHEMA_VERSION:
                 raise RegistryError(
                     f"the registry {self.path} was written by a newer Morpheus "
                     f"(schema {version}); upgrade morpheus"
                 )
+            steps = [(1, _SCHEMA)] if version == 0 else []
+            steps += [(v, sql) for v, sql in sorted(_MIGRATIONS.items()) if v > max(version, 1)]
+            for target, script in steps:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {target}")
         # WAL lets readers (list, status, completion) run while a plant writes.
         self._db.execute("PRAGMA journal_mode = WAL")
 
@@ -182,8 +204,12 @@ class Registry:
         run_id: str,
         credentials: RouteCredentials,
         now: datetime,
+        ca: ForestCA | None = None,
     ) -> Forest:
-        """Record a new forest under an id that no other forest has, even one made this second."""
+        """Record a new forest under an id that no other forest has, even one made this second.
+
+        ``ca`` (the forest's route CA) is kept beside the route password, in this 0600 file.
+        """
         base = f"forest-{int(now.timestamp())}"
         with self._write() as db:
             taken = {
@@ -211,8 +237,15 @@ class Registry:
                 ),
             )
             db.execute(
-                "INSERT INTO route_credentials VALUES (?,?,?)",
-                (forest_id, credentials.username, credentials.password.get_secret_value()),
+                "INSERT INTO route_credentials (forest_id, username, password, ca_cert, ca_key)"
+                " VALUES (?,?,?,?,?)",
+                (
+                    forest_id,
+                    credentials.username,
+                    credentials.password.get_secret_value(),
+                    None if ca is None else ca.cert,
+                    None if ca is None else ca.key.get_secret_value(),
+                ),
             )
             self._event(db, forest_id, now, "planting", f"planting {size} forest on {provider}")
         return self.get_forest(forest_id)
@@ -251,7 +284,7 @@ class Registry:
                 ),
             )
             db.execute(
-                "INSERT INTO route_credentials VALUES (?,?,?)",
+                "INSERT INTO route_credentials (forest_id, username, password) VALUES (?,?,?)",
                 (forest.id, credentials.username, credentials.password.get_secret_value()),
             )
             for node in nodes:
@@ -298,6 +331,7 @@ class Registry:
             if left:
                 raise RegistryError(f"forest {forest_id} still has {left} node(s) recorded")
             db.execute("DELETE FROM events WHERE forest_id = ?", (forest_id,))
+            db.execute("DELETE FROM node_credentials WHERE forest_id = ?", (forest_id,))
             db.execute("DELETE FROM route_credentials WHERE forest_id = ?", (forest_id,))
             db.execute("DELETE FROM forests WHERE id = ?", (forest_id,))
 
@@ -308,6 +342,45 @@ class Registry:
         if row is None:
             raise RegistryError(f"forest {forest_id} has no route credentials recorded")
         return RouteCredentials(username=row[0], password=SecretStr(row[1]))
+
+    def forest_ca(self, forest_id: str) -> ForestCA | None:
+        """The forest's route CA; None for a forest recorded before routes used TLS."""
+        from morpheus.pki import ForestCA
+
+        row = self._db.execute(
+            "SELECT ca_cert, ca_key FROM route_credentials WHERE forest_id = ?", (forest_id,)
+        ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return ForestCA(cert=row[0], key=SecretStr(row[1]))
+
+    def node_certificate(self, node_id: str) -> NodeCertificate | None:
+        from morpheus.pki import NodeCertificate
+
+        row = self._db.execute(
+            "SELECT cert, key, addresses FROM node_credentials WHERE node_id = ?", (node_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        return NodeCertificate(
+            cert=row[0], key=SecretStr(row[1]), addresses=tuple(json.loads(row[2]))
+        )
+
+    def save_node_certificate(
+        self, forest_id: str, node_id: str, certificate: NodeCertificate
+    ) -> None:
+        """Keep a node's route certificate and key (replacing any it had)."""
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO node_credentials VALUES (?,?,?,?,?)",
+                (
+                    node_id,
+                    forest_id,
+                    certificate.cert,
+                    certificate.key.get_secret_value(),
+                    json.dumps(list(certificate.addresses)),
+                ),
+            )
 
     @staticmethod
     def _forest(row: sqlite3.Row) -> Forest:

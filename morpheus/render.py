@@ -265,6 +265,7 @@ def node_files(blueprint: NodeBlueprint, rendered_at: datetime) -> list[NodeFile
     ]
     if blueprint.host_firewall:
         files.append(NodeFile(paths.firewall, render_firewall(blueprint), "0644"))
+    files.extend(tls_files(blueprint))
     for unit, text in render_unit_files(blueprint).items():
         files.append(NodeFile(f"{paths.units}/{unit}", text))
     return files
@@ -278,6 +279,19 @@ def pack(text: str) -> str:
 def unpack(packed: str) -> str:
     """The text ``pack`` made, as cloud-init decodes it on the node."""
     return gzip.decompress(base64.b64decode(packed, validate=True)).decode("utf-8")
+
+
+def tls_files(blueprint: NodeBlueprint) -> list[NodeFile]:
+    """The route TLS files of a clustered node; the key is 0600 (the bootstrap gives it to nats)."""
+    tls = blueprint.tls
+    if tls is None or not blueprint.clustered:
+        return []
+    where = blueprint.tls_files
+    return [
+        NodeFile(where["ca"], tls.ca_cert),
+        NodeFile(where["cert"], tls.cert),
+        NodeFile(where["key"], tls.key.get_secret_value(), "0600"),
+    ]
 
 
 def render_user_data(blueprint: NodeBlueprint, *, now: datetime | None = None) -> str:

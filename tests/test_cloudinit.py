@@ -16,6 +16,7 @@ import os
 import re
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
@@ -51,6 +52,7 @@ from morpheus.nats_release import (
     fetch_pypi_artifacts,
     nats_artifacts,
 )
+from morpheus.pki import ForestCA, certificate_names
 from morpheus.render import (
     NODE_PATHS,
     USER_DATA_LIMIT,
@@ -92,12 +94,18 @@ def forest(
     credentials: RouteCredentials | None = None,
     first: int = 1,
     peer_count: int | None = None,
+    tls: bool = True,
     **overrides: Any,
 ) -> list[NodeBlueprint]:
-    """Blueprints of a ``size``-node forest as the cloud path builds them."""
+    """Blueprints of a ``size``-node forest as the cloud path builds them.
+
+    With ``tls`` (as every forest is planted now) each node gets route TLS files: the forest
+    CA's certificate and its own certificate, naming its address, and key.
+    """
     credentials = credentials or RouteCredentials(
         username="morpheus-route", password=SecretStr("s3cret-" + "x" * 30)
     )
+    ca = ForestCA.generate("forest-1746515289", NOW) if tls else None
     peers = tuple(Peer(host=node_host(i)) for i in range(1, (peer_count or size) + 1))
     fields: dict[str, Any] = {
         "forest_id": "forest-1746515289",
@@ -118,6 +126,9 @@ def forest(
             "host": node_host(index),
             "peers": peers if size > 1 or peer_count else (),
             "labels": {"managed-by": "morpheus", "forest": "forest-1746515289"},
+            "tls": None
+            if ca is None
+            else ca.issue(f"forest-1746515289-node-{index}", [node_host(index)], NOW).route_tls(ca),
         }
         node.update(overrides)
         blueprints.append(build_blueprint(**node))
@@ -373,6 +384,9 @@ def test_files_are_written_with_explicit_owner_and_mode() -> None:
         "/etc/systemd/system/nats.service": "0644",
         "/etc/systemd/system/morpheus-firewall.service": "0644",
         "/etc/systemd/system/nimsforest.service": "0644",
+        "/etc/nats/tls/forest-ca.pem": "0644",
+        "/etc/nats/tls/node.pem": "0644",
+        "/etc/nats/tls/node-key.pem": "0600",  # the bootstrap hands it to user nats
     }
     assert yaml.safe_load(user_data)["runcmd"] == [[NODE_PATHS.bootstrap]]  # no shell code
 
@@ -391,6 +405,7 @@ def test_one_node_forest_runs_standalone() -> None:
     user_data = render_user_data(blueprint, now=NOW)
     conf = file_text(user_data, NODE_PATHS.nats_conf)
     assert "cluster {" not in conf
+    assert not any(path.startswith("/etc/nats/tls") for path in written_files(user_data))
     assert 'server_name: "forest-1746515289-node-1"' in conf
     assert "6222" not in file_text(user_data, NODE_PATHS.firewall)
     assert json.loads(file_text(user_data, NODE_PATHS.node_info))["cluster"] is None
@@ -407,6 +422,40 @@ def test_clustered_nats_conf_has_quoted_ipv6_mesh_and_route_authorization() -> N
     for index in (1, 2, 3):
         assert f'"nats-route://morpheus-route:s3cret-{"x" * 30}@[2001:db8:{index}::1]:6222"' in conf
     assert "max_memory_store: 1G" in conf and "max_file_store: 10G" in conf
+
+
+def test_clustered_nodes_get_mutual_tls_routes_naming_exactly_their_address() -> None:
+    blueprint = forest(3)[1]
+    assert blueprint.tls is not None
+    user_data = render_user_data(blueprint, now=NOW)
+    conf = file_text(user_data, NODE_PATHS.nats_conf)
+    tls_block = conf[conf.index("  tls {") : conf.index("  authorization {")]
+    assert tls_block.splitlines()[1:] == [
+        '    cert_file: "/etc/nats/tls/node.pem"',
+        '    key_file: "/etc/nats/tls/node-key.pem"',
+        '    ca_file: "/etc/nats/tls/forest-ca.pem"',
+        "    verify: true",
+        "    timeout: 5",
+        "  }",
+    ]
+    cert = file_text(user_data, "/etc/nats/tls/node.pem")
+    assert certificate_names(cert) == [node_host(2)]
+    assert file_text(user_data, "/etc/nats/tls/forest-ca.pem") == blueprint.tls.ca_cert
+    # The node's own key is in its user-data; the CA's key never is.
+    assert "PRIVATE KEY" in file_text(user_data, "/etc/nats/tls/node-key.pem")
+    assert user_data.count("PRIVATE KEY-----") == 2  # BEGIN and END of the node key only
+
+
+def test_user_data_with_route_tls_fits_for_every_size_growth_allows_by_default() -> None:
+    from morpheus.services.provision import widest_blueprint
+    from morpheus.settings import Settings
+
+    settings = Settings()
+    for size in (1, 3, 5, settings.growth.max_nodes):
+        blueprint = widest_blueprint(settings, size, NOW)
+        assert blueprint.tls is not None
+        size_bytes = len(render_user_data(blueprint, now=NOW).encode())
+        assert size_bytes <= USER_DATA_LIMIT, (size, size_bytes)
 
 
 def test_user_data_over_the_limit_or_without_the_header_is_refused() -> None:
@@ -608,7 +657,16 @@ def test_render_time_is_required_and_must_carry_a_time_zone() -> None:
 def test_extracted_nats_conf_passes_nats_server_t(size: int, tmp_path: Path) -> None:
     for blueprint in forest(size):
         conf = tmp_path / f"{blueprint.node_name}.conf"
-        conf.write_text(file_text(render_user_data(blueprint, now=NOW), NODE_PATHS.nats_conf))
+        # nats-server -t loads the route certificate and key: write the user-data's files.
+        tls_dir = tmp_path / blueprint.node_name
+        files = written_files(render_user_data(blueprint, now=NOW))
+        for path, entry in files.items():
+            if path.startswith(blueprint.tls_dir + "/"):
+                tls_dir.mkdir(exist_ok=True)
+                (tls_dir / Path(path).name).write_text(str(entry["content"]))
+        text = str(files[NODE_PATHS.nats_conf]["content"])
+        assert ("verify: true" in text) == blueprint.clustered
+        conf.write_text(text.replace(blueprint.tls_dir + "/", f"{tls_dir}/"))
         checked = subprocess.run(
             [str(nats_server_binary()), "-t", "-c", str(conf)],
             capture_output=True,
@@ -703,7 +761,9 @@ def nats_processes(tmp_path: Path) -> Iterator[NatsProcesses]:
 def test_extracted_configs_form_a_cluster_with_route_authorization(
     nats_processes: NatsProcesses, tmp_path: Path
 ) -> None:
-    blueprints = forest(3)
+    # Plain routes: remapped to 127.0.0.1, no certificate names the address dialled (TLS
+    # routes of the same template are proven on loopback in tests/test_route_tls.py).
+    blueprints = forest(3, tls=False)
     nodes = {
         index: LoopbackNode(client=free_port(), cluster=free_port(), monitor=free_port())
         for index in (1, 2, 3, 4)
@@ -730,6 +790,7 @@ def test_extracted_configs_form_a_cluster_with_route_authorization(
         1,
         first=4,
         peer_count=4,
+        tls=False,
         credentials=RouteCredentials(username="morpheus-route", password=SecretStr("guess")),
     )
     conf = file_text(render_user_data(stranger, now=NOW), NODE_PATHS.nats_conf)
@@ -1120,6 +1181,7 @@ def run_bootstrap(
         NODE_PATHS.firewall: str(root / "etc/firewall.nft"),
         NODE_PATHS.units: str(root / "units"),
         blueprint.store_dir: str(root / "jetstream"),
+        blueprint.tls_dir: str(root / "etc/tls"),
         f"http://[::1]:{blueprint.ports.monitor}/varz": monitor.url("/varz"),
     }
     pattern = re.compile("|".join(re.escape(old) for old in sorted(moves, key=len, reverse=True)))
@@ -1146,6 +1208,7 @@ def run_bootstrap(
     stub(stubs, "useradd", "exit 0\n")
     stub(stubs, "id", "exit 1\n")
     stub(stubs, "chgrp", "exit 0\n")
+    stub(stubs, "chown", f'echo "$*" >>{shlex.quote(str(root / "chown.calls"))}\n')
     stub(stubs, "logger", "exit 0\n")
     stub(stubs, "runuser", 'while [ "$1" != -- ]; do shift; done; shift; exec "$@"\n')
     stub(
@@ -1212,6 +1275,10 @@ def test_bootstrap_brings_the_node_up_and_marks_it_ready(
         < run.systemctl.index("enable --now nats.service")
         < run.systemctl.index("enable --now nimsforest.service")
     )
+    # The route key (written 0600 by cloud-init) is handed to the one user that reads it.
+    chowned = (tmp_path / "chown.calls").read_text().splitlines()
+    assert chowned == [f"nats:nats -- {tmp_path}/etc/tls/node-key.pem"]
+    assert stat.S_IMODE((tmp_path / "etc/tls/node-key.pem").stat().st_mode) == 0o600
     assert not any(call.startswith("disable") for call in run.systemctl)
     assert (tmp_path / "opt/nimsforest").is_file()
     ((path, body),) = download_server.posts

@@ -53,6 +53,56 @@ def test_newer_schema_is_refused(state_dir: Path) -> None:
         Registry.in_state_dir(state_dir)
 
 
+def test_a_schema_1_registry_is_migrated_and_its_forests_keep_plain_routes(
+    state_dir: Path,
+) -> None:
+    from morpheus import registry as registry_module
+
+    state_dir.mkdir(parents=True)
+    with sqlite3.connect(state_dir / "registry.sqlite3") as db:
+        db.executescript(registry_module._SCHEMA)
+        db.execute(
+            "INSERT INTO forests (id, provider, size, status, created_at, cluster_name,"
+            " credentials_ref, run_id) VALUES ('forest-1', 'local', 'small', 'active',"
+            " '2026-01-01T00:00:00+00:00', 'forest-1', 'ref', 'run-1')"
+        )
+        db.execute("INSERT INTO route_credentials VALUES ('forest-1', 'morpheus-route', 'pw')")
+        db.execute("PRAGMA user_version = 1")
+    with Registry.in_state_dir(state_dir) as registry:
+        assert registry.forest_ca("forest-1") is None  # recorded before TLS: plain routes
+        assert registry.route_credentials("forest-1").password.get_secret_value() == "pw"
+        assert registry.node_certificate("forest-1-node-1") is None
+    with sqlite3.connect(state_dir / "registry.sqlite3") as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+
+def test_forest_ca_and_node_keys_are_kept_and_go_with_their_rows(registry: Registry) -> None:
+    from morpheus.pki import ForestCA
+
+    ca = ForestCA.generate("run-1", NOW)
+    forest_id = registry.create_forest(
+        provider="local",
+        size="small",
+        location=None,
+        run_id="run-1",
+        credentials=RouteCredentials.generate(),
+        now=NOW,
+        ca=ca,
+    ).id
+    assert registry.forest_ca(forest_id) == ca
+    first, second = registry.plan_nodes(forest_id, 2, NOW)
+    for node in (first, second):
+        registry.save_node_certificate(forest_id, node.id, ca.issue(node.id, ["192.0.2.1"], NOW))
+    newer = ca.issue(first.id, ["192.0.2.9"], NOW)
+    registry.save_node_certificate(forest_id, first.id, newer)
+    assert registry.node_certificate(first.id) == newer
+    registry.delete_node(first.id)
+    assert registry.node_certificate(first.id) is None
+    registry.delete_node(second.id)
+    registry.delete_forest(forest_id)
+    assert registry.node_certificate(second.id) is None
+
+
 def test_garbage_file_is_a_registry_error(state_dir: Path) -> None:
     state_dir.mkdir(parents=True)
     (state_dir / "registry.sqlite3").write_bytes(b"not a database at all" * 100)

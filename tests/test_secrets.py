@@ -72,6 +72,19 @@ def route_password(state_dir: Path, forest_id: str) -> str:
     return str(row[0])
 
 
+def private_keys(state_dir: Path, forest_id: str) -> tuple[str, dict[str, str]]:
+    """The forest CA's private key and every node's, as the registry holds them."""
+    with closing(sqlite3.connect(state_dir / "registry.sqlite3")) as db:
+        (ca_key,) = db.execute(
+            "SELECT ca_key FROM route_credentials WHERE forest_id = ?", (forest_id,)
+        ).fetchone()
+        rows = db.execute(
+            "SELECT node_id, key FROM node_credentials WHERE forest_id = ?", (forest_id,)
+        ).fetchall()
+    assert "PRIVATE KEY" in ca_key and len(rows) == 3
+    return str(ca_key), {str(node_id): str(key) for node_id, key in rows}
+
+
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
@@ -114,6 +127,7 @@ def test_a_session_never_shows_the_token_or_the_route_password(
     modes = {path: mode(path) for path in state_files}
     registry_bytes = state_files[state_dir / "registry.sqlite3"]
     password = route_password(state_dir, forest)
+    ca_key, node_keys = private_keys(state_dir, forest)
     logs = [path for path in state_files if path.suffix == ".log"]
     run("teardown", forest, "--yes")
 
@@ -141,6 +155,24 @@ def test_a_session_never_shows_the_token_or_the_route_password(
         assert modes[path] == 0o600, (path, oct(modes[path]))
     assert not any(path.suffix == ".log" for path in holding), holding
     assert modes[state_dir / "registry.sqlite3"] == 0o600
+
+    # Private keys: the CA's only in the registry; each node's in its own 0600 key file
+    # (and node-2's in `user-data node-2`, which is that node's boot configuration).
+    for name, text in outputs.items():
+        assert ca_key not in text, name
+        for node_id, key in node_keys.items():
+            if not (name == f"user-data {forest} node-2" and node_id.endswith("-node-2")):
+                assert key not in text, (name, node_id)
+    delivered = delivered_files(user_data)
+    [node_two_key] = [text for path, text in delivered.items() if path.endswith("node-key.pem")]
+    assert node_two_key == next(k for n, k in node_keys.items() if n.endswith("-node-2"))
+    assert not any(ca_key in text for text in delivered.values())
+    for key in (ca_key, *node_keys.values()):
+        holding = [path for path, content in state_files.items() if key.encode() in content]
+        assert holding, "a key is nowhere on disk?"
+        for path in holding:
+            assert modes[path] == 0o600, (path, oct(modes[path]))
+            assert path.name.startswith(("registry.sqlite3", "node-key.pem")), path
     for written in (tmp_path / "cloud-user-data").rglob("*"):
         if written.is_dir():
             assert mode(written) == 0o700, written

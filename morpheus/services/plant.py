@@ -13,14 +13,17 @@ from morpheus.blueprint import NodeBlueprint, Peer, RouteCredentials, route_mesh
 from morpheus.errors import MorpheusError, PlantFailedError, UsageError
 from morpheus.install_sources import describe_install_sources
 from morpheus.models import Forest, ForestStatus, Node, NodeStatus
+from morpheus.pki import ForestCA
 from morpheus.provider import ForestPlan, PlanLine, Provider, Reservation, installed_providers
 from morpheus.registry import forest_lock
 from morpheus.services import Context, Progress
 from morpheus.services.provision import (
     blueprint_for,
     check_first_boot,
+    node_addresses,
     provision_nodes,
     reservation_of,
+    route_tls_for,
 )
 from morpheus.services.teardown import remove_forest
 from morpheus.settings import cloud_provider_name
@@ -125,13 +128,16 @@ def plant(
     """
     registry = ctx.registry
     provider = plant_plan.provider
+    run_id = f"run-{secrets.token_hex(4)}"
     forest = registry.create_forest(
         provider=provider.name,
         size=plant_plan.size,
         location=None,
-        run_id=f"run-{secrets.token_hex(4)}",
+        run_id=run_id,
         credentials=RouteCredentials.generate(),
         now=ctx.clock(),
+        # Named by the run that planted the forest: the forest id is chosen on recording.
+        ca=ForestCA.generate(run_id, ctx.clock()),
     )
     with forest_lock(ctx.state_dir, forest.id) as lock:
         nodes = registry.plan_nodes(forest.id, plant_plan.node_count, ctx.clock())
@@ -218,9 +224,18 @@ def preview_blueprints(ctx: Context, plant_plan: PlantPlan) -> list[NodeBlueprin
     ]
     peers = [Peer(host=r.host, port=r.ports.cluster) for r in reservations]
     credentials = RouteCredentials.generate()
+    ca = ForestCA.generate("run-preview", now)
     return [
         blueprint_for(
-            ctx.settings, forest, node, reservation, peers, credentials, plant_plan.provider, now
+            ctx.settings,
+            forest,
+            node,
+            reservation,
+            peers,
+            credentials,
+            plant_plan.provider,
+            now,
+            ca.issue(node.id, node_addresses(reservation), now).route_tls(ca),
         )
         for node, reservation in zip(nodes, reservations, strict=True)
     ]
@@ -240,15 +255,17 @@ def node_user_data(ctx: Context, forest_id: str, node_name: str) -> str:
     provider = ctx.provider(forest.provider)
     peers = route_mesh(registry.active_node_addresses(forest.id), [])
     now = ctx.clock()
+    reservation = reservation_of(node)
     blueprint = blueprint_for(
         ctx.settings,
         forest,
         node,
-        reservation_of(node),
+        reservation,
         peers or [Peer(host=node.host or "")],
         registry.route_credentials(forest.id),
         provider,
         now,
+        route_tls_for(registry, forest.id, reservation, now),
     )
     return render_user_data(blueprint, now=now)
 

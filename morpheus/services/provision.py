@@ -11,6 +11,7 @@ from morpheus.blueprint import (
     NodeBlueprint,
     Peer,
     RouteCredentials,
+    RouteTls,
     build_blueprint,
     labels_for,
     route_mesh,
@@ -20,6 +21,7 @@ from morpheus.errors import ForestStateError, MorpheusError, UserDataError
 from morpheus.models import Forest, Node, NodeStatus, Removal
 from morpheus.provider import NodeHandle, Provider, Reservation
 from morpheus.readiness import ReadinessTarget, wait_nats_ready
+from morpheus.registry import Registry
 from morpheus.services import Context, Progress
 from morpheus.settings import Settings
 
@@ -33,6 +35,7 @@ def blueprint_for(
     credentials: RouteCredentials,
     provider: Provider,
     now: datetime,
+    tls: RouteTls | None = None,
 ) -> NodeBlueprint:
     """The blueprint of one node from the forest, its reservation and the route mesh."""
     fields = _settings_fields(settings, forest.id, forest.run_id, forest.cluster_name, now)
@@ -45,11 +48,34 @@ def blueprint_for(
             "ports": reservation.ports,
             "peers": tuple(peers),
             "credentials": credentials,
+            "tls": tls,
             "labels": labels_for(forest.id, node.id, forest.run_id),
         }
     )
     fields.update(provider.blueprint_fields(reservation))
     return build_blueprint(**fields)
+
+
+def node_addresses(reservation: Reservation) -> list[str]:
+    """What a node's route certificate names: every address it has, the route address first."""
+    return list(dict.fromkeys([reservation.host, *reservation.addresses]))
+
+
+def route_tls_for(
+    registry: Registry, forest_id: str, reservation: Reservation, now: datetime
+) -> RouteTls | None:
+    """The node's route TLS files: its recorded certificate while it names exactly the
+    node's addresses, else a new one from the forest CA (recorded first).  None for a
+    forest recorded before routes used TLS: its routes stay plain."""
+    ca = registry.forest_ca(forest_id)
+    if ca is None:
+        return None
+    addresses = node_addresses(reservation)
+    certificate = registry.node_certificate(reservation.node_id)
+    if certificate is None or list(certificate.addresses) != addresses:
+        certificate = ca.issue(reservation.node_id, addresses, now)
+        registry.save_node_certificate(forest_id, reservation.node_id, certificate)
+    return certificate.route_tls(ca)
 
 
 def _settings_fields(
@@ -93,12 +119,21 @@ def widest_blueprint(settings: Settings, node_count: int, now: datetime) -> Node
             "host": peers[-1].host,
             "peers": peers if node_count > 1 else (),
             "credentials": RouteCredentials.generate(),
+            "tls": _widest_tls(forest_id, node_id, peers[-1].host, now),
             "labels": labels_for(forest_id, node_id, "run-ffffffff"),
             "admin_sources": tuple(settings.infrastructure.admin_sources)
             or ("2001:db8:ffff:ffff::/64", "203.0.113.255/32"),
         }
     )
     return build_blueprint(**fields)
+
+
+def _widest_tls(forest_id: str, node_id: str, host: str, now: datetime) -> RouteTls:
+    """Throw-away route TLS files of the largest size a node gets (IPv6 and IPv4 named)."""
+    from morpheus.pki import ForestCA
+
+    ca = ForestCA.generate(forest_id, now)
+    return ca.issue(node_id, [host, "255.255.255.255"], now).route_tls(ca)
 
 
 def check_first_boot(
@@ -162,7 +197,17 @@ def provision_nodes(
     credentials = registry.route_credentials(forest.id)
     now = ctx.clock()
     blueprints = [
-        blueprint_for(settings, forest, node, reservation, peers, credentials, provider, now)
+        blueprint_for(
+            settings,
+            forest,
+            node,
+            reservation,
+            peers,
+            credentials,
+            provider,
+            now,
+            route_tls_for(registry, forest.id, reservation, now),
+        )
         for node, reservation in zip(placed, reservations, strict=True)
     ]
     deadline = time.monotonic() + settings.provisioning.readiness_timeout
@@ -246,15 +291,18 @@ def reconfigure_nodes(
     """Re-render ``nodes`` with the route mesh ``peers`` (one peer: standalone) and apply it."""
     credentials = ctx.registry.route_credentials(forest.id)
     for node in nodes:
+        reservation = reservation_of(node)
+        now = ctx.clock()
         blueprint = blueprint_for(
             ctx.settings,
             forest,
             node,
-            reservation_of(node),
+            reservation,
             peers,
             credentials,
             provider,
-            ctx.clock(),
+            now,
+            route_tls_for(ctx.registry, forest.id, reservation, now),
         )
         provider.apply_blueprint(handle_for(forest, node), blueprint)
 

@@ -25,8 +25,9 @@ import pytest
 
 from morpheus.blueprint import Peer, RouteCredentials
 from morpheus.models import Forest, ForestStatus, Node, NodeStatus
+from morpheus.pki import ForestCA
 from morpheus.provider import NodeHandle, Provider
-from morpheus.services.provision import blueprint_for
+from morpheus.services.provision import blueprint_for, node_addresses
 from morpheus.settings import Settings
 
 WAIT_SECONDS = 60.0
@@ -57,6 +58,9 @@ class ContractForest:
         reservations = self.provider.reserve_addresses(self.id, self.run_id, node_ids)
         peers = [Peer(host=r.host, port=r.ports.cluster) for r in reservations]
         credentials = RouteCredentials.generate()
+        # Routes use mutual TLS as in a planted forest: a provider must write the route TLS
+        # files (``morpheus.render.tls_files``) where its nats.conf names them.
+        ca = ForestCA.generate(self.run_id, datetime.now(UTC))
         created = []
         for index, reservation in enumerate(reservations, start=1):
             node = Node(
@@ -76,6 +80,7 @@ class ContractForest:
                 credentials,
                 self.provider,
                 datetime.now(UTC),
+                ca.issue(node.id, node_addresses(reservation), datetime.now(UTC)).route_tls(ca),
             )
             handle = self.provider.create_node(blueprint)
             self.handles.append(handle)
@@ -137,6 +142,13 @@ class ProviderContract:
         assert running.state == "running"
         listed = forest.provider.list_nodes(forest.id)
         assert [h.state for h in listed] == ["running"]
+
+    def test_a_clustered_pair_runs_with_its_route_tls_files(self, forest: ContractForest) -> None:
+        # Clustered nodes name route TLS files in nats.conf: a provider that does not put
+        # them where the blueprint says gets a node whose nats-server cannot start.
+        for handle in forest.plant(2):
+            running = forest.provider.wait_running(handle, time.monotonic() + WAIT_SECONDS)
+            assert running.state == "running"
 
     def test_delete_twice(self, forest: ContractForest) -> None:
         (handle,) = forest.plant(1)

@@ -28,7 +28,7 @@ from morpheus.errors import ProviderError
 from morpheus.models import Capacity, Ports
 from morpheus.provider import CheckResult, NodeHandle, Provider, Reservation
 from morpheus.provider_config import ProviderContext
-from morpheus.render import render_nats_conf
+from morpheus.render import render_nats_conf, tls_files
 from morpheus.waiting import poll_until
 
 if TYPE_CHECKING:
@@ -270,6 +270,7 @@ class LocalProvider(Provider):
             "monitor_listen": self.settings.address,
             "cluster_listen": self.settings.address,
             "store_dir": str(forest_dir / reservation.node_id / "jetstream"),
+            "tls_dir": str(forest_dir / reservation.node_id / "tls"),
             "jetstream": JetStreamLimits(
                 max_memory=self.settings.jetstream_max_memory,
                 max_file=self.settings.jetstream_max_file,
@@ -296,7 +297,7 @@ class LocalProvider(Provider):
         )
         # node.json first: from here on teardown can find this node even if we die.
         self._write_private(node_dir / "node.json", handle.model_dump_json(indent=2))
-        self._write_private(node_dir / "nats.conf", render_nats_conf(blueprint))
+        self._write_config(node_dir, blueprint)
         self._start_nats(node_dir, binary)
         if self.settings.nimsforest_binary is not None:
             env = node_environment(NATS_URL=f"nats://localhost:{blueprint.ports.client}")
@@ -315,6 +316,15 @@ class LocalProvider(Provider):
         # nats-server writes the pid file itself a moment later; write it now so a kill
         # between here and there still leaves the PID on disk.
         self._write_private(node_dir / "nats.pid", str(pid))
+
+    def _write_config(self, node_dir: Path, blueprint: NodeBlueprint) -> None:
+        """nats.conf and the route TLS files it names, all 0600: the same files a cloud
+        node gets in its user-data (``morpheus.render``)."""
+        for file in tls_files(blueprint):
+            path = Path(file.path)
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            self._write_private(path, file.content)
+        self._write_private(node_dir / "nats.conf", render_nats_conf(blueprint))
 
     @staticmethod
     def _write_private(path: Path, text: str) -> None:
@@ -439,7 +449,7 @@ class LocalProvider(Provider):
         was_clustered = conf.exists() and "cluster {" in conf.read_text()
         pid = self._pid(node_dir)
         running = pid is not None and _process_alive(pid)
-        self._write_private(conf, render_nats_conf(blueprint))
+        self._write_config(node_dir, blueprint)
         if running and was_clustered == blueprint.clustered:
             assert pid is not None
             os.kill(pid, signal.SIGHUP)

@@ -35,7 +35,7 @@ from morpheus.errors import PreflightError, ProviderError
 from morpheus.models import Capacity, Ports
 from morpheus.provider import ForestPlan, NodeHandle, PlanLine, Provider, Reservation
 from morpheus.provider_config import ProviderContext
-from morpheus.render import render_nats_conf
+from morpheus.render import render_nats_conf, tls_files
 
 if TYPE_CHECKING:
     from morpheus.blueprint import NodeBlueprint
@@ -159,6 +159,8 @@ class ExampleProvider(Provider):
             "monitor_listen": self.settings.host,
             "cluster_listen": self.settings.host,
             "store_dir": str(self.root / reservation.node_id / "jetstream"),
+            # Where the route TLS files go (the default, /etc/nats/tls, is for cloud nodes).
+            "tls_dir": str(self.root / reservation.node_id / "tls"),
             "jetstream": JetStreamLimits(
                 max_memory=self.settings.jetstream_max_memory,
                 max_file=self.settings.jetstream_max_file,
@@ -191,7 +193,7 @@ class ExampleProvider(Provider):
             nodes[handle.node_id] = handle
         node_dir = self.root / blueprint.node_id
         node_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _write_private(node_dir / "nats.conf", render_nats_conf(blueprint))
+        _write_config(node_dir, blueprint)
         self._start(binary, node_dir)
         return handle
 
@@ -235,7 +237,7 @@ class ExampleProvider(Provider):
         node_dir = self.root / blueprint.node_id
         conf = node_dir / "nats.conf"
         was_clustered = conf.exists() and "cluster {" in conf.read_text(encoding="utf-8")
-        _write_private(conf, render_nats_conf(blueprint))
+        _write_config(node_dir, blueprint)
         pids = self._pids(node_dir)
         if pids and was_clustered == blueprint.clustered:
             for pid in pids:
@@ -332,6 +334,14 @@ class ExampleProvider(Provider):
                 done = pid
             if done == pid:
                 self._children.discard(pid)
+
+
+def _write_config(node_dir: Path, blueprint: NodeBlueprint) -> None:
+    """nats.conf and the route TLS files it names (clustered nodes of a forest with a CA)."""
+    for file in tls_files(blueprint):
+        Path(file.path).parent.mkdir(mode=0o700, exist_ok=True)
+        _write_private(Path(file.path), file.content)
+    _write_private(node_dir / "nats.conf", render_nats_conf(blueprint))
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -1,0 +1,333 @@
+"""Mutual-TLS routes, proven with real nats-server processes on 127.0.0.1.
+
+A planted forest meshes over verified TLS; a server that knows the route password but holds
+no certificate of the forest's CA cannot join; and a route that dials an address the forest
+no longer holds (a stale address now answered by a stranger) stops at the TLS handshake and
+never sends the password.  The plain-route control shows the recorder would have caught it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import ssl
+import stat
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from morpheus.blueprint import (
+    NatsInstall,
+    NodeBlueprint,
+    Peer,
+    RouteCredentials,
+    RouteTls,
+    build_blueprint,
+)
+from morpheus.models import Ports
+from morpheus.pki import ForestCA, certificate_names
+from morpheus.registry import Registry
+from morpheus.render import render_nats_conf
+from morpheus.settings import DEFAULT_NATS_VERSION
+from morpheus.testing.cli import morpheus
+from morpheus.testing.nats import free_port, nats_server_binary, peers_seen, wait_until
+
+NOW = datetime.now(UTC)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def plant_medium() -> dict[str, Any]:
+    result = morpheus("plant", "local", "medium", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+@dataclass
+class Servers:
+    """nats-servers a test started itself; all killed afterwards."""
+
+    directory: Path
+    started: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, blueprint: NodeBlueprint) -> Path:
+        """Write the blueprint's nats.conf and TLS files, start nats-server; return its log."""
+        if blueprint.tls is not None:
+            Path(blueprint.tls_dir).mkdir(parents=True, exist_ok=True)
+            files = blueprint.tls_files
+            Path(files["ca"]).write_text(blueprint.tls.ca_cert)
+            Path(files["cert"]).write_text(blueprint.tls.cert)
+            Path(files["key"]).write_text(blueprint.tls.key.get_secret_value())
+        conf = self.directory / f"{blueprint.node_name}.conf"
+        conf.write_text(render_nats_conf(blueprint))
+        log = self.directory / f"{blueprint.node_name}.log"
+        with log.open("wb") as output:
+            self.started.append(
+                subprocess.Popen(
+                    [str(nats_server_binary()), "-c", str(conf)],
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        return log
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[Servers]:
+    running = Servers(tmp_path)
+    try:
+        yield running
+    finally:
+        for process in running.started:
+            process.kill()
+        for process in running.started:
+            process.wait(timeout=30)
+
+
+def loopback_node(
+    tmp_path: Path,
+    name: str,
+    *,
+    cluster_name: str,
+    peers: list[Peer],
+    credentials: RouteCredentials,
+    tls: RouteTls | None,
+    cluster_port: int | None = None,
+) -> NodeBlueprint:
+    """A node on 127.0.0.1 rendered by the same template every provider's nodes get."""
+    port = cluster_port or free_port()
+    return build_blueprint(
+        forest_id="forest-1",
+        run_id="run-1",
+        node_id=name,
+        node_name=name,
+        index=9,
+        cluster_name=cluster_name,
+        host="127.0.0.1",
+        ports=Ports(client=free_port(), cluster=port, monitor=free_port()),
+        client_listen="127.0.0.1",
+        monitor_listen="127.0.0.1",
+        cluster_listen="127.0.0.1",
+        peers=(Peer(host="127.0.0.1", port=port), *peers),
+        credentials=credentials,
+        tls=tls,
+        store_dir=str(tmp_path / name / "jetstream"),
+        tls_dir=str(tmp_path / name / "tls"),
+        nats=NatsInstall(version=DEFAULT_NATS_VERSION),
+    )
+
+
+# -- a planted forest --------------------------------------------------------------------------
+
+
+def test_a_planted_forest_meshes_over_verified_tls(state_dir: Path) -> None:
+    planted = plant_medium()
+    forest_id = planted["forest"]["id"]
+    ids = {node["id"] for node in planted["nodes"]}
+    import httpx
+
+    with Registry.in_state_dir(state_dir) as registry:
+        ca = registry.forest_ca(forest_id)
+        assert ca is not None
+        stored = {node_id: registry.node_certificate(node_id) for node_id in ids}
+    for node in planted["nodes"]:
+        cluster = httpx.get(f"{node['monitor_url']}/varz", timeout=5).json()["cluster"]
+        assert (cluster["tls_required"], cluster["tls_verify"]) == (True, True)
+        assert peers_seen(node["monitor_url"]) == ids - {node["id"]}
+        tls_dir = state_dir / "local" / forest_id / node["id"] / "tls"
+        # The certificate names exactly the node's address; the key is the one recorded.
+        cert = (tls_dir / "node.pem").read_text()
+        assert certificate_names(cert) == ["127.0.0.1"]
+        certificate = stored[node["id"]]
+        assert certificate is not None and certificate.cert == cert
+        assert (tls_dir / "node-key.pem").read_text() == certificate.key.get_secret_value()
+        assert (tls_dir / "forest-ca.pem").read_text() == ca.cert
+        assert mode(tls_dir) == 0o700
+        for path in tls_dir.iterdir():
+            assert mode(path) == 0o600, path
+    # The CA's key stays in the registry: no node holds it.
+    ca_key = ca.key.get_secret_value()
+    for path in (state_dir / "local").rglob("*"):
+        if path.is_file():
+            assert ca_key.encode() not in path.read_bytes(), path
+    assert mode(state_dir / "registry.sqlite3") == 0o600
+    assert morpheus("teardown", forest_id, "--yes").returncode == 0
+    with Registry.in_state_dir(state_dir) as registry:
+        assert all(registry.node_certificate(node_id) is None for node_id in ids)
+
+
+def test_the_password_without_a_forest_certificate_does_not_join(
+    state_dir: Path, tmp_path: Path, servers: Servers
+) -> None:
+    planted = plant_medium()
+    forest_id = planted["forest"]["id"]
+    ids = {node["id"] for node in planted["nodes"]}
+    with Registry.in_state_dir(state_dir) as registry:
+        credentials = registry.route_credentials(forest_id)
+        forest_ca = registry.forest_ca(forest_id)
+    assert forest_ca is not None
+    forest_routes = [Peer(host="127.0.0.1", port=n["ports"]["cluster"]) for n in planted["nodes"]]
+    foreign = ForestCA.generate("stranger", NOW)
+    own = foreign.issue("foreign-ca", ["127.0.0.1"], NOW)
+    intruders = {
+        # Right password, right cluster name, plain routes.
+        "plain": None,
+        # Right password, trusting the forest's CA (its certificate is public), with a
+        # certificate for its own address from a CA of its own.
+        "foreign-ca": RouteTls(ca_cert=forest_ca.cert, cert=own.cert, key=own.key),
+    }
+    started = {
+        name: loopback_node(
+            tmp_path,
+            name,
+            cluster_name=forest_id,
+            peers=forest_routes,
+            credentials=credentials,
+            tls=tls,
+        )
+        for name, tls in intruders.items()
+    }
+    for blueprint in started.values():
+        servers.start(blueprint)
+    logs = [state_dir / "local" / forest_id / node["id"] / "nats.log" for node in planted["nodes"]]
+
+    def refusals() -> dict[str, bool]:
+        text = "".join(log.read_text(errors="replace") for log in logs)
+        return {
+            "plain": "TLS route handshake error: tls: first record does not look like a TLS"
+            in text,
+            # Go's TLS client offers no certificate the forest's CA did not sign.
+            "foreign-ca": "TLS route handshake error: tls: client didn't provide a certificate"
+            in text
+            or "x509: certificate signed by unknown authority (CN=foreign-ca" in text,
+        }
+
+    wait_until(lambda: all(refusals().values()), what="the forest refusing both intruders")
+    for blueprint in started.values():
+        monitor = f"http://127.0.0.1:{blueprint.ports.monitor}"
+        wait_until(lambda m=monitor: peers_seen(m) is not None, what="the intruder's monitor")
+        assert peers_seen(monitor) == set()
+    for node in planted["nodes"]:
+        assert peers_seen(node["monitor_url"]) == ids - {node["id"]}
+
+
+# -- a route to a stale address -----------------------------------------------------------------
+
+
+@dataclass
+class Recorder:
+    """A stranger listening where a forest node used to be: records every byte it gets."""
+
+    tls: ssl.SSLContext | None = None
+    received: list[bytes] = field(default_factory=list)
+    handshake_errors: list[str] = field(default_factory=list)
+    sock: socket.socket = field(default_factory=socket.socket)
+
+    def __post_init__(self) -> None:
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                connection, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            with closing(connection):
+                self._record(connection)
+
+    def _record(self, connection: socket.socket) -> None:
+        connection.settimeout(5)
+        if self.tls is not None:
+            try:
+                connection = self.tls.wrap_socket(connection, server_side=True)
+            except (ssl.SSLError, OSError) as exc:
+                self.handshake_errors.append(str(exc))
+                return
+        # Invite a CONNECT the way a nats-server that got the address would.
+        info = {"server_id": "STRANGER", "server_name": "stranger", "cluster": "forest-1"}
+        data = b""
+        try:
+            connection.sendall(f"INFO {json.dumps(info)}\r\n".encode())
+            while chunk := connection.recv(65536):
+                data += chunk
+        except OSError:
+            pass
+        self.received.append(data)
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=10)
+        self.sock.close()
+
+
+@pytest.fixture
+def recorders(tmp_path: Path) -> Iterator[tuple[Recorder, Recorder]]:
+    stranger_ca = ForestCA.generate("stranger", NOW)
+    certificate = stranger_ca.issue("stranger", ["127.0.0.1"], NOW)
+    (tmp_path / "stranger.pem").write_text(certificate.cert + stranger_ca.cert)
+    (tmp_path / "stranger-key.pem").write_text(certificate.key.get_secret_value())
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "stranger.pem", tmp_path / "stranger-key.pem")
+    plain, tls = Recorder(), Recorder(tls=context)
+    try:
+        yield plain, tls
+    finally:
+        plain.close()
+        tls.close()
+
+
+@pytest.mark.parametrize("routes", ["tls", "plain"])
+def test_a_route_to_a_stale_address_sends_no_password(
+    routes: str, recorders: tuple[Recorder, Recorder], servers: Servers, tmp_path: Path
+) -> None:
+    plain, tls = recorders
+    password = secrets.token_urlsafe(32)
+    credentials = RouteCredentials(username="morpheus-route", password=SecretStr(password))
+    ca = ForestCA.generate("forest-1", NOW)
+    node = loopback_node(
+        tmp_path,
+        "node-1",
+        cluster_name="forest-1",
+        # The forest's old addresses, now answered by strangers.
+        peers=[Peer(host="127.0.0.1", port=plain.port), Peer(host="127.0.0.1", port=tls.port)],
+        credentials=credentials,
+        tls=ca.issue("node-1", ["127.0.0.1"], NOW).route_tls(ca) if routes == "tls" else None,
+    )
+    servers.start(node)
+    if routes == "plain":
+        # The control (routes before this change): the stranger gets the password.
+        wait_until(
+            lambda: any(password.encode() in data for data in plain.received),
+            what="the plain route's CONNECT",
+        )
+        assert any(b"CONNECT" in data for data in plain.received)
+        return
+    wait_until(lambda: plain.received and tls.handshake_errors, what="both strangers being dialled")
+    # The plain stranger got a TLS ClientHello and nothing readable; the TLS stranger's
+    # certificate was refused by the node before any route protocol.
+    for data in plain.received:
+        assert data[:1] == b"\x16", data[:40]  # a TLS handshake record
+        assert password.encode() not in data and b"CONNECT" not in data
+    assert tls.received == []
+    assert os.path.exists(node.tls_files["key"])
