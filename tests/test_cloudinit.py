@@ -443,7 +443,8 @@ def test_clustered_nodes_get_mutual_tls_routes_naming_exactly_their_address() ->
     assert file_text(user_data, "/etc/nats/tls/forest-ca.pem") == blueprint.tls.ca_cert
     # The node's own key is in its user-data; the CA's key never is.
     assert "PRIVATE KEY" in file_text(user_data, "/etc/nats/tls/node-key.pem")
-    assert user_data.count("PRIVATE KEY-----") == 2  # BEGIN and END of the node key only
+    keys = [path for path, text in delivered_files(user_data).items() if "PRIVATE KEY" in text]
+    assert keys == ["/etc/nats/tls/node-key.pem"]  # the node's own key only
 
 
 def test_user_data_with_route_tls_fits_for_every_size_growth_allows_by_default() -> None:
@@ -502,23 +503,29 @@ def test_the_largest_forest_a_configuration_allows_fits_32_kib() -> None:
     for count in [*range(1, MAX_FOREST_NODES, 10), MAX_FOREST_NODES]:
         sizes[count] = len(render_user_data(largest(count), now=NOW).encode())
     assert sizes[MAX_FOREST_NODES] <= USER_DATA_LIMIT - 1024  # and room to spare
-    per_node = (sizes[MAX_FOREST_NODES] - sizes[1]) / (MAX_FOREST_NODES - 1)
+    # From 11 nodes on: a one-node forest runs standalone, without route TLS files.
+    per_node = (sizes[MAX_FOREST_NODES] - sizes[11]) / (MAX_FOREST_NODES - 11)
     assert 30 < per_node < 60, per_node  # what docs/cloud-init.md says it is
     assert list(sizes.values()) == sorted(sizes.values())
 
 
 def test_the_size_limit_docs_state_what_is_measured() -> None:
     text = " ".join(DOCS.read_text().split())
-    base, per_node, nodes, largest_kib = re.search(  # type: ignore[union-attr]
+    base, per_node, tls, nodes, largest_kib = re.search(  # type: ignore[union-attr]
         r"user-data is about ([0-9.]+) KiB plus ~([0-9]+) bytes per node .* "
+        r"clustered nodes carry about ([0-9.]+) KiB more for their route TLS files .* "
         r"A forest has at most ([0-9]+) nodes .* largest user-data is about ([0-9]+) KiB",
         text,
     ).groups()
     assert int(nodes) == MAX_FOREST_NODES
-    one = len(render_user_data(largest(1), now=NOW).encode())
+    one = len(render_user_data(largest(1), now=NOW).encode())  # standalone: no TLS files
+    two = largest(2)
+    clustered = len(render_user_data(two, now=NOW).encode())
+    plain = len(render_user_data(two.model_copy(update={"tls": None}), now=NOW).encode())
     most = len(render_user_data(largest(MAX_FOREST_NODES), now=NOW).encode())
     assert abs(float(base) * 1024 - one) < 1024
-    assert abs(int(per_node) - (most - one) / (MAX_FOREST_NODES - 1)) < 5
+    assert abs(float(tls) * 1024 - (clustered - plain)) < 256
+    assert abs(int(per_node) - (most - clustered) / (MAX_FOREST_NODES - 2)) < 5
     assert abs(int(largest_kib) * 1024 - most) < 1024
 
 
