@@ -199,6 +199,9 @@ class NodeBlueprint(Frozen):
     cluster_listen: Host = "::"
     peers: tuple[Peer, ...] = ()
     credentials: RouteCredentials | None = None
+    #: False only while ``rotate`` changes the password: routes are then admitted by their
+    #: forest certificate alone (and still present ``credentials``).
+    route_password_required: bool = True
     #: Mutual-TLS routes (None: plain routes, for forests recorded before the forest CA).
     tls: RouteTls | None = None
     tls_dir: SafePath = "/etc/nats/tls"

@@ -260,7 +260,14 @@ class Provider(ABC):
         """Delete forest-wide things (firewalls, placement groups, reserved addresses)."""
 
     def apply_blueprint(self, handle: NodeHandle, blueprint: NodeBlueprint) -> None:
-        """Reconfigure a live node (e.g. a standalone node joining a growing cluster)."""
+        """Reconfigure a live node: grow (a standalone node joining a cluster, new routes),
+        ``reconcile`` and ``rotate`` (new route password and certificate) all come here.
+
+        Write the node's ``nats.conf`` and its route TLS files (``morpheus.render.tls_files``)
+        as a whole, then reload nats-server when only the route list changed, else restart
+        it; keep the JetStream store.  Return once the change is applied: the caller waits
+        for NATS readiness through the monitoring port, the same for every provider.
+        """
         raise ProviderError(f"the {self.name} provider cannot reconfigure a running node")
 
 

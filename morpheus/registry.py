@@ -343,6 +343,16 @@ class Registry:
             raise RegistryError(f"forest {forest_id} has no route credentials recorded")
         return RouteCredentials(username=row[0], password=SecretStr(row[1]))
 
+    def set_route_password(self, forest_id: str, credentials: RouteCredentials) -> None:
+        """Replace the forest's route user and password (``rotate``)."""
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE route_credentials SET username = ?, password = ? WHERE forest_id = ?",
+                (credentials.username, credentials.password.get_secret_value(), forest_id),
+            )
+            if cursor.rowcount != 1:
+                raise RegistryError(f"forest {forest_id} has no route credentials recorded")
+
     def forest_ca(self, forest_id: str) -> ForestCA | None:
         """The forest's route CA; None for a forest recorded before routes used TLS."""
         from morpheus.pki import ForestCA

@@ -8,14 +8,17 @@ never sends the password.  The plain-route control shows the recorder would have
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
 import socket
+import sqlite3
 import ssl
 import stat
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -40,7 +43,13 @@ from morpheus.registry import Registry
 from morpheus.render import render_nats_conf
 from morpheus.settings import DEFAULT_NATS_VERSION
 from morpheus.testing.cli import morpheus
-from morpheus.testing.nats import free_port, nats_server_binary, peers_seen, wait_until
+from morpheus.testing.nats import (
+    free_port,
+    nats_server_binary,
+    peers_seen,
+    processes_mentioning,
+    wait_until,
+)
 
 NOW = datetime.now(UTC)
 
@@ -331,3 +340,183 @@ def test_a_route_to_a_stale_address_sends_no_password(
         assert password.encode() not in data and b"CONNECT" not in data
     assert tls.received == []
     assert os.path.exists(node.tls_files["key"])
+
+
+# -- rotate ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Publisher:
+    """Publishes to an R3 stream the whole time a rotation runs.
+
+    A client whose own server restarts reconnects to another, or to the restarted one before
+    it serves JetStream again ("no responders"), so each message is retried, under its own
+    id (no duplicates), until acknowledged; ``longest`` is the longest any message waited.
+    Losing quorum would stall writes for as long as two nodes are away.
+    """
+
+    client_urls: list[str]
+    acked: int = 0
+    longest: float = 0.0
+    failures: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _run(self) -> None:
+        import nats
+
+        connection = await nats.connect(self.client_urls, max_reconnect_attempts=-1)
+        js = connection.jetstream()
+        try:
+            while not self.stopping.is_set():
+                started = time.monotonic()
+                while True:
+                    try:
+                        await js.publish(
+                            "rotate.tick",
+                            b"tick",
+                            timeout=2,
+                            headers={"Nats-Msg-Id": str(self.acked)},
+                        )
+                        break
+                    except Exception as exc:  # every failure is retried, then counted
+                        if time.monotonic() - started > 20:
+                            self.failures.append(repr(exc))
+                            return
+                        await asyncio.sleep(0.1)
+                self.longest = max(self.longest, time.monotonic() - started)
+                self.acked += 1
+                await asyncio.sleep(0.05)
+        finally:
+            await connection.close()
+
+
+async def _add_stream(client_urls: list[str]) -> bool:
+    import nats
+
+    connection = await nats.connect(client_urls)
+    try:
+        await connection.jetstream().add_stream(name="TICKS", subjects=["rotate.>"], num_replicas=3)
+        return True
+    except nats.errors.TimeoutError:
+        return False  # a just-planted cluster may still be electing
+    finally:
+        await connection.close()
+
+
+async def _stream_messages(client_urls: list[str]) -> int:
+    import nats
+
+    connection = await nats.connect(client_urls)
+    try:
+        return int((await connection.jetstream().stream_info("TICKS")).state.messages)
+    finally:
+        await connection.close()
+
+
+def test_rotate_replaces_password_and_certificates_one_node_at_a_time(
+    state_dir: Path, tmp_path: Path, servers: Servers
+) -> None:
+    planted = plant_medium()
+    forest_id = planted["forest"]["id"]
+    ids = {node["id"] for node in planted["nodes"]}
+    clients = [f"nats://127.0.0.1:{node['ports']['client']}" for node in planted["nodes"]]
+    node_dirs = [state_dir / "local" / forest_id / node["id"] for node in planted["nodes"]]
+    with Registry.in_state_dir(state_dir) as registry:
+        old = registry.route_credentials(forest_id)
+        ca = registry.forest_ca(forest_id)
+    assert ca is not None
+    old_certs = [(d / "tls/node.pem").read_text() for d in node_dirs]
+    wait_until(lambda: asyncio.run(_add_stream(clients)), what="an R3 stream")
+
+    publisher = Publisher(clients)
+    publisher.thread.start()
+    try:
+        wait_until(lambda: publisher.acked >= 5, what="publishing before the rotation")
+        rotated = morpheus("rotate", forest_id, "-o", "json")
+        acked_during = publisher.acked
+    finally:
+        publisher.stopping.set()
+        publisher.thread.join(timeout=30)
+    assert rotated.returncode == 0, rotated.stderr
+    assert json.loads(rotated.stdout)["nodes"] == ["node-1", "node-2", "node-3"]
+    # JetStream kept serving: every publish during the rotation was acknowledged.
+    assert publisher.failures == []
+    print(f"longest wait for a publish during the rotation: {publisher.longest:.2f} s")
+    assert acked_during > 5
+    assert asyncio.run(_stream_messages(clients)) == publisher.acked
+
+    with Registry.in_state_dir(state_dir) as registry:
+        new = registry.route_credentials(forest_id)
+        assert registry.forest_ca(forest_id) == ca  # the CA is kept
+    new_password = new.password.get_secret_value()
+    assert new_password != old.password.get_secret_value()
+    for node_dir, old_cert in zip(node_dirs, old_certs, strict=True):
+        conf = (node_dir / "nats.conf").read_text()
+        assert new_password in conf and old.password.get_secret_value() not in conf
+        assert "authorization {" in conf  # the password is required again
+        cert = (node_dir / "tls/node.pem").read_text()
+        assert cert != old_cert and certificate_names(cert) == ["127.0.0.1"]
+    for node in planted["nodes"]:
+        assert peers_seen(node["monitor_url"]) == ids - {node["id"]}
+    events = [
+        e["kind"] for e in json.loads(morpheus("status", forest_id, "-o", "json").stdout)["events"]
+    ]
+    assert events[-2:] == ["rotating", "rotated"]
+
+    # A server holding a certificate of the forest: the old password no longer joins, the new
+    # one does.
+    routes = [Peer(host="127.0.0.1", port=n["ports"]["cluster"]) for n in planted["nodes"]]
+    insiders = {}
+    for name, credentials in (("old-password", old), ("new-password", new)):
+        insiders[name] = loopback_node(
+            tmp_path,
+            name,
+            cluster_name=forest_id,
+            peers=routes,
+            credentials=credentials,
+            tls=ca.issue(name, ["127.0.0.1"], NOW).route_tls(ca),
+        )
+        servers.start(insiders[name])
+    monitor = {name: f"http://127.0.0.1:{bp.ports.monitor}" for name, bp in insiders.items()}
+    wait_until(lambda: peers_seen(monitor["new-password"]) == ids, what="the new password joining")
+    logs = "".join((d / "nats.log").read_text(errors="replace") for d in node_dirs)
+    assert "authorization violation" in logs.lower() or "authentication error" in logs.lower()
+    assert peers_seen(monitor["old-password"]) in (set(), {"new-password"})
+    for node in planted["nodes"]:
+        assert "old-password" not in (peers_seen(node["monitor_url"]) or set())
+
+
+def test_rotate_refuses_what_it_cannot_rotate_safely(state_dir: Path) -> None:
+    planted = plant_medium()
+    forest_id = planted["forest"]["id"]
+    confs = sorted(state_dir.glob(f"local/{forest_id}/*/nats.conf"))
+    before = [conf.read_text() for conf in confs]
+
+    def rotate() -> subprocess.CompletedProcess[str]:
+        return morpheus("rotate", forest_id)
+
+    # A node down: rotating would take a second one away and lose the quorum.
+    node_dir = state_dir / "local" / forest_id / planted["nodes"][2]["id"]
+    for pid in processes_mentioning(str(node_dir)):
+        os.kill(pid, 9)
+    unhealthy = rotate()
+    with sqlite3.connect(state_dir / "registry.sqlite3") as db:
+        db.execute("UPDATE forests SET provider = 'hetzner' WHERE id = ?", (forest_id,))
+    cloud = rotate()
+    with sqlite3.connect(state_dir / "registry.sqlite3") as db:
+        db.execute("UPDATE forests SET provider = 'local' WHERE id = ?", (forest_id,))
+        db.execute("UPDATE route_credentials SET ca_cert = NULL, ca_key = NULL")
+    legacy = rotate()
+    assert unhealthy.returncode == 1
+    assert f"{forest_id} is not healthy" in unhealthy.stderr
+    assert "run `morpheus reconcile` first" in unhealthy.stderr
+    assert cloud.returncode == 1
+    assert "the hetzner provider cannot reconfigure running nodes yet" in cloud.stderr
+    assert legacy.returncode == 1
+    assert "has no route CA" in legacy.stderr
+    for result in (unhealthy, cloud, legacy):
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert [conf.read_text() for conf in confs] == before  # nothing was changed

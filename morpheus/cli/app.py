@@ -23,6 +23,7 @@ from morpheus.cli import (
     plant,
     providers,
     reconcile,
+    rotate,
     status,
     teardown,
     user_data,
@@ -86,6 +87,7 @@ app.command()(reconcile.reconcile)
 app.command(name="import-registry")(import_registry.import_registry)
 app.command(name="user-data")(user_data.user_data)
 app.command()(grow.grow)
+app.command()(rotate.rotate)
 app.command()(providers.providers)
 app.command()(check.check)
 

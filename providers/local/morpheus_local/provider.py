@@ -185,6 +185,16 @@ def _stop(pids: list[int], grace: float) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+def _without_routes(files: dict[str, str]) -> dict[str, str]:
+    """The configuration with the route URL lines left out (what a reload may change)."""
+    return {
+        path: "\n".join(
+            line for line in text.splitlines() if not line.lstrip().startswith('"nats-route://')
+        )
+        for path, text in files.items()
+    }
+
+
 class LocalProvider(Provider):
     """Nodes as nats-server processes on this machine: the embedded default."""
 
@@ -327,6 +337,12 @@ class LocalProvider(Provider):
         self._write_private(node_dir / "nats.conf", render_nats_conf(blueprint))
 
     @staticmethod
+    def _config_files(node_dir: Path) -> dict[str, str]:
+        """nats.conf and the route TLS files as they are now, by path."""
+        paths = [node_dir / "nats.conf", *sorted((node_dir / "tls").glob("*.pem"))]
+        return {str(path): path.read_text() for path in paths if path.is_file()}
+
+    @staticmethod
     def _write_private(path: Path, text: str) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as stream:
@@ -441,16 +457,16 @@ class LocalProvider(Provider):
             self.root.rmdir()  # only when no other forest is left
 
     def apply_blueprint(self, handle: NodeHandle, blueprint: NodeBlueprint) -> None:
-        """Give the node a new nats.conf: reloaded in place when only routes change, else a
-        restart (a standalone server cannot become clustered by a reload).  JetStream data
+        """Give the node a new nats.conf: reloaded in place when only its routes change,
+        else a restart (a standalone server cannot become clustered by a reload, and new
+        credentials or certificates must be proved by routes made afresh).  JetStream data
         in its store dir is kept either way."""
         node_dir = self._node_dir(blueprint.forest_id, blueprint.node_id)
-        conf = node_dir / "nats.conf"
-        was_clustered = conf.exists() and "cluster {" in conf.read_text()
+        before = self._config_files(node_dir)
         pid = self._pid(node_dir)
         running = pid is not None and _process_alive(pid)
         self._write_config(node_dir, blueprint)
-        if running and was_clustered == blueprint.clustered:
+        if running and _without_routes(before) == _without_routes(self._config_files(node_dir)):
             assert pid is not None
             os.kill(pid, signal.SIGHUP)
             return
