@@ -7,9 +7,7 @@ rendered.
 
 from __future__ import annotations
 
-import ipaddress
 import re
-import secrets
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import quote
@@ -17,8 +15,6 @@ from urllib.parse import quote
 from pydantic import (
     AfterValidator,
     AwareDatetime,
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     StringConstraints,
@@ -27,95 +23,35 @@ from pydantic import (
 )
 
 from morpheus.errors import TemplateInputError
+from morpheus.fields import PEM_BLOCK
+from morpheus.fields import Frozen as Frozen
+from morpheus.fields import Host as Host
+from morpheus.fields import HttpUrl as HttpUrl
+from morpheus.fields import LabelValue as LabelValue
+from morpheus.fields import Name as Name
+from morpheus.fields import Network as Network
+from morpheus.fields import Peer as Peer
+from morpheus.fields import Pem as Pem
+from morpheus.fields import RouteCredentials as RouteCredentials
+from morpheus.fields import SafePath as SafePath
+from morpheus.fields import Sha256 as Sha256
+from morpheus.fields import Size as Size
+from morpheus.fields import size_bytes as size_bytes
+from morpheus.fields import size_text as size_text
 from morpheus.models import Capacity, Ports, host_for_url
 from morpheus.validation import describe_validation_error
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
+    from morpheus.models import Forest, Node
+    from morpheus.provider import Provider, Reservation
     from morpheus.settings import Settings
-
-Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")]
-LabelValue = Annotated[
-    str, StringConstraints(pattern=r"^(?:[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")
-]
-SafePath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._/+-]{0,4000}$")]
-# [0-9], not \d: the pattern engine counts every script's digits (fullwidth ones too) as \d.
-Size = Annotated[str, StringConstraints(pattern=r"^[0-9]+[KMGT]?$")]
-HttpUrl = Annotated[
-    str, StringConstraints(pattern=r"^https?://[A-Za-z0-9._~:/?#\[\]@!$&()*+,;=%-]+$")
-]
-Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-_PEM = r"-----BEGIN [A-Z ]{1,40}-----\n[A-Za-z0-9+/=\n]{1,16000}-----END [A-Z ]{1,40}-----\n"
-#: One PEM block (a certificate or a key): nothing a template could be tricked by.
-Pem = Annotated[str, StringConstraints(pattern=f"^{_PEM}$")]
-_HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
-)
-
-
-def _check_host(value: str) -> str:
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        # fullmatch: ``$`` alone also matches before a final newline, which must not pass.
-        if _HOSTNAME.fullmatch(value):
-            return value
-    raise ValueError("must be an IP address or a DNS host name")
-
-
-Host = Annotated[str, AfterValidator(_check_host)]
-
-
-def _check_network(value: str) -> str:
-    try:
-        return str(ipaddress.ip_network(value, strict=False))
-    except ValueError:
-        raise ValueError("must be an IP address or CIDR network, e.g. 203.0.113.7/32") from None
-
-
-Network = Annotated[str, AfterValidator(_check_network)]
-
-_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def size_bytes(size: str) -> int:
-    """A NATS size such as ``10G`` in bytes (binary units: the larger reading, to be safe)."""
-    unit = size[-1] if size[-1] in _SIZE_UNITS else ""
-    return int(size.removesuffix(unit)) * _SIZE_UNITS[unit]
-
-
-def size_text(size: int) -> str:
-    """``size`` bytes for people, in the largest binary unit it reaches: ``32 MiB``, ``1.5 GiB``."""
-    for unit, factor in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if size >= factor:
-            return f"{size / factor:.1f}".removesuffix(".0") + f" {unit}"
-    return f"{size} bytes"
-
-
-class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Peer(Frozen):
-    """Where one node's cluster port is reached."""
-
-    host: Host
-    port: int = Field(default=6222, ge=1, le=65535)
-
-
-class RouteCredentials(Frozen):
-    """The per-forest user that NATS routes authenticate with."""
-
-    username: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-    password: SecretStr
-
-    @classmethod
-    def generate(cls) -> RouteCredentials:
-        return cls(username="morpheus-route", password=SecretStr(secrets.token_urlsafe(32)))
 
 
 def _check_pem_key(value: SecretStr) -> SecretStr:
     # Checked like Pem, without echoing the secret in the validation error.
-    if not re.fullmatch(_PEM, value.get_secret_value()):
+    if not re.fullmatch(PEM_BLOCK, value.get_secret_value()):
         raise ValueError("must be one PEM block")
     return value
 
@@ -340,3 +276,51 @@ def settings_fields(settings: Settings) -> dict[str, object]:
         "admin_sources": tuple(settings.infrastructure.admin_sources),
         "ssh_port": settings.provisioning.ssh_port,
     }
+
+
+def forest_fields(
+    settings: Settings, forest_id: str, run_id: str, cluster_name: str, now: datetime
+) -> dict[str, object]:
+    """The blueprint values every node of one forest gets: the configuration's and the ids."""
+    return {
+        **settings_fields(settings),
+        "forest_id": forest_id,
+        "run_id": run_id,
+        "cluster_name": cluster_name,
+        "rendered_at": now,
+    }
+
+
+def blueprint_for(
+    settings: Settings,
+    forest: Forest,
+    node: Node,
+    reservation: Reservation,
+    peers: Sequence[Peer],
+    credentials: RouteCredentials,
+    provider: Provider,
+    now: datetime,
+    tls: RouteTls | None = None,
+) -> NodeBlueprint:
+    """The blueprint of one node from the forest, its reservation and the route mesh."""
+    fields = forest_fields(settings, forest.id, forest.run_id, forest.cluster_name, now)
+    fields.update(
+        {
+            "node_id": node.id,
+            "node_name": node.name,
+            "index": node.index,
+            "host": reservation.host,
+            "ports": reservation.ports,
+            "peers": tuple(peers),
+            "credentials": credentials,
+            "tls": tls,
+            "labels": labels_for(forest.id, node.id, forest.run_id),
+        }
+    )
+    fields.update(provider.blueprint_fields(reservation))
+    return build_blueprint(**fields)
+
+
+def node_addresses(reservation: Reservation) -> list[str]:
+    """What a node's route certificate names: every address it has, the route address first."""
+    return list(dict.fromkeys([reservation.host, *reservation.addresses]))

@@ -30,6 +30,39 @@ class NodeStatus(StrEnum):
     DELETING = "deleting"
 
 
+class NodeState(StrEnum):
+    """What the platform says a node's machine is doing (``NodeHandle.state``).
+
+    Providers map their platform's words onto these; ``missing`` is the core's word for a
+    recorded node the platform does not list.
+    """
+
+    CREATING = "creating"
+    INITIALIZING = "initializing"
+    STARTING = "starting"
+    RUNNING = "running"
+    BLOCKED = "blocked"
+    PAUSED = "paused"
+    SUSPENDED = "suspended"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    OFF = "off"
+    CRASHED = "crashed"
+    MIGRATING = "migrating"
+    REBUILDING = "rebuilding"
+    DELETING = "deleting"
+    MISSING = "missing"
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def parse(cls, word: str) -> NodeState:
+        """The state a platform's word names; ``unknown`` for a word not listed here."""
+        try:
+            return cls(word)
+        except ValueError:
+            return cls.UNKNOWN
+
+
 class Capacity(BaseModel):
     """What one node's machine offers; monitor figures are judged against it."""
 

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from morpheus.errors import MorpheusError
 from morpheus.load import ForestLoad, NodeSample, aggregate, clamp_percent
-from morpheus.models import host_for_url
+from morpheus.models import Node, host_for_url
 from morpheus.pacing import LoopLag, NodeDeadline, Slots
 from morpheus.transport import (
     READ_BYTES,
@@ -82,6 +82,16 @@ class MonitorTarget(BaseModel):
             if not _HOSTNAME.fullmatch(host) or len(host) > 253:
                 raise ValueError(f"{host!r} is neither an IP address nor a hostname") from None
         return host
+
+    @classmethod
+    def for_node(cls, node: Node) -> MonitorTarget:
+        """Where a recorded node is polled; a node with no address yet polls as unreachable."""
+        return cls(
+            node_name=node.id,
+            host=node.host or "0.0.0.0",  # noqa: S104 - nothing listens for us there
+            port=node.ports.monitor,
+            memory_bytes=node.capacity.memory_bytes if node.capacity else None,
+        )
 
 
 def monitor_url(host: str, port: int) -> str:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 from pydantic import BaseModel, ConfigDict, Field
 
 from morpheus.errors import MorpheusError, ProviderError, ProviderNotFoundError
-from morpheus.models import Capacity, Ports
+from morpheus.models import Capacity, NodeState, Ports
 from morpheus.provider_config import ProviderContext, resolve_table
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ class NodeHandle(BaseModel):
     addresses: list[str] = Field(default_factory=list)
     ports: Ports = Field(default_factory=Ports)
     capacity: Capacity | None = None
-    state: str
+    state: NodeState
     location: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
 
@@ -71,7 +71,7 @@ class NodeHandle(BaseModel):
         blueprint: NodeBlueprint,
         *,
         provider_id: str,
-        state: str,
+        state: NodeState,
         host: str | None = None,
         addresses: list[str] | None = None,
         capacity: Capacity | None = None,

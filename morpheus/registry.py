@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
-from morpheus.blueprint import Peer, RouteCredentials
 from morpheus.errors import ForestNotFoundError, RegistryError
+from morpheus.fields import Peer, RouteCredentials
 from morpheus.models import Capacity, Event, Forest, ForestStatus, Node, NodeStatus, Ports
 
 if TYPE_CHECKING:

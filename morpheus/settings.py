@@ -22,7 +22,6 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from morpheus.blueprint import HttpUrl
 from morpheus.config_file import (
     expand_config,
     find_config_file,
@@ -31,6 +30,7 @@ from morpheus.config_file import (
     secret_warnings,
 )
 from morpheus.errors import ConfigError, MorpheusError
+from morpheus.fields import HttpUrl, Size
 from morpheus.limits import MAX_FOREST_NODES
 from morpheus.validation import (
     UNKNOWN_KEY,
@@ -104,12 +104,8 @@ class IntegrationSettings(Section):
     nats_sha256: str | None = Field(
         default=None, pattern=r"^[0-9a-f]{64}$", description="SHA-256 of nats_download_url."
     )
-    jetstream_max_memory: str = Field(
-        default="1G", pattern=r"^[0-9]+[KMGT]?$", description="JetStream memory limit per node."
-    )
-    jetstream_max_file: str = Field(
-        default="10G", pattern=r"^[0-9]+[KMGT]?$", description="JetStream file limit per node."
-    )
+    jetstream_max_memory: Size = Field(default="1G", description="JetStream memory limit per node.")
+    jetstream_max_file: Size = Field(default="10G", description="JetStream file limit per node.")
     nimsforest_install: bool = Field(
         default=False, description="Install and run NimsForest beside NATS on cloud nodes."
     )

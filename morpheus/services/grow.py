@@ -78,15 +78,7 @@ class Expansion:
 
 
 def _targets(nodes: list[Node]) -> list[MonitorTarget]:
-    return [
-        MonitorTarget(
-            node_name=node.id,
-            host=node.host or "0.0.0.0",  # noqa: S104 - a node without address is unreachable
-            port=node.ports.monitor,
-            memory_bytes=node.capacity.memory_bytes if node.capacity else None,
-        )
-        for node in nodes
-    ]
+    return [MonitorTarget.for_node(node) for node in nodes]
 
 
 def _can_reconfigure(provider_name: str) -> bool:

@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 from difflib import get_close_matches
 from pathlib import Path
 
-from morpheus.blueprint import NodeBlueprint, Peer, RouteCredentials, route_mesh
+from morpheus.blueprint import (
+    NodeBlueprint,
+    Peer,
+    RouteCredentials,
+    blueprint_for,
+    node_addresses,
+    route_mesh,
+)
 from morpheus.errors import MorpheusError, PlantFailedError, UsageError
 from morpheus.install_sources import describe_install_sources
 from morpheus.models import Forest, ForestStatus, Node, NodeStatus
@@ -18,9 +25,7 @@ from morpheus.provider import ForestPlan, PlanLine, Provider, Reservation, insta
 from morpheus.registry import forest_lock
 from morpheus.services import Context, Progress
 from morpheus.services.provision import (
-    blueprint_for,
     check_first_boot,
-    node_addresses,
     provision_nodes,
     reservation_of,
     route_tls_for,

@@ -12,53 +12,20 @@ from morpheus.blueprint import (
     Peer,
     RouteCredentials,
     RouteTls,
+    blueprint_for,
     build_blueprint,
+    forest_fields,
     labels_for,
+    node_addresses,
     route_mesh,
-    settings_fields,
 )
 from morpheus.errors import ForestStateError, MorpheusError, UserDataError
-from morpheus.models import Forest, Node, NodeStatus, Removal
+from morpheus.models import Forest, Node, NodeState, NodeStatus, Removal
 from morpheus.provider import NodeHandle, Provider, Reservation
 from morpheus.readiness import ReadinessTarget, wait_nats_ready
 from morpheus.registry import Registry
 from morpheus.services import Context, Progress
 from morpheus.settings import Settings
-
-
-def blueprint_for(
-    settings: Settings,
-    forest: Forest,
-    node: Node,
-    reservation: Reservation,
-    peers: Sequence[Peer],
-    credentials: RouteCredentials,
-    provider: Provider,
-    now: datetime,
-    tls: RouteTls | None = None,
-) -> NodeBlueprint:
-    """The blueprint of one node from the forest, its reservation and the route mesh."""
-    fields = _settings_fields(settings, forest.id, forest.run_id, forest.cluster_name, now)
-    fields.update(
-        {
-            "node_id": node.id,
-            "node_name": node.name,
-            "index": node.index,
-            "host": reservation.host,
-            "ports": reservation.ports,
-            "peers": tuple(peers),
-            "credentials": credentials,
-            "tls": tls,
-            "labels": labels_for(forest.id, node.id, forest.run_id),
-        }
-    )
-    fields.update(provider.blueprint_fields(reservation))
-    return build_blueprint(**fields)
-
-
-def node_addresses(reservation: Reservation) -> list[str]:
-    """What a node's route certificate names: every address it has, the route address first."""
-    return list(dict.fromkeys([reservation.host, *reservation.addresses]))
 
 
 def route_tls_for(
@@ -76,18 +43,6 @@ def route_tls_for(
         certificate = ca.issue(reservation.node_id, addresses, now)
         registry.save_node_certificate(forest_id, reservation.node_id, certificate)
     return certificate.route_tls(ca)
-
-
-def _settings_fields(
-    settings: Settings, forest_id: str, run_id: str, cluster_name: str, now: datetime
-) -> dict[str, object]:
-    return {
-        **settings_fields(settings),
-        "forest_id": forest_id,
-        "run_id": run_id,
-        "cluster_name": cluster_name,
-        "rendered_at": now,
-    }
 
 
 def _unlikely_address(index: int) -> str:
@@ -108,7 +63,7 @@ def widest_blueprint(settings: Settings, node_count: int, now: datetime) -> Node
     (providers that admit routes from networks render less).
     """
     forest_id = f"forest-{int(now.timestamp())}-99"
-    fields = _settings_fields(settings, forest_id, "run-ffffffff", forest_id, now)
+    fields = forest_fields(settings, forest_id, "run-ffffffff", forest_id, now)
     node_id = f"{forest_id}-node-{node_count}"
     peers = tuple(Peer(host=_unlikely_address(i)) for i in range(1, node_count + 1))
     fields.update(
@@ -318,7 +273,7 @@ def handle_for(forest: Forest, node: Node) -> NodeHandle:
         host=node.host,
         addresses=node.addresses,
         ports=node.ports,
-        state="unknown",
+        state=NodeState.UNKNOWN,
     )
 
 

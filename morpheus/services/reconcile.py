@@ -19,6 +19,7 @@ from morpheus.provider import NodeHandle, Provider
 from morpheus.readiness import ReadinessTarget, wait_nats_ready
 from morpheus.registry import forest_lock
 from morpheus.services import Context, Progress
+from morpheus.services.drift import Drift, adopted_node, find_drift
 from morpheus.services.provision import reconfigure_nodes, remove_nodes
 from morpheus.services.teardown import remove_forest
 
@@ -140,28 +141,19 @@ def _rejoin(
     )
 
 
-@dataclass
-class Drift:
-    """What a refresh changed in the registry to match the platform."""
-
-    lost: list[str] = field(default_factory=list)
-    adopted: list[str] = field(default_factory=list)
-
-
 def refresh(ctx: Context, forest: Forest, handles: list[NodeHandle]) -> Drift:
-    """Record what the platform says, deleting nothing (`status`, `list --refresh`).
+    """Record what the platform says, deleting nothing (`list --refresh`, `reconcile`).
 
     An active node the platform no longer has (deleted in a console) becomes ``failed``; a
     node the platform has with this forest's labels but the registry lacks is adopted, so
     ``teardown`` and ``reconcile`` will see it.
     """
     registry = ctx.registry
-    drift = Drift()
-    listed = {handle.node_id: handle for handle in handles}
     nodes = registry.nodes(forest.id)
+    drift = find_drift(nodes, handles)
     now = ctx.clock()
     for node in nodes:
-        if node.status == NodeStatus.ACTIVE and node.id not in listed:
+        if node.id in drift.lost:
             registry.save_node(node.model_copy(update={"status": NodeStatus.FAILED}))
             registry.add_event(
                 forest.id,
@@ -169,34 +161,15 @@ def refresh(ctx: Context, forest: Forest, handles: list[NodeHandle]) -> Drift:
                 f"{node.name} is gone from {forest.provider}; `morpheus reconcile` forgets it",
                 now,
             )
-            drift.lost.append(node.id)
-    recorded = {node.id for node in nodes}
-    for node_id, handle in listed.items():
-        if node_id in recorded:
-            continue
-        registry.adopt_node(
-            Node(
-                id=node_id,
-                forest_id=forest.id,
-                name=f"node-{handle.index}",
-                index=handle.index,
-                provider_id=handle.provider_id,
-                host=handle.host,
-                addresses=handle.addresses,
-                ports=handle.ports,
-                capacity=handle.capacity,
-                status=NodeStatus.FAILED,
-                location=handle.location,
-                created_at=now,
-            )
-        )
+    by_id = {handle.node_id: handle for handle in handles}
+    for node_id in drift.adopted:
+        registry.adopt_node(adopted_node(forest, by_id[node_id], now))
         registry.add_event(
             forest.id,
             "node-adopted",
             f"{node_id} found on {forest.provider} by its labels; `morpheus reconcile` removes it",
             now,
         )
-        drift.adopted.append(node_id)
     return drift
 
 

@@ -6,17 +6,17 @@ import asyncio
 from dataclasses import dataclass, field
 
 from morpheus.errors import MorpheusError
-from morpheus.models import Event, Forest, Node
+from morpheus.models import Event, Forest, Node, NodeState
 from morpheus.monitor import MonitorTarget, NodeSample, poll_nodes
 from morpheus.provider import NodeHandle
 from morpheus.services import Context
-from morpheus.services.reconcile import refresh
+from morpheus.services.drift import as_refreshed
 
 
 @dataclass
 class NodeView:
     node: Node
-    platform_state: str | None
+    platform_state: NodeState | None
     sample: NodeSample | None
 
 
@@ -44,23 +44,16 @@ def forest_status(ctx: Context, forest_id: str, *, timeout: float = 3.0) -> Fore
         platform_ok = False
         notes.append(f"provider {forest.provider} could not be asked: {exc}")
     else:
-        drift = refresh(ctx, forest, list(handles.values()))
+        # Read-only: shown as a refresh would record it; `list --refresh` or `reconcile`
+        # records it.
+        nodes, drift = as_refreshed(forest, nodes, list(handles.values()), ctx.clock())
         if drift.lost or drift.adopted:
             notes.append(
-                f"registry updated from {forest.provider}: {len(drift.lost)} node(s) gone, "
-                f"{len(drift.adopted)} found by label; `morpheus reconcile {forest.id}` tidies up"
+                f"{forest.provider} differs from the registry: {len(drift.lost)} node(s) gone, "
+                f"{len(drift.adopted)} found by label; `morpheus reconcile {forest.id}` records "
+                "and tidies up"
             )
-        nodes = ctx.registry.nodes(forest.id)
-    targets = [
-        MonitorTarget(
-            node_name=node.id,
-            host=node.host,
-            port=node.ports.monitor,
-            memory_bytes=node.capacity.memory_bytes if node.capacity else None,
-        )
-        for node in nodes
-        if node.host is not None
-    ]
+    targets = [MonitorTarget.for_node(node) for node in nodes if node.host is not None]
     samples = {
         sample.node_name: sample
         for sample in asyncio.run(poll_nodes(targets, per_node_timeout=timeout))
@@ -68,7 +61,7 @@ def forest_status(ctx: Context, forest_id: str, *, timeout: float = 3.0) -> Fore
     views = []
     for node in nodes:
         if platform_ok:
-            state = handles[node.id].state if node.id in handles else "missing"
+            state = handles[node.id].state if node.id in handles else NodeState.MISSING
         else:
             state = None
         views.append(NodeView(node=node, platform_state=state, sample=samples.get(node.id)))

@@ -23,11 +23,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from morpheus.blueprint import Peer, RouteCredentials
-from morpheus.models import Forest, ForestStatus, Node, NodeStatus
+from morpheus.blueprint import Peer, RouteCredentials, blueprint_for, node_addresses
+from morpheus.models import Forest, ForestStatus, Node, NodeState, NodeStatus
 from morpheus.pki import ForestCA
 from morpheus.provider import NodeHandle, Provider
-from morpheus.services.provision import blueprint_for, node_addresses
 from morpheus.settings import Settings
 
 WAIT_SECONDS = 60.0
@@ -139,7 +138,7 @@ class ProviderContract:
     def test_wait_running(self, forest: ContractForest) -> None:
         (handle,) = forest.plant(1)
         running = forest.provider.wait_running(handle, time.monotonic() + WAIT_SECONDS)
-        assert running.state == "running"
+        assert running.state == NodeState.RUNNING
         listed = forest.provider.list_nodes(forest.id)
         assert [h.state for h in listed] == ["running"]
 
@@ -164,7 +163,7 @@ class ProviderContract:
             forest_id=forest.id,
             run_id=forest.run_id,
             index=99,
-            state="unknown",
+            state=NodeState.UNKNOWN,
         )
         forest.provider.delete_node(ghost)
         assert forest.provider.list_nodes(forest.id) == []

@@ -34,7 +34,7 @@ from pydantic import BaseModel
 
 from morpheus.blueprint import NodeBlueprint
 from morpheus.errors import MorpheusError
-from morpheus.models import Ports
+from morpheus.models import NodeState, Ports
 from morpheus.provider import (
     CheckResult,
     ForestPlan,
@@ -240,7 +240,7 @@ class HetznerProvider(Provider):
             addresses=slot.addresses,
             ports=blueprint.ports,
             capacity=self.catalogue.server_type().capacity,
-            state="creating",
+            state=NodeState.CREATING,
             location=slot.location,
             labels=dict(blueprint.labels),
         )
@@ -256,7 +256,7 @@ class HetznerProvider(Provider):
             self.servers.wait_status(created.server_id, handle.node_id, deadline)
         return handle.model_copy(
             update={
-                "state": "running",
+                "state": NodeState.RUNNING,
                 "host": created.slot.host,
                 "addresses": created.slot.addresses,
                 "location": created.slot.location,

@@ -12,7 +12,7 @@ from hcloud.primary_ips import PrimaryIP
 from hcloud.server_types import ServerType
 from hcloud.servers import BoundServer
 
-from morpheus.models import Capacity, Ports
+from morpheus.models import Capacity, NodeState, Ports
 from morpheus.provider import NodeHandle
 from morpheus_hetzner.api import HetznerError
 from morpheus_hetzner.network import node_host
@@ -185,7 +185,7 @@ def handle_of(server: BoundServer) -> NodeHandle:
         addresses=slot.addresses if model.public_net and model.public_net.ipv6 else [],
         ports=Ports(),
         capacity=capacity,
-        state=str(model.status),
+        state=NodeState.parse(str(model.status)),
         location=slot.location or None,
         labels=labels,
     )

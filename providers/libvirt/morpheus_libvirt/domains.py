@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from morpheus.errors import ProviderError
-from morpheus.models import Capacity
+from morpheus.models import Capacity, NodeState
 from morpheus.provider import NodeHandle
 from morpheus_libvirt.addresses import NodeAddresses
 from morpheus_libvirt.binding import NO_DOMAIN, OPERATION_INVALID, find, ignoring, is_libvirt_error
@@ -25,14 +25,14 @@ RUNNING = 1
 SHUTOFF = 5
 CRASHED = 6
 STATE_NAMES = {
-    0: "unknown",
-    1: "running",
-    2: "blocked",
-    3: "paused",
-    4: "stopping",
-    5: "stopped",
-    6: "crashed",
-    7: "suspended",
+    0: NodeState.UNKNOWN,
+    1: NodeState.RUNNING,
+    2: NodeState.BLOCKED,
+    3: NodeState.PAUSED,
+    4: NodeState.STOPPING,
+    5: NodeState.STOPPED,
+    6: NodeState.CRASHED,
+    7: NodeState.SUSPENDED,
 }
 # Undefine a domain with a managed-save image or snapshots too (values from libvirt's ABI).
 _UNDEFINE_MANAGED_SAVE = 1
@@ -80,7 +80,7 @@ def node_handle(domain: Any, metadata: NodeMetadata, location: str) -> NodeHandl
         addresses=list(metadata.addresses),
         ports=metadata.ports,
         capacity=metadata.capacity,
-        state=STATE_NAMES.get(state, "unknown"),
+        state=STATE_NAMES.get(state, NodeState.UNKNOWN),
         location=location,
         labels=dict(metadata.labels),
     )

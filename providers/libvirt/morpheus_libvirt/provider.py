@@ -6,9 +6,8 @@ pool, and a domain whose ``<metadata>`` names forest, node and run.  That metada
 morpheus-managed libvirt network per host, with a static address fixed by
 ``reserve_addresses`` before any node boots, so each node's nats.conf carries the full mesh.
 
-The platform work is in ``storage``, ``claims`` (network, addresses), ``domains`` and
-``console``.  ``libvirt.libvirtError`` becomes ``ProviderError`` (keeping libvirt's code)
-once, in the ``libvirt_errors`` block around each public method.
+Platform work: ``storage``, ``claims`` (network, addresses), ``domains``, ``console``.
+``libvirt.libvirtError`` becomes ``ProviderError`` once, in each public method's block.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 from pydantic import BaseModel
 
 from morpheus.errors import PreflightError, ProviderError
+from morpheus.models import NodeState
 from morpheus.provider import ForestPlan, NodeHandle, PlanLine, Provider, Reservation
 from morpheus.provider_config import ProviderContext
 from morpheus.ssh_keys import find_public_key
@@ -301,7 +301,7 @@ class LibvirtProvider(Provider):
         return NodeHandle.from_blueprint(
             blueprint,
             provider_id=instance_id,
-            state="starting",
+            state=NodeState.STARTING,
             host=node.host,
             addresses=node.all,
             capacity=capacity,
@@ -322,7 +322,7 @@ class LibvirtProvider(Provider):
                 if state == RUNNING:
                     metadata = read_node_metadata(domain.XMLDesc(0))
                     if metadata is None:
-                        return handle.model_copy(update={"state": "running"})
+                        return handle.model_copy(update={"state": NodeState.RUNNING})
                     return node_handle(domain, metadata, self.settings.uri)
             state_name = STATE_NAMES.get(state, str(state))
             if state in (SHUTOFF, CRASHED):

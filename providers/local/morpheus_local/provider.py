@@ -25,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress
 
 from morpheus.blueprint import JetStreamLimits
 from morpheus.errors import ProviderError
-from morpheus.models import Capacity, Ports
+from morpheus.fields import Size, size_bytes
+from morpheus.models import Capacity, NodeState, Ports
 from morpheus.provider import CheckResult, NodeHandle, Provider, Reservation
 from morpheus.provider_config import ProviderContext
 from morpheus.render import render_nats_conf, tls_files
@@ -59,8 +60,8 @@ class LocalSettings(BaseModel):
         description="RAM each local node counts as having (memory % is judged against it); "
         "default: this machine's RAM.",
     )
-    jetstream_max_memory: str = Field(default="64M", pattern=r"^[0-9]+[KMGT]?$")
-    jetstream_max_file: str = Field(default="1G", pattern=r"^[0-9]+[KMGT]?$")
+    jetstream_max_memory: Size = Field(default="64M")
+    jetstream_max_file: Size = Field(default="1G")
 
     @property
     def address(self) -> str:
@@ -91,15 +92,12 @@ def find_nats_server(configured: Path | None) -> Path:
     )
 
 
-_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-
-
 def machine_capacity(node_memory: str | None = None) -> Capacity:
     """This machine's cores and RAM, or ``node_memory`` (e.g. "256M") as the RAM."""
     if node_memory is None:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     else:
-        memory = int(node_memory.rstrip("KMGT")) * _UNITS[node_memory.lstrip("0123456789")]
+        memory = size_bytes(node_memory)
     return Capacity(cores=os.cpu_count() or 1, memory_bytes=memory)
 
 
@@ -224,7 +222,9 @@ class LocalProvider(Provider):
             return None
         pid = self._pid(node_dir)
         running = pid is not None and _process_alive(pid)
-        return handle.model_copy(update={"state": "running" if running else "stopped"})
+        return handle.model_copy(
+            update={"state": NodeState.RUNNING if running else NodeState.STOPPED}
+        )
 
     @staticmethod
     def _pid(node_dir: Path, program: str = "nats") -> int | None:
@@ -302,7 +302,7 @@ class LocalProvider(Provider):
             addresses=[blueprint.host],
             ports=blueprint.ports,
             capacity=blueprint.capacity or machine_capacity(self.settings.node_memory),
-            state="starting",
+            state=NodeState.STARTING,
             labels=dict(blueprint.labels),
         )
         # node.json first: from here on teardown can find this node even if we die.
@@ -360,7 +360,7 @@ class LocalProvider(Provider):
             with socket.socket() as probe:
                 probe.settimeout(0.5)
                 if probe.connect_ex((self.settings.address, handle.ports.monitor)) == 0:
-                    return handle.model_copy(update={"state": "running"})
+                    return handle.model_copy(update={"state": NodeState.RUNNING})
             return None
 
         return poll_until(
@@ -449,7 +449,7 @@ class LocalProvider(Provider):
                         forest_id=forest_id,
                         run_id="unknown",
                         index=0,
-                        state="unknown",
+                        state=NodeState.UNKNOWN,
                     )
                 )
         shutil.rmtree(forest_dir, ignore_errors=True)

@@ -32,7 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from morpheus.blueprint import JetStreamLimits
 from morpheus.errors import PreflightError, ProviderError
-from morpheus.models import Capacity, Ports
+from morpheus.fields import Size
+from morpheus.models import Capacity, NodeState, Ports
 from morpheus.provider import ForestPlan, NodeHandle, PlanLine, Provider, Reservation
 from morpheus.provider_config import ProviderContext
 from morpheus.render import render_nats_conf, tls_files
@@ -58,8 +59,8 @@ class ExampleSettings(BaseModel):
         "else the first on PATH.",
     )
     host: str = Field(default="127.0.0.1", description="Loopback address the nodes listen on.")
-    jetstream_max_memory: str = Field(default="64M", pattern=r"^\d+[KMGT]?$")
-    jetstream_max_file: str = Field(default="256M", pattern=r"^\d+[KMGT]?$")
+    jetstream_max_memory: Size = Field(default="64M")
+    jetstream_max_file: Size = Field(default="256M")
 
 
 class Inventory:
@@ -185,7 +186,7 @@ class ExampleProvider(Provider):
             addresses=[blueprint.host],
             ports=blueprint.ports,
             capacity=blueprint.capacity,
-            state="starting",
+            state=NodeState.STARTING,
             labels=dict(blueprint.labels),
         )
         # Recorded first: from here on teardown finds this node even if we are killed.
@@ -205,7 +206,7 @@ class ExampleProvider(Provider):
             with socket.socket() as probe:
                 probe.settimeout(0.5)
                 if probe.connect_ex((self.settings.host, handle.ports.monitor)) == 0:
-                    return handle.model_copy(update={"state": "running"})
+                    return handle.model_copy(update={"state": NodeState.RUNNING})
             if time.monotonic() >= deadline:
                 raise ProviderError(f"nats-server of {handle.node_id} did not listen in time")
             time.sleep(0.05)
@@ -213,7 +214,11 @@ class ExampleProvider(Provider):
     def list_nodes(self, forest_id: str) -> list[NodeHandle]:
         found = [
             handle.model_copy(
-                update={"state": "running" if self._pids(self.root / node_id) else "stopped"}
+                update={
+                    "state": NodeState.RUNNING
+                    if self._pids(self.root / node_id)
+                    else NodeState.STOPPED
+                }
             )
             for node_id, handle in self.inventory.read().items()
             if handle.labels.get("forest") == forest_id
