@@ -19,7 +19,7 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from morpheus.errors import MorpheusError, ProviderError, ProviderNotFoundError
 from morpheus.models import Capacity, NodeState, Ports
@@ -64,6 +64,12 @@ class NodeHandle(BaseModel):
     state: NodeState
     location: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("state", mode="before")
+    @classmethod
+    def _known_state(cls, value: object) -> object:
+        # A platform word Morpheus does not know is ``unknown``, not an error.
+        return NodeState.parse(value) if isinstance(value, str) else value
 
     @classmethod
     def from_blueprint(
