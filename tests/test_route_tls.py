@@ -44,7 +44,6 @@ from morpheus.render import render_nats_conf
 from morpheus.settings import DEFAULT_NATS_VERSION
 from morpheus.testing.cli import morpheus
 from morpheus.testing.nats import (
-    free_port,
     nats_server_binary,
     peers_seen,
     processes_mentioning,
@@ -52,6 +51,13 @@ from morpheus.testing.nats import (
 )
 
 NOW = datetime.now(UTC)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
 
 
 def mode(path: Path) -> int:
@@ -114,9 +120,10 @@ def loopback_node(
     credentials: RouteCredentials,
     tls: RouteTls | None,
     cluster_port: int | None = None,
+    host: str = "127.0.0.1",
 ) -> NodeBlueprint:
-    """A node on 127.0.0.1 rendered by the same template every provider's nodes get."""
-    port = cluster_port or free_port()
+    """A node on loopback rendered by the same template every provider's nodes get."""
+    port = cluster_port or free_port(host)
     return build_blueprint(
         forest_id="forest-1",
         run_id="run-1",
@@ -124,12 +131,12 @@ def loopback_node(
         node_name=name,
         index=9,
         cluster_name=cluster_name,
-        host="127.0.0.1",
-        ports=Ports(client=free_port(), cluster=port, monitor=free_port()),
-        client_listen="127.0.0.1",
-        monitor_listen="127.0.0.1",
-        cluster_listen="127.0.0.1",
-        peers=(Peer(host="127.0.0.1", port=port), *peers),
+        host=host,
+        ports=Ports(client=free_port(host), cluster=port, monitor=free_port(host)),
+        client_listen=host,
+        monitor_listen=host,
+        cluster_listen=host,
+        peers=(Peer(host=host, port=port), *peers),
         credentials=credentials,
         tls=tls,
         store_dir=str(tmp_path / name / "jetstream"),
@@ -230,6 +237,52 @@ def test_the_password_without_a_forest_certificate_does_not_join(
         assert peers_seen(monitor) == set()
     for node in planted["nodes"]:
         assert peers_seen(node["monitor_url"]) == ids - {node["id"]}
+
+
+def test_ipv6_routes_check_the_dialled_address_against_the_certificate(
+    tmp_path: Path, servers: Servers
+) -> None:
+    """Cloud nodes route over IPv6: the certificate must name the address dialled."""
+    ca = ForestCA.generate("forest-1", NOW)
+    credentials = RouteCredentials.generate()
+    ports = {name: free_port("::1") for name in ("node-1", "node-2", "elsewhere")}
+    nodes = {}
+    for name, names in (("node-1", ["::1"]), ("node-2", ["::1"]), ("elsewhere", ["2001:db8::3"])):
+        # "elsewhere" holds a certificate of this forest, but for another address: the
+        # forest's former node whose address it now answers on, say.  Its one other route
+        # leads nowhere (a lone route to itself would leave it without a cluster port).
+        others = (
+            [Peer(host="::1", port=free_port("::1"))]
+            if name == "elsewhere"
+            else [Peer(host="::1", port=p) for p in ports.values()]
+        )
+        nodes[name] = loopback_node(
+            tmp_path,
+            name,
+            cluster_name="forest-1",
+            peers=[p for p in others if p.port != ports[name]],
+            credentials=credentials,
+            tls=ca.issue(name, names, NOW).route_tls(ca),
+            cluster_port=ports[name],
+            host="::1",
+        )
+    logs = {name: servers.start(blueprint) for name, blueprint in nodes.items()}
+    monitor = {name: f"http://[::1]:{bp.ports.monitor}" for name, bp in nodes.items()}
+    wait_until(
+        lambda: (
+            peers_seen(monitor["node-1"]) == {"node-2"}
+            and peers_seen(monitor["node-2"]) == {"node-1"}
+        ),
+        what="node-1 and node-2 meshing over IPv6 TLS",
+    )
+    wait_until(
+        lambda: (
+            "x509: certificate is valid for 2001:db8::3, not ::1"
+            in logs["node-1"].read_text(errors="replace")
+        ),
+        what="node-1 refusing the certificate that names another address",
+    )
+    assert peers_seen(monitor["elsewhere"]) == set()
 
 
 # -- a route to a stale address -----------------------------------------------------------------
