@@ -4,7 +4,8 @@ The tests plant real forests of QEMU/KVM guests.  They need root and a prepared 
 
     e2e/vm-host up && uv run pytest -m vm e2e; e2e/vm-host down
 
-(`.ci/run` does exactly that, with the teardown in a trap).  Without a prepared host they
+(the VM stage of `.ci/run` on branch `issue-13-ci` does exactly that, with the teardown in a
+trap).  Without a prepared host they
 skip locally and fail in CI (``MORPHEUS_REQUIRE_TOOLS=1``, as for every other system tool).
 """
 
@@ -35,7 +36,7 @@ def vm_host() -> VmHost:
     if not config_path.is_file():
         reason = f"no prepared libvirt host ({config_path} is missing)"
         if tools_required():
-            pytest.fail(f"{reason}: .ci/run runs `e2e/vm-host up` before the VM tests")
+            pytest.fail(f"{reason}: run `e2e/vm-host up` before the VM tests")
         pytest.skip(f"{reason}: run `e2e/vm-host up` as root first")
     config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     host = VmHost(state_dir=STATE_DIR, config_path=config_path, config=config)

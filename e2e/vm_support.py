@@ -6,12 +6,13 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 #: Where `e2e/vm-host up` leaves its state (the same default as the script).
 STATE_DIR = Path(os.environ.get("E2E_STATE_DIR", "/var/lib/morpheus-e2e"))
@@ -57,11 +58,11 @@ class Cli:
         env.update(overrides)
         return env
 
-    def start(self, *args: str, **env: str) -> subprocess.Popen[str]:
+    def start(self, *args: str, stdout: IO[str], **env: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, "-m", "morpheus", *args],
             env=self.env(**env),
-            stdout=subprocess.PIPE,
+            stdout=stdout,
             stderr=subprocess.PIPE,
             text=True,
         )
@@ -101,36 +102,58 @@ class Finished:
 
 
 class Plant:
-    """A `morpheus plant` running in the background; `finish()` waits for it (bounded)."""
+    """A `morpheus plant` running in the background; `finish()` waits for it (bounded).
+
+    Its stderr (progress and errors) is read as it comes, each line with the
+    ``time.monotonic()`` it arrived at, so a test can tell when something was said.
+    """
 
     def __init__(self, cli: Cli, *args: str, timeout: float, **env: str) -> None:
         self.started = time.monotonic()
         self.timeout = timeout
-        self.process = cli.start("plant", *args, **env)
+        # Read back in finish(); closed with this object.
+        self._stdout = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # noqa: SIM115
+        self.process = cli.start("plant", *args, stdout=self._stdout, **env)
+        self.lines: list[tuple[float, str]] = []
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
         self._finished: Finished | None = None
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append((time.monotonic(), line))
+
+    def first_said(self, words: str) -> float | None:
+        """When a stderr line containing ``words`` arrived, or ``None``."""
+        return next((when for when, line in self.lines if words in line), None)
 
     def finish(self) -> Finished:
         if self._finished is None:
+            killed = ""
             try:
-                stdout, stderr = self.process.communicate(timeout=self.timeout)
+                self.process.wait(timeout=self.timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-                stdout, stderr = self.process.communicate()
-                stderr += f"\n(killed by the test after {self.timeout:.0f} s)"
+                self.process.wait()
+                killed = f"\n(killed by the test after {self.timeout:.0f} s)"
+            ended = time.monotonic()
+            self._reader.join(timeout=10)
+            self._stdout.seek(0)
             self._finished = Finished(
                 args=self.process.args,  # type: ignore[arg-type]
                 returncode=self.process.returncode,
-                stdout=stdout,
-                stderr=stderr,
-                seconds=time.monotonic() - self.started,
-                ended_monotonic=time.monotonic(),
+                stdout=self._stdout.read(),
+                stderr="".join(line for _when, line in self.lines) + killed,
+                seconds=ended - self.started,
+                ended_monotonic=ended,
             )
         return self._finished
 
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
-            self.process.communicate()
+            self.process.wait()
 
 
 def ssh(host: VmHost, address: str, command: str, timeout: float = 60) -> str:

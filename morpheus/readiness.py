@@ -68,6 +68,8 @@ def wait_nats_ready(
         for node_id in pending:
             reason = boot_failure(node_id)
             if reason is not None:
+                # Said at once: the rollback that follows can take a while on a busy host.
+                progress(node_id, reason)
                 raise ReadinessError(f"{node_id}: {reason}")
 
     def all_ready() -> bool | None:

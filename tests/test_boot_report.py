@@ -72,16 +72,19 @@ def test_a_reported_boot_failure_ends_the_wait_long_before_the_deadline() -> Non
         asked.append(node_id)
         return "bootstrap failed while installing nats-server" if len(asked) >= 2 else None
 
+    said: list[tuple[str, str]] = []
     started = time.monotonic()
     with pytest.raises(ReadinessError) as caught:
         wait_nats_ready(
             [target],
             deadline=started + 60,
             max_interval=0.05,
-            progress=lambda node, words: None,
+            progress=lambda node, words: said.append((node, words)),
             boot_failure=boot_failure,
             failure_interval=0.1,
         )
     assert str(caught.value) == ("forest-1-node-1: bootstrap failed while installing nats-server")
     assert time.monotonic() - started < 10
     assert asked == ["forest-1-node-1", "forest-1-node-1"]
+    # Shown as progress at once, before the caller's rollback.
+    assert said[-1] == ("forest-1-node-1", "bootstrap failed while installing nats-server")
