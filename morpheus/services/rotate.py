@@ -25,20 +25,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from morpheus.blueprint import Peer, RouteCredentials
+from morpheus.blueprint import Peer, RouteCredentials, blueprint_for, node_addresses
 from morpheus.errors import ForestStateError, ProviderError, ReadinessError
 from morpheus.models import Forest, Node, NodeStatus
 from morpheus.provider import Provider
 from morpheus.readiness import ReadinessTarget, wait_nats_ready
 from morpheus.registry import forest_lock
 from morpheus.services import Context, Progress, no_progress
-from morpheus.services.provision import (
-    blueprint_for,
-    handle_for,
-    node_addresses,
-    reservation_of,
-    route_tls_for,
-)
+from morpheus.services.provision import handle_for, reservation_of, route_tls_for
 
 #: How long rotate waits for a forest to show itself healthy before changing anything.
 PRECHECK_SECONDS = 10.0
