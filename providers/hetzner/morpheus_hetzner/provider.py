@@ -230,19 +230,14 @@ class HetznerProvider(Provider):
         slot = self.addresses.slot_of(blueprint)
         user_data = render_user_data(blueprint, now=blueprint.rendered_at or datetime.now(UTC))
         self.servers.start_create(blueprint, slot, user_data)
-        return NodeHandle(
+        return NodeHandle.from_blueprint(
+            blueprint,
             provider_id=blueprint.node_id,
-            node_id=blueprint.node_id,
-            forest_id=blueprint.forest_id,
-            run_id=blueprint.run_id,
-            index=blueprint.index,
+            state=NodeState.CREATING,
             host=slot.host,
             addresses=slot.addresses,
-            ports=blueprint.ports,
             capacity=self.catalogue.server_type().capacity,
-            state=NodeState.CREATING,
             location=slot.location,
-            labels=dict(blueprint.labels),
         )
 
     def wait_running(self, handle: NodeHandle, deadline: float) -> NodeHandle:

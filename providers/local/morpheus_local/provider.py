@@ -292,18 +292,11 @@ class LocalProvider(Provider):
         binary = find_nats_server(self.settings.nats_server)
         node_dir = self._node_dir(blueprint.forest_id, blueprint.node_id)
         node_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        handle = NodeHandle(
+        handle = NodeHandle.from_blueprint(
+            blueprint,
             provider_id=blueprint.node_id,
-            node_id=blueprint.node_id,
-            forest_id=blueprint.forest_id,
-            run_id=blueprint.run_id,
-            index=blueprint.index,
-            host=blueprint.host,
-            addresses=[blueprint.host],
-            ports=blueprint.ports,
-            capacity=blueprint.capacity or machine_capacity(self.settings.node_memory),
             state=NodeState.STARTING,
-            labels=dict(blueprint.labels),
+            capacity=blueprint.capacity or machine_capacity(self.settings.node_memory),
         )
         # node.json first: from here on teardown can find this node even if we die.
         self._write_private(node_dir / "node.json", handle.model_dump_json(indent=2))

@@ -176,18 +176,8 @@ class ExampleProvider(Provider):
 
     def create_node(self, blueprint: NodeBlueprint) -> NodeHandle:
         binary = self._binary()
-        handle = NodeHandle(
-            provider_id=blueprint.node_id,
-            node_id=blueprint.node_id,
-            forest_id=blueprint.forest_id,
-            run_id=blueprint.run_id,
-            index=blueprint.index,
-            host=blueprint.host,
-            addresses=[blueprint.host],
-            ports=blueprint.ports,
-            capacity=blueprint.capacity,
-            state=NodeState.STARTING,
-            labels=dict(blueprint.labels),
+        handle = NodeHandle.from_blueprint(
+            blueprint, provider_id=blueprint.node_id, state=NodeState.STARTING
         )
         # Recorded first: from here on teardown finds this node even if we are killed.
         with self.inventory.change() as nodes:
