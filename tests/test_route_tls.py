@@ -173,6 +173,21 @@ def test_a_planted_forest_meshes_over_verified_tls(state_dir: Path) -> None:
         assert mode(tls_dir) == 0o700
         for path in tls_dir.iterdir():
             assert mode(path) == 0o600, path
+    # Anyone else reaching a route port learns nothing: no greeting in the clear (server
+    # and cluster name, version), and TLS ends at the handshake without a forest certificate.
+    port = planted["nodes"][0]["ports"]["cluster"]
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as plain:
+        plain.settimeout(2)
+        with pytest.raises(TimeoutError):
+            plain.recv(4096)
+    anyone = ssl.create_default_context()
+    anyone.check_hostname, anyone.verify_mode = False, ssl.CERT_NONE
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        pytest.raises(ssl.SSLError, match="CERTIFICATE_REQUIRED"),
+        anyone.wrap_socket(raw) as tls,
+    ):
+        tls.recv(4096)
     # The CA's key stays in the registry: no node holds it.
     ca_key = ca.key.get_secret_value()
     for path in (state_dir / "local").rglob("*"):
