@@ -7,6 +7,7 @@ import os
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from morpheus.render import delivered_files
@@ -48,9 +49,17 @@ def test_user_data_dir_needs_dry_run(tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists()
 
 
-def test_user_data_of_an_existing_node() -> None:
+def test_user_data_of_an_existing_node(monkeypatch: pytest.MonkeyPatch) -> None:
     planted = json.loads(morpheus("plant", "local", "small", "-o", "json").stdout)
     forest_id = planted["forest"]["id"]
+    local = invoke("user-data", forest_id, "node-1")
+    assert local.returncode == 2 and local.stdout == ""
+    assert "its nodes do not use cloud-init" in local.stderr
+    # What a provider that boots its nodes with cloud-init prints, on this forest's records
+    # (in this process, so the local provider can claim to be one).
+    from morpheus_local.provider import LocalProvider
+
+    monkeypatch.setattr(LocalProvider, "renders_user_data", True)
     shown = invoke("user-data", forest_id, "node-1")
     assert shown.returncode == 0
     assert shown.stdout.startswith("#cloud-config\n")

@@ -31,7 +31,13 @@ from morpheus.cli import (
 from morpheus.cli import list as list_command
 from morpheus.cli.config import config_app
 from morpheus.cli.options import OutputFormat, complete_forest_id
-from morpheus.cli.session import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, State
+from morpheus.cli.session import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    State,
+    end_terminal_line,
+)
 
 __all__ = ["OutputFormat", "app", "complete_forest_id", "main"]
 
@@ -110,13 +116,15 @@ def main() -> None:
         hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
         error(f"{exc.format_message()}{hint}")
         sys.exit(EXIT_USAGE)
-    except typer.Abort:
+    except typer.Abort:  # Ctrl-C or end of input at a prompt
+        end_terminal_line()
         error("interrupted")
         sys.exit(EXIT_INTERRUPTED)
     except MorpheusError as exc:
         error(str(exc))
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
+        end_terminal_line()
         error("interrupted")
         sys.exit(EXIT_INTERRUPTED)
     sys.exit(code if isinstance(code, int) else EXIT_OK)

@@ -7,14 +7,16 @@ from typing import TYPE_CHECKING
 import typer
 
 from morpheus.cli import output as out
-from morpheus.cli.options import OutputFormat, OutputOption
+from morpheus.cli.options import OutputFormat, OutputOption, QuietOption
 from morpheus.cli.session import EXIT_FAILURE, state_of
 
 if TYPE_CHECKING:
     from morpheus.provider import CheckResult
 
 
-def check(ctx: typer.Context, output: OutputOption = OutputFormat.table) -> None:
+def check(
+    ctx: typer.Context, output: OutputOption = OutputFormat.table, quiet: QuietOption = False
+) -> None:
     """Check this machine is ready: config, state dir, nats-server, cloud token, SSH key, IPv6."""
     from morpheus.paths import state_dir
     from morpheus.services.check import run_checks

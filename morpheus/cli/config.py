@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from morpheus.cli import output as out
-from morpheus.cli.options import OutputFormat, OutputOption
+from morpheus.cli.options import OutputFormat, OutputOption, QuietOption
 from morpheus.cli.session import show_warnings, state_of
 
 if TYPE_CHECKING:
@@ -18,7 +18,9 @@ config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True
 
 
 @config_app.command("check")
-def config_check(ctx: typer.Context, output: OutputOption = OutputFormat.table) -> None:
+def config_check(
+    ctx: typer.Context, output: OutputOption = OutputFormat.table, quiet: QuietOption = False
+) -> None:
     """Validate the configuration and show where each value came from (secrets masked)."""
     from morpheus.settings import load_settings
 

@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from morpheus.cli import output as out
-from morpheus.cli.options import OutputFormat, OutputOption, YesOption, complete_forest_id
+from morpheus.cli.options import (
+    OutputFormat,
+    OutputOption,
+    QuietOption,
+    YesOption,
+    complete_forest_id,
+)
 from morpheus.cli.session import (
     EXIT_BLOCKED,
     EXIT_FAILURE,
@@ -50,6 +56,7 @@ def grow(
         float, typer.Option("--timeout", min=0.1, max=60, help="Seconds to wait for each node.")
     ] = 2.0,
     output: OutputOption = OutputFormat.table,
+    quiet: QuietOption = False,
 ) -> None:
     """Show a forest's load and add nodes when it runs hot.
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from morpheus.cli import output as out
-from morpheus.cli.options import OutputFormat, OutputOption, YesOption
+from morpheus.cli.options import OutputFormat, OutputOption, QuietOption, YesOption
 from morpheus.cli.session import confirm, state_of
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ def import_registry(
     ] = False,
     yes: YesOption = False,
     output: OutputOption = OutputFormat.table,
+    quiet: QuietOption = False,
 ) -> None:
     """Import the forests and nodes of the older Go tool's registry.json."""
     from morpheus.provider import installed_providers

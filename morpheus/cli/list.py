@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from morpheus.cli.options import OutputFormat, OutputOption
+from morpheus.cli.options import OutputFormat, OutputOption, QuietOption
 from morpheus.cli.session import state_of
 
 
@@ -19,6 +19,7 @@ def list_forests(
             "--refresh", help="Ask each forest's provider first and record what it reports."
         ),
     ] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """List the forests in the registry."""
     from morpheus.cli.plain import show_drift, show_forests

@@ -32,3 +32,20 @@ OutputOption = Annotated[
     OutputFormat, typer.Option("--output", "-o", help="table for people; json or yaml for scripts.")
 ]
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask; for scripts.")]
+
+
+def _quiet(ctx: typer.Context, value: bool) -> bool:
+    if value:
+        from morpheus.cli.session import state_of
+
+        state_of(ctx).quiet = True
+    return value
+
+
+#: ``-q`` after the command works as it does before it (``morpheus -q plant`` = ``plant -q``).
+QuietOption = Annotated[
+    bool,
+    typer.Option(
+        "--quiet", "-q", help="Print only results and errors.", callback=_quiet, expose_value=False
+    ),
+]

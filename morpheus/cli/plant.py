@@ -9,8 +9,16 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from morpheus.cli import output as out
-from morpheus.cli.options import OutputFormat, OutputOption, YesOption
-from morpheus.cli.session import EXIT_USAGE, confirm, fail, show_warnings, state_of
+from morpheus.cli.options import OutputFormat, OutputOption, QuietOption, YesOption
+from morpheus.cli.session import (
+    EXIT_USAGE,
+    confirm,
+    end_terminal_line,
+    fail,
+    show_warnings,
+    state_of,
+    yes_or_no,
+)
 from morpheus.limits import MAX_FOREST_NODES
 
 if TYPE_CHECKING:
@@ -54,6 +62,7 @@ def plant(
         typer.Option("--keep-on-failure", help="Keep what a failed plant created, for inspection."),
     ] = False,
     output: OutputOption = OutputFormat.table,
+    quiet: QuietOption = False,
 ) -> None:
     """Create a forest of NATS nodes that cluster with each other."""
     from morpheus.services.plant import PlantRequest, plan
@@ -86,9 +95,11 @@ def _ask_rollback() -> bool:
     """Ctrl-C during plant: ask once whether to delete what was made (yes if no one answers)."""
     if not sys.stdin.isatty():
         return True
+    end_terminal_line()
     try:
-        return typer.confirm("\nInterrupted. Delete what this plant created?", default=True)
-    except (KeyboardInterrupt, EOFError):
+        return yes_or_no("Interrupted. Delete what this plant created?", default=True)
+    except (KeyboardInterrupt, EOFError, typer.Abort):
+        end_terminal_line()
         return True
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from morpheus.cli import output as out
-from morpheus.cli.options import OutputFormat, OutputOption
+from morpheus.cli.options import OutputFormat, OutputOption, QuietOption
 
 if TYPE_CHECKING:
     from morpheus.provider import ProviderInfo
 
 
-def providers(output: OutputOption = OutputFormat.table) -> None:
+def providers(output: OutputOption = OutputFormat.table, quiet: QuietOption = False) -> None:
     """List the installed provider plugins."""
     from morpheus.provider import installed_providers
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from morpheus.cli import output as out
-from morpheus.cli.options import ForestArgument, YesOption
+from morpheus.cli.options import ForestArgument, QuietOption, YesOption
 from morpheus.cli.session import EXIT_FAILURE, confirm, state_of
 
 if TYPE_CHECKING:
@@ -21,6 +21,7 @@ def reconcile(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would change; change nothing.")
     ] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Repair a forest after an interrupted plant, grow or teardown (registry = platform)."""
     from morpheus.services.reconcile import preview

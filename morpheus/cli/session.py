@@ -56,7 +56,36 @@ def ask(question: str, script_hint: str) -> bool:
     """Yes or no at a terminal (no by default); refuse (exit 2) when no one can answer."""
     if not sys.stdin.isatty():
         fail(f"{script_hint} to confirm from a script", EXIT_USAGE)
-    return typer.confirm(question, default=False)
+    return yes_or_no(question, default=False)
+
+
+def yes_or_no(question: str, *, default: bool) -> bool:
+    """Ask at the terminal until the answer is y, yes, n, no or empty (the default).
+
+    Click's own confirm says ``Error: invalid input``; every error here is ``error:``.
+    Ctrl-C raises ``typer.Abort`` (``main`` ends the prompt's line and exits 130).
+    """
+    choices = "[Y/n]" if default else "[y/N]"
+    while True:
+        reply = typer.prompt(f"{question} {choices}", default="", show_default=False)
+        match reply.strip().lower():
+            case "":
+                return default
+            case "y" | "yes":
+                return True
+            case "n" | "no":
+                return False
+        typer.echo("error: answer y or n", err=True)
+
+
+def end_terminal_line() -> None:
+    """After Ctrl-C the terminal's cursor sits after ``^C`` (often at a prompt): start the
+    message that follows on a line of its own."""
+    for stream in (sys.stderr, sys.stdout):
+        if stream.isatty():
+            stream.write("\n")
+            stream.flush()
+            return
 
 
 def confirm(

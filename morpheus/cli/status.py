@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from morpheus.cli import output as out
-from morpheus.cli.options import ForestArgument, OutputFormat, OutputOption
+from morpheus.cli.options import ForestArgument, OutputFormat, OutputOption, QuietOption
 from morpheus.cli.session import state_of
 
 if TYPE_CHECKING:
@@ -15,7 +15,10 @@ if TYPE_CHECKING:
 
 
 def status(
-    ctx: typer.Context, forest: ForestArgument, output: OutputOption = OutputFormat.table
+    ctx: typer.Context,
+    forest: ForestArgument,
+    output: OutputOption = OutputFormat.table,
+    quiet: QuietOption = False,
 ) -> None:
     """Show a forest's nodes: platform state, NATS health, peers, addresses and events."""
     from morpheus.services.status import forest_status

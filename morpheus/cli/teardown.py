@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from morpheus.cli import output as out
-from morpheus.cli.options import ForestArgument, YesOption
+from morpheus.cli.options import ForestArgument, QuietOption, YesOption
 from morpheus.cli.session import EXIT_FAILURE, EXIT_USAGE, fail, state_of
 from morpheus.models import Removal
 
@@ -20,6 +20,7 @@ def teardown(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")
     ] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Delete a forest: every node, process, file and record of it."""
     from morpheus.services.forests import get_forest

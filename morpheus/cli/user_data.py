@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from morpheus.cli.options import ForestArgument
+from morpheus.cli.options import ForestArgument, QuietOption
 from morpheus.cli.session import state_of
 
 
@@ -21,6 +21,7 @@ def user_data(
             "--files", help="Print each file the node gets, decoded, instead of the user-data."
         ),
     ] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Print the cloud-init user-data a node of the forest gets (secrets included: keep it)."""
     from morpheus.services.plant import node_user_data

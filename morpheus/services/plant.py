@@ -258,6 +258,11 @@ def node_user_data(ctx: Context, forest_id: str, node_name: str) -> str:
         names = ", ".join(n.name for n in nodes) or "none"
         raise UsageError(f"{forest.id} has no node {node_name!r}; its nodes: {names}")
     provider = ctx.provider(forest.provider)
+    if not provider.renders_user_data:
+        raise UsageError(
+            f"{forest.id} is a {forest.provider} forest: its nodes do not use cloud-init, so "
+            f"they get no user-data; `morpheus status {forest.id}` shows them"
+        )
     peers = route_mesh(registry.active_node_addresses(forest.id), [])
     now = ctx.clock()
     reservation = reservation_of(node)
