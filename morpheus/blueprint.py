@@ -67,6 +67,9 @@ class RouteTls(Frozen):
 class JetStreamLimits(Frozen):
     max_memory: Size = "1G"
     max_file: Size = "10G"
+    #: The setting these limits come from, named when they do not fit the machine (a
+    #: provider with its own, like ``providers.local.jetstream_max_memory``, says so).
+    memory_setting: str = Field(default="integration.jetstream_max_memory", exclude=True)
 
 
 ArtifactFormat = Literal["zip", "tar.gz", "binary"]
@@ -178,8 +181,7 @@ class NodeBlueprint(Frozen):
             raise ValueError(
                 f"JetStream max_memory {self.jetstream.max_memory} is more than 3/4 of the "
                 f"node's {size_text(self.capacity.memory_bytes)} of RAM; "
-                "lower the JetStream memory limit (integration.jetstream_max_memory on "
-                "cloud nodes) or use a machine with more RAM"
+                f"lower {self.jetstream.memory_setting} or use a machine with more RAM"
             )
         disk = self.capacity.disk_bytes
         if disk is not None and size_bytes(self.jetstream.max_file) > disk * 9 // 10:

@@ -109,6 +109,9 @@ class ForestPlan:
     forest_id: str | None
     node_count: int
     blueprints: tuple[NodeBlueprint, ...] = ()
+    #: ``plant --dry-run``: nothing will be created, so a provider may skip what needs an
+    #: account (a cloud's catalogue) and say so in its plan lines.
+    dry_run: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,8 @@ class CheckResult:
     ok: bool
     detail: str
     fix: str | None = None
+    #: False for a cloud check on a machine set up for local forests only: shown, never failing.
+    needed: bool = True
 
 
 @dataclass(frozen=True)

@@ -759,3 +759,13 @@ def test_limits_over_a_small_machine_say_its_size_in_sensible_units(
 )  # fmt: skip
 def test_size_text(size: int, text: str) -> None:
     assert size_text(size) == text
+
+
+def test_jetstream_limit_over_the_node_names_the_providers_key(state_dir: Path) -> None:
+    """Local nodes take their JetStream limit from providers.local, not integration."""
+    write_config("providers:\n  local:\n    node_memory: 256M\n    jetstream_max_memory: 1G\n")
+    line = assert_one_line_error(invoke("-q", "plant", "local", "small"), 1)
+    assert "lower providers.local.jetstream_max_memory" in line, line
+    assert "integration.jetstream_max_memory" not in line
+    assert listed_forests() == []
+    assert processes_mentioning(str(state_dir)) == []

@@ -75,3 +75,22 @@ def test_user_data_of_an_existing_node(monkeypatch: pytest.MonkeyPatch) -> None:
     assert missing.returncode == 2
     assert "its nodes: node-1" in missing.stderr
     assert morpheus("teardown", forest_id, "--yes").returncode == 0
+
+
+def test_cloud_dry_run_needs_no_account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without HCLOUD_TOKEN a cloud dry run still writes what each node would get; the
+    catalogue checks are skipped and the plan says so. The API is never asked: its endpoint
+    here is a closed port."""
+    monkeypatch.setenv("HCLOUD_ENDPOINT", "http://127.0.0.1:9/v1")
+    Path("config.yaml").write_text("infrastructure:\n  admin_sources: [203.0.113.7/32]\n")
+    out = tmp_path / "ud"
+    result = invoke("plant", "cloud", "medium", "--dry-run", "--user-data-dir", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "catalogue: not checked (no Hetzner API token)" in result.stdout
+    user_data = sorted(out.glob("*.yaml"))
+    assert len(user_data) == 3
+    assert all(path.read_text().startswith("#cloud-config\n") for path in user_data)
+    planting = invoke("plant", "cloud", "medium", "--yes")
+    assert planting.returncode == 1
+    assert "no Hetzner API token" in planting.stderr
+    assert invoke("list", "-o", "json").stdout.strip() == "[]"

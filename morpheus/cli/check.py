@@ -23,14 +23,17 @@ def check(
 
     results = run_checks(state_of(ctx).config, state_dir())
     show_checks(results, output)
-    if not all(result.ok for result in results):
+    if not all(result.ok or not result.needed for result in results):
         raise typer.Exit(EXIT_FAILURE)
 
 
 def show_checks(results: list[CheckResult], output: OutputFormat) -> None:
     if out.is_data(output):
         out.emit(
-            [{"name": r.name, "ok": r.ok, "detail": r.detail, "fix": r.fix} for r in results],
+            [
+                {"name": r.name, "ok": r.ok, "needed": r.needed, "detail": r.detail, "fix": r.fix}
+                for r in results
+            ],
             output,
         )
         return
@@ -38,6 +41,6 @@ def show_checks(results: list[CheckResult], output: OutputFormat) -> None:
 
     console = out.console()
     for result in results:
-        mark = ("✓", "green") if result.ok else ("✗", "red")
-        fix = f" — fix: {result.fix}" if result.fix and not result.ok else ""
-        console.print(Text.assemble(mark, f" {result.name:<12} {result.detail}{fix}"))
+        mark = ("✓", "green") if result.ok else ("✗", "red") if result.needed else ("-", "dim")
+        fix = f" — fix: {result.fix}" if result.fix and not result.ok and result.needed else ""
+        console.print(Text.assemble(mark, f" {result.name:<16} {result.detail}{fix}"))

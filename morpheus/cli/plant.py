@@ -70,7 +70,9 @@ def plant(
 
     state = state_of(ctx)
     context = state.context()
-    request = PlantRequest(target=target, size=size, nodes=nodes, keep_on_failure=keep_on_failure)
+    request = PlantRequest(
+        target=target, size=size, nodes=nodes, keep_on_failure=keep_on_failure, dry_run=dry_run
+    )
     if user_data_dir is not None and not dry_run:
         fail("--user-data-dir only goes with --dry-run", EXIT_USAGE)
     plant_plan = plan(context, request)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 from morpheus.errors import MorpheusError
@@ -66,8 +67,16 @@ def _cloud_configured(loaded: LoadedSettings, cloud: type[Provider]) -> bool:
     )
 
 
+NOT_NEEDED = "not needed for local forests"
+
+
 def run_checks(config: Path | None, state_dir: Path) -> list[CheckResult]:
-    """Every check, in order; a failing check never stops the others."""
+    """Every check, in order; a failing check never stops the others.
+
+    The cloud provider's checks (token, SSH key, ...) and IPv6 are always shown; where the
+    cloud is not set up they are marked not needed (local forests do without them) and do
+    not fail the command.
+    """
     results: list[CheckResult] = []
     try:
         loaded = load_settings(config)
@@ -77,22 +86,26 @@ def run_checks(config: Path | None, state_dir: Path) -> list[CheckResult]:
     results.append(CheckResult("config", True, f"valid: {where}"))
     results.append(check_state_dir(state_dir))
     settings = loaded.settings
-    providers = [settings.infrastructure.local_provider]
+    local = settings.infrastructure.local_provider
+    try:
+        results.extend(load_provider_class(local).from_settings(settings, state_dir).checks())
+    except MorpheusError as exc:
+        results.append(CheckResult(local, False, str(exc)))
+    cloud_results: list[CheckResult] = []
     ipv4_setting: str | None = None
+    needed = True
     try:
         cloud = load_provider_class(cloud_provider_name(settings))
-        if _cloud_configured(loaded, cloud):
-            providers.append(cloud.name)
-            ipv4_setting = cloud.ipv4_setting
+        needed = _cloud_configured(loaded, cloud)
+        ipv4_setting = cloud.ipv4_setting
+        cloud_results.extend(cloud.from_settings(settings, state_dir).checks())
     except MorpheusError as exc:
-        if settings.infrastructure.provider is not None:
-            results.append(CheckResult(settings.infrastructure.provider, False, str(exc)))
-    for name in providers:
-        try:
-            provider = load_provider_class(name).from_settings(settings, state_dir)
-            results.extend(provider.checks())
-        except MorpheusError as exc:
-            results.append(CheckResult(name, False, str(exc)))
-    if len(providers) > 1:
-        results.append(check_ipv6(ipv4_setting))
-    return results
+        name = settings.infrastructure.provider or cloud_provider_name(settings)
+        cloud_results.append(CheckResult(name, False, str(exc)))
+    cloud_results.append(check_ipv6(ipv4_setting))
+    if not needed:
+        cloud_results = [
+            replace(result, detail=f"{result.detail} ({NOT_NEEDED})", needed=False)
+            for result in cloud_results
+        ]
+    return results + cloud_results

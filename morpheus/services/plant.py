@@ -49,6 +49,7 @@ class PlantRequest:
     size: str | None = None
     nodes: int | None = None
     keep_on_failure: bool = False
+    dry_run: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def plan(ctx: Context, request: PlantRequest) -> PlantPlan:
     size, count = node_count(request.size, request.nodes)
     provider = ctx.provider(provider_name(request.target, ctx))
     check_first_boot(ctx.settings, provider, count, ctx.clock())
-    forest_plan = ForestPlan(forest_id=None, node_count=count)
+    forest_plan = ForestPlan(forest_id=None, node_count=count, dry_run=request.dry_run)
     provider.preflight(forest_plan)
     lines = provider.plan_lines(forest_plan)
     if provider.renders_user_data:

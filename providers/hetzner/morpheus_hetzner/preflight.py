@@ -62,7 +62,15 @@ class Preflight:
         """Token, names, admin sources, server type, image, SSH key, user-data; raise the
         first problem as ``HetznerPreflightError``."""
         if not self._api.has_token:
-            raise HetznerPreflightError(NO_AUTH_MESSAGE, code="no_token")
+            if not plan.dry_run:
+                raise HetznerPreflightError(NO_AUTH_MESSAGE, code="no_token")
+            # A dry run without an account: what can be checked here is; the catalogue
+            # (server type, image, locations, SSH key) waits for a token (see plan_lines).
+            problems = _naming_problems(plan)
+            if problems:
+                raise HetznerPreflightError("; ".join(problems), code="invalid_input")
+            self._admin_sources()
+            return
         problems = _naming_problems(plan)
         if problems:
             raise HetznerPreflightError(
@@ -81,6 +89,8 @@ class Preflight:
         self._check_user_data(plan)
 
     def plan_lines(self, plan: ForestPlan) -> list[PlanLine]:
+        if not self._api.has_token:
+            return self._offline_plan_lines()
         config = self._config
         server_type = self._catalogue.server_type()
         usable = self._catalogue.usable_locations(server_type)
@@ -136,10 +146,43 @@ class Preflight:
         )
         return lines
 
+    def _offline_plan_lines(self) -> list[PlanLine]:
+        """A dry run's plan without a token: the configuration, nothing looked up."""
+        config = self._config
+        return [
+            PlanLine(
+                "catalogue",
+                "not checked (no Hetzner API token): the server type, image, locations and "
+                "SSH key are checked, and the price shown, once HCLOUD_TOKEN is set",
+            ),
+            PlanLine("server type", config.server_type),
+            PlanLine("image", config.image),
+            PlanLine("locations", ", ".join(config.locations)),
+            PlanLine(
+                "network",
+                "IPv6 + IPv4 (primary IPv4 addresses are billed extra)"
+                if config.enable_ipv4
+                else "IPv6 only: a /64 per node, the node at <prefix>::1",
+            ),
+            PlanLine(
+                "firewall",
+                f"SSH and NATS monitoring from {', '.join(self._admin_sources())}; "
+                "NATS routes from the forest's own addresses; nothing else",
+            ),
+        ]
+
     def checks(self) -> list[CheckResult]:
         """Token, server type, image, SSH key and admin sources, each on its own line."""
         if not self._api.has_token:
-            return [CheckResult("hetzner token", False, "no token", NO_AUTH_MESSAGE)]
+            # What can be checked without an account: this machine's public key.
+            try:
+                path, _ = self._key.local()
+                key = CheckResult(
+                    "hetzner SSH key", True, f"{path} (uploaded as {self._key.name!r} by a plant)"
+                )
+            except MorpheusError as exc:
+                key = CheckResult("hetzner SSH key", False, str(exc))
+            return [CheckResult("hetzner token", False, "no token", NO_AUTH_MESSAGE), key]
         try:
             server_type = self._catalogue.load_server_type()
         except MorpheusError as exc:

@@ -184,7 +184,9 @@ class HetznerProvider(Provider):
 
     def _node_fields(self) -> dict[str, Any]:
         return {
-            "capacity": self.catalogue.server_type().capacity,
+            # Without a token (a dry run) the machine's size is unknown: JetStream limits
+            # are then checked against it when the forest is planted.
+            "capacity": self.catalogue.server_type().capacity if self.api.has_token else None,
             "admin_sources": tuple(self.admin_sources()),
             "ssh_port": self.context.ssh_port,
             "host_firewall": True,

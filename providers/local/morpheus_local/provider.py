@@ -284,6 +284,7 @@ class LocalProvider(Provider):
             "jetstream": JetStreamLimits(
                 max_memory=self.settings.jetstream_max_memory,
                 max_file=self.settings.jetstream_max_file,
+                memory_setting="providers.local.jetstream_max_memory",
             ),
             "capacity": machine_capacity(self.settings.node_memory),
         }
