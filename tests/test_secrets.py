@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-from morpheus.render import delivered_files
+from morpheus.render import NODE_PATHS, delivered_files
 from morpheus.settings import load_settings
-from morpheus.testing.cli import morpheus
+from morpheus.testing.cli import invoke, morpheus
 from morpheus.testing.nats import processes_mentioning
 
 FAKE_API = Path(__file__).resolve().parents[1] / "providers/hetzner/tests/fakeapi.py"
@@ -90,7 +90,11 @@ def mode(path: Path) -> int:
 
 
 def test_a_session_never_shows_the_token_or_the_route_password(
-    hetzner_api: Any, token: str, state_dir: Path, tmp_path: Path
+    hetzner_api: Any,
+    token: str,
+    state_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # What a cloud plant needs besides the token: admin networks and an SSH key.
     Path("config.yaml").write_text("infrastructure:\n  admin_sources: [203.0.113.7/32]\n")
@@ -123,6 +127,16 @@ def test_a_session_never_shows_the_token_or_the_route_password(
     run("teardown", forest, "--dry-run")
     # Local nodes get no user-data: the command says so instead of printing the password.
     run("user-data", forest, "node-2", expect=2)
+    # What a cloud-init node of this forest would print (in this process, so the local
+    # provider can claim to boot from cloud-init): its secrets, by design, and no others.
+    from morpheus_local.provider import LocalProvider
+
+    with monkeypatch.context() as patch:
+        patch.setattr(LocalProvider, "renders_user_data", True)
+        shown = invoke("user-data", forest, "node-2")
+    assert shown.returncode == 0, shown.stderr
+    user_data = shown.stdout
+    outputs[f"user-data {forest} node-2"] = shown.stdout + shown.stderr
     # Snapshot first: opening the registry below may fold its WAL file away.
     state_files = {path: path.read_bytes() for path in files_under(state_dir)}
     modes = {path: mode(path) for path in state_files}
@@ -143,9 +157,11 @@ def test_a_session_never_shows_the_token_or_the_route_password(
     for path in files_under(tmp_path):  # the cloud user-data, the state left after teardown
         assert token.encode() not in path.read_bytes(), path
 
-    # The route password: in no output, and only in files kept 0600.
+    # The route password: only in `user-data` (by design) and files kept 0600.
+    assert password in delivered_files(user_data)[NODE_PATHS.nats_conf]
     for name, text in outputs.items():
-        assert password not in text, name
+        if name != f"user-data {forest} node-2":
+            assert password not in text, name
     holding = [path for path, content in state_files.items() if password.encode() in content]
     # The three nodes' nats.conf and the registry (its WAL file may hold the row instead).
     assert sum(p.name == "nats.conf" for p in holding) == 3, holding
