@@ -24,7 +24,9 @@ from morpheus.testing.cli import cli_environment, morpheus
 
 
 def kill_at_request(fake: FakeHetzner, args: list[str], requests: int) -> int:
-    """Run ``morpheus ARGS``; SIGKILL it once the fake has served ``requests`` more requests."""
+    """Run ``morpheus ARGS``; SIGKILL it once the fake has served ``requests`` more requests,
+    or once it has asked nothing for two seconds (a plant waiting for NATS readiness asks the
+    API nothing: that wait is a kill point too, whatever its request count)."""
     start = len(fake.requests)
     with subprocess.Popen(
         [sys.executable, "-m", "morpheus", *args],
@@ -33,7 +35,12 @@ def kill_at_request(fake: FakeHetzner, args: list[str], requests: int) -> int:
         env=cli_environment(),
     ) as command:
         deadline = time.monotonic() + 60
+        seen, quiet_since = 0, time.monotonic()
         while len(fake.requests) - start < requests and command.poll() is None:
+            if len(fake.requests) - start != seen:
+                seen, quiet_since = len(fake.requests) - start, time.monotonic()
+            elif seen and time.monotonic() - quiet_since > 2.0:
+                break
             assert time.monotonic() < deadline, "the command made too few requests"
             time.sleep(0.005)
         command.send_signal(signal.SIGKILL)
