@@ -265,7 +265,9 @@ def test_status_gives_up_on_a_hung_api_within_its_bound(
 
     result = morpheus("status", str(kept_forest["id"]), timeout=60)
 
-    assert time.monotonic() - started < 10, "request_timeout x retries would be 30 s"
+    # Unbounded, the request timeout times the retries would be 30 s or more; the margin
+    # above 2 s is process start-up, which a loaded machine stretches to several seconds.
+    assert time.monotonic() - started < 20, "request_timeout x retries would be 30 s"
     fake_hetzner.clear_faults()
     assert "could not be asked" in result.stdout + result.stderr
     assert "within 2 s" in result.stdout + result.stderr
