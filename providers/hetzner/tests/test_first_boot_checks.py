@@ -101,6 +101,9 @@ def test_grow_refuses_user_data_that_cannot_fit_before_any_request(
     # so growing it would create servers on the fake API.  Each local node counts as a
     # 256 MiB machine, so an idle nats-server is over a 1% threshold.
     monkeypatch.setenv("MORPHEUS_PROVIDERS__LOCAL__NODE_MEMORY", "256M")
+    # cli_config's 1.5 s readiness suits fake Hetzner nodes; real ones on a loaded machine
+    # may need their raft election (see ARCHITECTURE: 30 s or more).
+    monkeypatch.setenv("MORPHEUS_PROVISIONING__READINESS_TIMEOUT", "60")
     planted = morpheus("plant", "local", "medium", "-o", "json", timeout=120)
     assert planted.returncode == 0, planted.stderr
     forest_id = json.loads(planted.stdout)["forest"]["id"]

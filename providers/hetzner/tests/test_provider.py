@@ -60,7 +60,9 @@ def create_intervals(fake: FakeHetzner) -> list[tuple[float, float]]:
 def test_five_nodes_are_created_in_parallel(
     fake_hetzner: FakeHetzner, forest: ContractForest
 ) -> None:
-    fake_hetzner.time_scale = 0.05  # a create takes 0.5 s: long enough to see overlap
+    # A create takes 2 s: long enough to see overlap even when a loaded machine starts
+    # the worker threads late.
+    fake_hetzner.time_scale = 0.2
     handles = plant_running(forest, 5)
 
     intervals = create_intervals(fake_hetzner)
