@@ -24,6 +24,9 @@ CAMPAIGNS = [
 ]
 
 
+HAND_WRITTEN = "\n## Hostile cases"
+
+
 def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         report = Path(scratch) / "campaign.jsonl"
@@ -75,7 +78,11 @@ def main() -> int:
     ]
     for row in matrix:
         lines.append(f"| {row['matrix']} | {row['fault']} | {row['outcome']} | {row['requests']} |")
-    (ROOT / "docs" / "reliability.md").write_text("\n".join(lines) + "\n")
+    # The hand-written part (hostile cases tried by hand and in tests) follows the figures.
+    page = ROOT / "docs" / "reliability.md"
+    existing = page.read_text() if page.exists() else ""
+    kept = existing[existing.index(HAND_WRITTEN) :] if HAND_WRITTEN in existing else ""
+    page.write_text("\n".join(lines) + "\n" + kept)
     print("\n".join(lines))
     return run.returncode
 

@@ -137,9 +137,18 @@ def read_config_file(
     return expand_config(data, environ, path, lines), lines
 
 
+#: Far above any real config; a larger file would take the YAML parser minutes to refuse.
+CONFIG_SIZE_LIMIT = 1024 * 1024
+
+
 def parse_config_file(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     """The file's data as written (``${VAR}`` not expanded), and the line of every key."""
     try:
+        if path.stat().st_size > CONFIG_SIZE_LIMIT:
+            raise ConfigError(
+                f"config file {path} is larger than {CONFIG_SIZE_LIMIT // 1024} KiB: "
+                "not a Morpheus config (see config.example.yaml)"
+            )
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from exc

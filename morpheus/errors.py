@@ -10,11 +10,13 @@ cloud SDKs) are translated into these once, at the boundary, with ``raise ... fr
     ├── ForestNotFoundError       exit 1: no such forest in the registry
     ├── ForestStateError          the registry's record is not enough to act on
     ├── RegistryError             the state database cannot be used
+    │   └── DamagedRegistryError  damaged, or lost beside live forests: `registry rebuild`
     ├── ProviderNotFoundError     no installed provider with that name
     ├── ProviderError             a provider failed (API, process, platform); ``.code``
     │   └── PreflightError        a check before creating anything failed
     ├── ReadinessError            nodes did not become ready in time
     ├── PlantFailedError          planting failed; ``.removal`` says what the rollback did
+    ├── WorkInterruptedError      exit 130: Ctrl-C; says what was left and what finishes it
     ├── GrowFailedError           growing failed; the new nodes were removed
     ├── JetStreamMigrationError   streams could not be carried into a new cluster
     ├── NatsReleaseError          no nats-server build with a known SHA-256 could be found
@@ -59,6 +61,10 @@ class RegistryError(MorpheusError):
     """The state database cannot be opened, read or written."""
 
 
+class DamagedRegistryError(RegistryError):
+    """The registry is damaged, or missing or empty while forests remain: rebuild it."""
+
+
 class ProviderNotFoundError(MorpheusError):
     """No installed provider plugin has the requested name."""
 
@@ -84,11 +90,22 @@ class ReadinessError(MorpheusError):
 
 
 class PlantFailedError(MorpheusError):
-    """Planting failed; ``removal`` says what the rollback deleted and what it could not."""
+    """Planting failed; ``removal`` says what the rollback deleted and what it could not.
 
-    def __init__(self, message: str, removal: Removal | None) -> None:
+    An interrupted plant exits 130, like any command stopped with Ctrl-C.
+    """
+
+    def __init__(self, message: str, removal: Removal | None, *, interrupted: bool = False) -> None:
         super().__init__(message)
         self.removal = removal
+        if interrupted:
+            self.exit_code = 130
+
+
+class WorkInterruptedError(MorpheusError):
+    """Ctrl-C stopped a command midway; the message says what it left and what finishes it."""
+
+    exit_code = 130
 
 
 class GrowFailedError(MorpheusError):

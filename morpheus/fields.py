@@ -18,7 +18,6 @@ Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-
 LabelValue = Annotated[
     str, StringConstraints(pattern=r"^(?:[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")
 ]
-SafePath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._/+-]{0,4000}$")]
 # [0-9], not \d: the pattern engine counts every script's digits (fullwidth ones too) as \d.
 Size = Annotated[str, StringConstraints(pattern=r"^[0-9]+[KMGT]?$")]
 HttpUrl = Annotated[
@@ -33,7 +32,8 @@ _HOSTNAME = re.compile(
 )
 
 
-def _check_host(value: str) -> str:
+def check_host(value: str) -> str:
+    """``value`` as an IP address or DNS host name; ValueError when it is neither."""
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:
@@ -43,7 +43,33 @@ def _check_host(value: str) -> str:
     raise ValueError("must be an IP address or a DNS host name")
 
 
-Host = Annotated[str, AfterValidator(_check_host)]
+Host = Annotated[str, AfterValidator(check_host)]
+
+# They end a quoted string in nats.conf, YAML or a unit file, or start a shell expansion or
+# a systemd specifier; spaces and letters of any script are fine.
+_PATH_FORBIDDEN = frozenset("\"'\\$`%")
+
+
+def path_problem(path: str) -> str | None:
+    """Why ``path`` cannot go into a node's configuration files, or None when it can."""
+    if not path.startswith("/"):
+        return "must be an absolute path"
+    if len(path) > 4000:
+        return "is longer than 4000 characters"
+    for position, char in enumerate(path, start=1):
+        if char in _PATH_FORBIDDEN or not char.isprintable():
+            return f"holds {char!r} at position {position}, which configuration files cannot hold"
+    return None
+
+
+def _check_path(value: str) -> str:
+    problem = path_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+SafePath = Annotated[str, AfterValidator(_check_path)]
 
 
 def _check_network(value: str) -> str:

@@ -43,30 +43,41 @@ def _connect(state_dir: Path) -> sqlite3.Connection | None:
 
 
 def forest_summaries(state_dir: Path) -> list[ForestSummary]:
-    """Every forest with its node count; none when there is no registry yet."""
-    from morpheus.errors import RegistryError
+    """Every forest with its node count; none when there is no registry yet.
+
+    A registry that is missing or empty while forests remain in the state directory is an
+    error naming ``morpheus registry rebuild``, never an empty list.
+    """
+    from morpheus.paths import leftover_forests, lost_registry_error
+    from morpheus.safe_text import printable
+    from morpheus.sqlite_errors import registry_errors
 
     path = state_dir / "registry.sqlite3"
-    try:
+    rows = None
+    with registry_errors(path):
         db = _connect(state_dir)
-        if db is None:
-            return []
-        try:
-            rows = db.execute(
-                "SELECT f.id, f.provider, f.size,"
-                " coalesce(f.location, group_concat(DISTINCT n.location)), f.status,"
-                " f.created_at, f.last_expansion, f.cluster_name, count(n.id)"
-                " FROM forests f LEFT JOIN nodes n ON n.forest_id = f.id"
-                " GROUP BY f.id ORDER BY f.created_at, f.id"
-            ).fetchall()
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        if "no such table" in str(exc):
-            return []  # an empty file: no forest was ever recorded in it
-        raise RegistryError(
-            f"cannot use the registry {path}: {exc}; move it aside to start afresh"
-        ) from exc
+        if db is not None:
+            try:
+                (tables,) = db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                if tables:
+                    rows = db.execute(
+                        "SELECT f.id, f.provider, f.size,"
+                        " coalesce(f.location, group_concat(DISTINCT n.location)), f.status,"
+                        " f.created_at, f.last_expansion, f.cluster_name, count(n.id)"
+                        " FROM forests f LEFT JOIN nodes n ON n.forest_id = f.id"
+                        " GROUP BY f.id ORDER BY f.created_at, f.id"
+                    ).fetchall()
+            finally:
+                db.close()
+    if rows is None:
+        left = leftover_forests(state_dir)
+        if left:
+            raise lost_registry_error(path, left, "empty" if path.exists() else "missing")
+        return []
+    # Read back from a file anyone with access may have edited: shown, so made printable.
+    cleaned: list[list[Any]] = [
+        [printable(v) if isinstance(v, str) else v for v in row] for row in rows
+    ]
     return [
         ForestSummary(
             id=row[0],
@@ -79,7 +90,7 @@ def forest_summaries(state_dir: Path) -> list[ForestSummary]:
             cluster_name=row[7],
             node_count=row[8],
         )
-        for row in rows
+        for row in cleaned
     ]
 
 
@@ -101,4 +112,4 @@ def forest_ids(state_dir: Path, prefix: str = "") -> list[str]:
         db.close()
     except sqlite3.Error:
         return []
-    return [row[0] for row in rows if row[0].startswith(prefix)]
+    return [row[0] for row in rows if isinstance(row[0], str) and row[0].startswith(prefix)]

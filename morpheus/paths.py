@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from morpheus.errors import DamagedRegistryError
 
 
 def state_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -22,3 +26,39 @@ def state_dir(environ: Mapping[str, str] | None = None) -> Path:
     if xdg:
         return Path(xdg) / "morpheus"
     return Path(env.get("HOME") or Path.home()) / ".local" / "state" / "morpheus"
+
+
+def leftover_forests(state_dir: Path) -> list[str]:
+    """Forests that still have something in ``state_dir`` besides the registry.
+
+    A lock file (``locks/<forest>.lock`` stays until a teardown completes) or a forest
+    directory of a provider (``<provider>/<forest>/``, as the local provider keeps its
+    nodes).  When the registry is missing or empty these are forests it has lost.
+    """
+    from morpheus.safe_text import is_plain_id
+
+    found: set[str] = set()
+    try:
+        entries = list(state_dir.iterdir())
+    except OSError:
+        return []
+    for entry in entries:
+        try:
+            if entry.name == "locks" and entry.is_dir():
+                found.update(lock.stem for lock in entry.glob("*.lock"))
+            elif entry.is_dir():
+                found.update(child.name for child in entry.iterdir() if child.is_dir())
+        except OSError:
+            continue
+    return sorted(name for name in found if is_plain_id(name))
+
+
+def lost_registry_error(path: Path, forests: Sequence[str], state: str) -> DamagedRegistryError:
+    from morpheus.errors import DamagedRegistryError
+
+    """The error for a registry that is ``state`` ("missing", "empty") while forests remain."""
+    shown = ", ".join(forests[:5]) + (f" and {len(forests) - 5} more" if len(forests) > 5 else "")
+    return DamagedRegistryError(
+        f"the registry {path} is {state}, but forests remain in {path.parent} ({shown}); "
+        "run `morpheus registry rebuild` to recover them"
+    )

@@ -267,6 +267,14 @@ class Provider(ABC):
         """Plain sentences ``morpheus status`` shows about this provider's nodes."""
         return []
 
+    def forest_ids(self) -> list[str]:
+        """Ids of every forest this provider has nodes of, found by labels, not the registry.
+
+        ``morpheus registry rebuild`` asks it; the default (a provider that cannot list
+        everything it made) finds none.
+        """
+        return []
+
     def delete_forest_resources(self, forest_id: str) -> None:  # noqa: B027 - optional hook
         """Delete forest-wide things (firewalls, placement groups, reserved addresses)."""
 

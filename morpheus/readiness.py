@@ -51,6 +51,7 @@ def wait_nats_ready(
 ) -> None:
     """Poll until every target is ready or ``time.monotonic()`` passes ``deadline``.
 
+
     The poll interval starts short (a loopback node is often ready in a fraction of a
     second) and backs off to ``max_interval`` so a slow cloud boot costs few requests.
     ``boot_failure(node_id)``, asked about unready nodes at most every ``failure_interval``

@@ -43,9 +43,10 @@ def templates_dir() -> Path:
 
 
 def _quote(value: object) -> str:
-    # Blueprint fields are validated to hold no quotes, backslashes or newlines, so a JSON
-    # string is also a valid NATS / YAML double-quoted string.
-    return json.dumps(str(value))
+    # Blueprint fields are validated to hold no quotes, backslashes or control characters, so
+    # a JSON string is also a valid NATS / YAML / systemd double-quoted string.  Letters of
+    # other scripts stay as they are: nats.conf knows no \u escapes.
+    return json.dumps(str(value), ensure_ascii=False)
 
 
 def _hostport(host: str, port: int) -> str:

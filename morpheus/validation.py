@@ -13,16 +13,18 @@ from pydantic import ValidationError
 
 from morpheus.errors import ConfigError
 
+# One line, always: keys, paths and messages from files or an API may hold anything.
+from morpheus.safe_text import printable
+
+__all__ = [
+    "UNKNOWN_KEY",
+    "describe_validation_error",
+    "printable",
+    "problem_key",
+    "validate_token",
+]
+
 UNKNOWN_KEY = "unknown key; see config.example.yaml for the valid keys"
-
-
-def printable(text: str) -> str:
-    """``text`` with line breaks and other unprintable characters escaped: one line, always.
-
-    Keys, paths and messages may come from the operator's files or a remote API, which may
-    hold anything.
-    """
-    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
 
 
 def problem_key(exc: ValidationError, prefix: Sequence[str] = ()) -> str:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,8 +30,9 @@ from morpheus.blueprint import NatsInstall, build_blueprint, size_text
 from morpheus.errors import TemplateInputError
 from morpheus.models import Capacity
 from morpheus.monitor import MonitorTarget, poll_nodes
+from morpheus.registry import Registry
 from morpheus.render import delivered_files
-from morpheus.testing.cli import invoke, morpheus
+from morpheus.testing.cli import cli_environment, invoke, morpheus
 from morpheus.testing.nats import healthz_ok, processes_mentioning
 
 Result = subprocess.CompletedProcess[str]
@@ -156,7 +159,8 @@ def test_python_tags_are_not_constructed(tmp_path: Path) -> None:
 def test_ten_megabyte_values_are_refused_quickly_without_being_echoed() -> None:
     write_config('integration:\n  jetstream_max_memory: "' + "9" * 10_000_000 + 'X"\n')
     started = time.process_time()  # CPU seconds: the machine may be busy with other work
-    line = assert_one_line_error(invoke("config", "check"), 1, "jetstream_max_memory")
+    # Refused by its size before the YAML parser spends seconds on it.
+    line = assert_one_line_error(invoke("config", "check"), 1, "larger than 1024 KiB")
     assert len(line) < 400 and time.process_time() - started < 60
 
 
@@ -441,7 +445,8 @@ def test_a_corrupt_registry_is_reported_and_never_overwritten(
     registry = state_dir / "registry.sqlite3"
     registry.write_bytes(content)
     for args in (["status", "forest-1"], ["plant", "local", "small"], ["grow"]):
-        assert_one_line_error(invoke(*args), 1, "cannot use the registry", "move it aside")
+        line = assert_one_line_error(invoke(*args), 1, "registry", "morpheus registry rebuild")
+        assert "aside" not in line
     assert registry.read_bytes() == content
     assert processes_mentioning(str(state_dir)) == []
 
@@ -449,7 +454,94 @@ def test_a_corrupt_registry_is_reported_and_never_overwritten(
 def test_list_reports_a_corrupt_registry_in_one_line(state_dir: Path) -> None:
     state_dir.mkdir()
     (state_dir / "registry.sqlite3").write_bytes(b"this is not sqlite" * 100)
-    assert_one_line_error(invoke("list"), 1, "registry")
+    assert_one_line_error(invoke("list"), 1, "registry", "morpheus registry rebuild")
+
+
+@pytest.mark.parametrize("damage", ["empty", "missing"])
+def test_a_lost_registry_beside_running_nodes_is_said_never_empty(
+    state_dir: Path, damage: str
+) -> None:
+    planted = morpheus("plant", "local", "small", "-o", "json")
+    assert planted.returncode == 0, planted.stderr
+    forest = json.loads(planted.stdout)["forest"]["id"]
+    monitor = json.loads(planted.stdout)["nodes"][0]["monitor_url"]
+    for leftover in state_dir.glob("registry.sqlite3*"):
+        leftover.unlink()
+    if damage == "empty":
+        (state_dir / "registry.sqlite3").touch()
+    for args in (["list"], ["status", forest], ["plant", "local", "small"], ["grow"]):
+        assert_one_line_error(
+            morpheus(*args), 1, f"is {damage}, but forests remain", forest, "registry rebuild"
+        )
+    assert healthz_ok(monitor)
+    assert len(list(state_dir.glob("local/*/*/node.json"))) == 1
+
+
+@pytest.mark.parametrize(
+    ("trigger", "fragment"),
+    [
+        ("BEFORE INSERT ON nodes", "free space on that disk"),
+        ("BEFORE UPDATE OF status ON nodes WHEN NEW.status = 'active'", "free space on that"),
+        ("BEFORE UPDATE OF status ON forests WHEN NEW.status = 'active'", "free space on th"),
+    ],
+    ids=["planning", "activating-a-node", "activating-the-forest"],
+)
+def test_a_registry_write_failing_mid_plant_rolls_everything_back(
+    state_dir: Path, trigger: str, fragment: str
+) -> None:
+    """A full disk at each step of a plant: one line, no process, no `planting` row."""
+    Registry.in_state_dir(state_dir).close()
+    with sqlite3.connect(state_dir / "registry.sqlite3") as db:
+        db.execute(
+            f"CREATE TRIGGER full {trigger} BEGIN "
+            "SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    assert_one_line_error(morpheus("-q", "plant", "local", "medium"), 1, fragment)
+    assert processes_mentioning(str(state_dir)) == []
+    assert listed_forests() == []
+    with sqlite3.connect(state_dir / "registry.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM nodes").fetchone() == (0,)
+    assert not (state_dir / "local").exists() or list((state_dir / "local").iterdir()) == []
+
+
+def test_a_crafted_forest_row_never_reaches_the_file_system(
+    state_dir: Path, tmp_path: Path
+) -> None:
+    """A row whose id climbs out of the state directory: teardown must not delete there."""
+    victim = tmp_path / "victim"
+    (victim / "precious").mkdir(parents=True)
+    planted = morpheus("plant", "local", "small", "-o", "json")
+    assert planted.returncode == 0, planted.stderr
+    forest = json.loads(planted.stdout)["forest"]["id"]
+    crafted = "../../victim"
+    with sqlite3.connect(state_dir / "registry.sqlite3") as db:
+        db.execute("PRAGMA foreign_keys = OFF")
+        db.execute(
+            "INSERT INTO forests SELECT ?, provider, size, location, status, created_at,"
+            " last_expansion, cluster_name, credentials_ref, run_id, next_node_index"
+            " FROM forests WHERE id = ?",
+            (crafted, forest),
+        )
+    for args in (["teardown", crafted, "--yes"], ["status", crafted], ["grow", crafted]):
+        assert_one_line_error(morpheus(*args), 1, "is damaged", "registry rebuild")
+    assert (victim / "precious").is_dir()
+
+
+def test_control_sequences_in_the_registry_never_reach_the_terminal(state_dir: Path) -> None:
+    planted = morpheus("plant", "local", "small", "-o", "json")
+    assert planted.returncode == 0, planted.stderr
+    forest = json.loads(planted.stdout)["forest"]["id"]
+    with sqlite3.connect(state_dir / "registry.sqlite3") as db:
+        db.execute(
+            "INSERT INTO events (forest_id, at, kind, message) VALUES (?, ?, ?, ?)",
+            (forest, "2026-11-27T12:00:00+00:00", "note\x1b[2J", "\x1b]0;pwned\x07\r\u202eok"),
+        )
+        db.execute("UPDATE forests SET size = 'small\x1b[31m'")
+    for args in (["status", forest], ["list"], ["status", forest, "-o", "json"]):
+        shown = morpheus(*args)
+        assert shown.returncode == 0, shown.stderr
+        assert not set(shown.stdout + shown.stderr) & {"\x1b", "\x07", "\r", "\u202e"}
+    assert morpheus("teardown", forest, "--yes").returncode == 0
 
 
 # --- hostile strings that would reach templates ---------------------------------------------
@@ -520,6 +612,34 @@ def test_bad_local_provider_settings_are_one_line(
     assert listed_forests() == []
 
 
+@pytest.mark.parametrize(
+    "host", ["0.0.0.0", "::", "10.0.0.1", "192.168.1.1", "::ffff:127.0.0.1", "fe80::1"]
+)
+def test_local_nodes_listen_on_loopback_only(host: str, state_dir: Path) -> None:
+    """Their client port has no authentication: refused before anything is created."""
+    write_config(f'providers:\n  local:\n    host: "{host}"\n')
+    assert_one_line_error(
+        morpheus("plant", "local", "small"), 1, "providers.local.host", "loopback"
+    )
+    assert listed_forests() == []
+    assert not (state_dir / "locks").exists() or list((state_dir / "locks").iterdir()) == []
+    assert not (state_dir / "local").exists()
+
+
+@pytest.mark.parametrize("name", ['say "hi"', "cost$HOME", "100%", "back\\slash", "new\nline"])
+def test_state_directories_configs_cannot_hold_are_refused_by_check_and_plant(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = tmp_path / name
+    monkeypatch.setenv("MORPHEUS_STATE_DIR", str(state))
+    checked = morpheus("check")
+    assert checked.returncode == 1 and "Traceback" not in checked.stderr
+    assert "✗ state" in checked.stdout and "MORPHEUS_STATE_DIR" in checked.stdout
+    assert_one_line_error(morpheus("plant", "local", "small"), 1, "MORPHEUS_STATE_DIR")
+    assert listed_forests() == []
+    assert not (state / "local").exists()
+
+
 def _shell_lines_with(marker: str, user_data: str) -> list[str]:
     return [
         line.strip()
@@ -587,7 +707,12 @@ def test_ssh_key_name_with_quotes_is_never_rendered(tmp_path: Path) -> None:
         ({"peers": [{"host": "10.0.0.1"}, {"host": "10.0.0.1"}]}, "listed twice"),
         ({"cluster_name": "c\n}"}, "cluster_name: String should match"),
         ({"node_name": "../../etc"}, "node_name: String should match"),
-        ({"store_dir": "/var/lib/nats\n"}, "store_dir: String should match"),
+        ({"store_dir": "/var/lib/nats\n"}, "store_dir: Value error"),
+        ({"store_dir": '/var/lib/"nats'}, "store_dir: Value error"),
+        ({"store_dir": "/var/lib/$HOME"}, "store_dir: Value error"),
+        ({"store_dir": "/var/lib/%n"}, "store_dir: Value error"),
+        ({"store_dir": "/var/lib/a\u202eb"}, "store_dir: Value error"),
+        ({"store_dir": "relative/jetstream"}, "store_dir: Value error"),
         ({"jetstream": {"max_memory": "１G"}}, "jetstream.max_memory: String should match"),
         ({"labels": {"forest": "a b"}}, "labels.forest: String should match"),
         ({"nats": {"version": "2.10.0\n"}}, "nats.version: String should match"),
@@ -768,4 +893,120 @@ def test_jetstream_limit_over_the_node_names_the_providers_key(state_dir: Path) 
     assert "lower providers.local.jetstream_max_memory" in line, line
     assert "integration.jetstream_max_memory" not in line
     assert listed_forests() == []
+
+
+# --- hostile files for import-registry and config check ---------------------------------------
+
+
+def _hostile_file(kind: str, tmp_path: Path) -> str:
+    """A path that is not an ordinary small text file, made for the test."""
+    import os
+
+    if kind in ("/dev/zero", "/dev/stdin"):
+        return kind
+    path = tmp_path / f"hostile-{kind}"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "symlink-loop":
+        path.symlink_to(tmp_path / "hostile-symlink-loop")
+    elif kind == "deep":
+        path.write_text("[" * 100_000 + "]" * 100_000)
+    elif kind == "long-number":
+        path.write_text('{"forests": {}, "nodes": {}, "n": 1' + "0" * 5000 + "}")
+    elif kind == "huge":
+        with path.open("wb") as stream:
+            stream.truncate(40 << 20)  # sparse: 40 MiB of zero bytes, instantly
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("kind", "fragment"),
+    [
+        ("/dev/zero", "is not a regular file"),
+        ("/dev/stdin", "not a regular file"),
+        ("fifo", "is not a regular file"),
+        ("symlink-loop", "cannot read"),
+        ("deep", "nested too deeply"),
+        ("long-number", "a value cannot be read"),
+        ("huge", "larger than 16 MiB"),
+    ],
+)
+def test_hostile_files_given_to_import_registry(kind: str, fragment: str, tmp_path: Path) -> None:
+    path = _hostile_file(kind, tmp_path)
+    started = time.monotonic()
+    result = subprocess.run(
+        [*_MORPHEUS, "import-registry", path, "--dry-run"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False,
+    )  # fmt: skip
+    assert_one_line_error(result, 1, fragment)
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize(
+    ("kind", "fragment"),
+    [
+        ("/dev/zero", "is not a file"),
+        ("fifo", "is not a file"),
+        ("huge", "larger than 1024 KiB"),
+    ],
+)
+def test_hostile_files_given_as_config(kind: str, fragment: str, tmp_path: Path) -> None:
+    path = _hostile_file(kind, tmp_path)
+    started = time.monotonic()
+    for args in (["-c", path, "config", "check"], ["-c", path, "check"]):
+        result = subprocess.run(
+            [*_MORPHEUS, *args], capture_output=True, text=True, timeout=60,
+            stdin=subprocess.DEVNULL, check=False,
+        )  # fmt: skip
+        if args[-1] == "check" and args[-2] != "config":
+            assert result.returncode == 1 and fragment in result.stdout, result.stdout
+            assert "Traceback" not in result.stderr
+        else:
+            assert_one_line_error(result, 1, fragment)
+    assert time.monotonic() - started < 30
+
+
+# --- unusual output streams ----------------------------------------------------------------
+
+_MORPHEUS = [sys.executable, "-m", "morpheus"]
+
+
+def _run_with_streams(args: list[str], **streams: Any) -> Result:
+    return subprocess.run([*_MORPHEUS, *args], text=True, timeout=120, check=False, **streams)
+
+
+@pytest.mark.parametrize("args", [["list"], ["providers"], ["config", "check"], ["status", "x"]])
+def test_a_full_output_is_one_line_on_stderr(args: list[str]) -> None:
+    with open("/dev/full", "w") as full:
+        result = _run_with_streams(args, stdout=full, stderr=subprocess.PIPE)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def test_closed_standard_streams_are_no_traceback(state_dir: Path) -> None:
+    """``>&-``, ``<&-`` and ``2>&-`` from a shell: Python sees None; nothing may crash on it."""
+    for redirect, args, code in (
+        (">&-", ["list"], 0),
+        (">&-", ["config", "check", "-o", "json"], 0),
+        ("<&-", ["teardown", "forest-1"], 1),
+        ("<&- >&-", ["grow", "--dry-run"], 1),
+        ("2>&-", ["status", "forest-1"], 1),
+    ):
+        result = subprocess.run(
+            ["sh", "-c", f'"$@" {redirect}; echo "exit $?" >&2', "sh", *_MORPHEUS, *args],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.splitlines()[-1] == f"exit {code}", (redirect, result.stderr)
+
+
+def test_a_terminal_that_cannot_show_emoji_still_shows_the_status(state_dir: Path) -> None:
+    planted = morpheus("plant", "local", "small", "-o", "json")
+    assert planted.returncode == 0, planted.stderr
+    forest = json.loads(planted.stdout)["forest"]["id"]
+    env = {**cli_environment(), "PYTHONIOENCODING": "ascii"}
+    for args in (["status", forest], ["list"], ["teardown", forest, "--yes"]):
+        result = _run_with_streams(args, capture_output=True, env=env)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert processes_mentioning(str(state_dir)) == []

@@ -169,7 +169,7 @@ def test_sigint_from_a_script_rolls_back(state_dir: Path) -> None:
                 break
         command.send_signal(signal.SIGINT)
         _, err = command.communicate(timeout=60)
-    assert command.returncode == 1, err
-    assert "interrupted; rolled back" in err
+    assert command.returncode == 130, err
+    assert "plant was interrupted; rolled back" in err
     assert processes_mentioning(str(state_dir)) == []
     assert not list(state_dir.glob("local/*/*"))

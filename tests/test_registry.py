@@ -106,7 +106,7 @@ def test_forest_ca_and_node_keys_are_kept_and_go_with_their_rows(registry: Regis
 def test_garbage_file_is_a_registry_error(state_dir: Path) -> None:
     state_dir.mkdir(parents=True)
     (state_dir / "registry.sqlite3").write_bytes(b"not a database at all" * 100)
-    with pytest.raises(RegistryError, match="move it aside"):
+    with pytest.raises(RegistryError, match="`morpheus registry rebuild` recreates it"):
         Registry.in_state_dir(state_dir)
 
 

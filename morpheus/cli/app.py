@@ -10,6 +10,7 @@ Exit codes: 0 success; 1 failure (config, provider, registry, readiness); 2 usag
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -31,7 +32,9 @@ from morpheus.cli import (
 from morpheus.cli import list as list_command
 from morpheus.cli.config import config_app
 from morpheus.cli.options import OutputFormat, complete_forest_id
+from morpheus.cli.registry import registry_app
 from morpheus.cli.session import (
+    EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
@@ -50,6 +53,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(config_app, name="config")
+app.add_typer(registry_app, name="registry")
 
 
 def _version(value: bool) -> None:
@@ -103,9 +107,11 @@ def main() -> None:
     from typer._click.exceptions import NoArgsIsHelpError
     from typer._click.exceptions import UsageError as ClickUsageError
 
+    from morpheus.cli import streams
     from morpheus.cli.output import error
     from morpheus.errors import MorpheusError
 
+    streams.prepare()
     try:
         code = app(prog_name="morpheus", standalone_mode=False)
     except NoArgsIsHelpError as exc:
@@ -127,4 +133,14 @@ def main() -> None:
         end_terminal_line()
         error("interrupted")
         sys.exit(EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        streams.silence_stdout()
+        sys.exit(streams.EXIT_BROKEN_PIPE)
+    except OSError as exc:
+        if not streams.is_output_error(exc):
+            raise
+        streams.silence_stdout()
+        with contextlib.suppress(OSError):
+            error(f"cannot write the output: {exc.strerror}")
+        sys.exit(EXIT_FAILURE)
     sys.exit(code if isinstance(code, int) else EXIT_OK)

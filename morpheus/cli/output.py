@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 
     from morpheus.cli.options import OutputFormat
     from morpheus.models import Forest, Node
+
+T = TypeVar("T")
 
 
 # rich is imported where it is used: commands that print JSON, and successful runs of the
@@ -103,6 +106,16 @@ class NodeProgress:
     ) -> None:
         if self.live is not None:
             self.live.__exit__(kind, value, traceback)
+
+    def paused(self, ask: Callable[[], T]) -> T:
+        """``ask()`` with the live display stopped, so a question is not drawn over."""
+        if self.live is None:
+            return ask()
+        self.live.stop()
+        try:
+            return ask()
+        finally:
+            self.live.start()
 
     def _table(self) -> Table:
         from rich.table import Table

@@ -89,7 +89,13 @@ def plant(
     else:
         show_warnings(plant_plan.warnings)
     with out.NodeProgress(enabled=not state.quiet and output == OutputFormat.table) as progress:
-        result = plant_forest(context, plant_plan, request, progress)
+        result = plant_forest(
+            context,
+            plant_plan,
+            request,
+            progress,
+            rollback_on_interrupt=lambda: progress.paused(_ask_rollback),
+        )
     show_planted(result, output)
 
 

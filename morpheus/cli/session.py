@@ -37,8 +37,15 @@ class State:
 
             loaded = load_settings(self.config)
             show_warnings(loaded.warnings)
-            self._context = Context.open(loaded.settings, state_dir())
+            self._context = Context.open(loaded.settings, state_dir(), notice=self.notice)
         return self._context
+
+    def notice(self, words: str) -> None:
+        """Something the operator should know while a command works (not with --quiet)."""
+        if not self.quiet:
+            from morpheus.safe_text import printable
+
+            typer.echo(printable(words), err=True)
 
 
 def state_of(ctx: typer.Context) -> State:

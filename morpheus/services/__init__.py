@@ -19,6 +19,10 @@ def no_progress(node_id: str, words: str) -> None:
     """A ``Progress`` that shows nothing (scripts, ``--quiet``)."""
 
 
+def no_notice(words: str) -> None:
+    """A ``notice`` that shows nothing."""
+
+
 @dataclass
 class Context:
     """What every service needs: settings, where state lives, the registry and the clock."""
@@ -27,12 +31,19 @@ class Context:
     state_dir: Path
     registry: Registry
     clock: Callable[[], datetime] = field(default=utcnow)
+    #: A sentence the operator should see while a command works (e.g. waiting for a lock).
+    notice: Callable[[str], None] = field(default=no_notice)
 
     @classmethod
-    def open(cls, settings: Settings, state_dir: Path) -> Context:
+    def open(
+        cls, settings: Settings, state_dir: Path, notice: Callable[[str], None] = no_notice
+    ) -> Context:
         """The context of one command: the registry in ``state_dir`` opened (and made)."""
         return cls(
-            settings=settings, state_dir=state_dir, registry=Registry.in_state_dir(state_dir)
+            settings=settings,
+            state_dir=state_dir,
+            registry=Registry.in_state_dir(state_dir),
+            notice=notice,
         )
 
     def provider(self, name: str) -> Provider:

@@ -36,6 +36,16 @@ def check_ipv6(ipv4_setting: str | None = None) -> CheckResult:
 
 
 def check_state_dir(directory: Path) -> CheckResult:
+    from morpheus.fields import path_problem
+
+    problem = path_problem(str(directory.absolute() / "local"))
+    if problem is not None:
+        return CheckResult(
+            "state",
+            False,
+            f"the state directory {str(directory)!r} {problem} (local nodes live under it)",
+            "set MORPHEUS_STATE_DIR to another directory",
+        )
     try:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:

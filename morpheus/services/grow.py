@@ -122,7 +122,9 @@ def expand(ctx: Context, assessment: Assessment, progress: Progress) -> Expansio
     )
 
     registry = ctx.registry
-    with forest_lock(ctx.state_dir, assessment.forest.id, timeout=LOCK_TIMEOUT_SECONDS):
+    with forest_lock(
+        ctx.state_dir, assessment.forest.id, timeout=LOCK_TIMEOUT_SECONDS, on_wait=ctx.notice
+    ):
         forest = registry.get_forest(assessment.forest.id)
         existing = [n for n in registry.nodes(forest.id) if n.status == NodeStatus.ACTIVE]
         now = ctx.clock()
@@ -169,9 +171,12 @@ def expand(ctx: Context, assessment: Assessment, progress: Progress) -> Expansio
             registry.set_forest_status(forest.id, ForestStatus.ACTIVE)
             left = f"; could not delete {', '.join(removal.failed)}" if removal.failed else ""
             registry.add_event(forest.id, "failed", f"growth failed: {reason}{left}", ctx.clock())
-            raise GrowFailedError(
+            failure = GrowFailedError(
                 f"growing {forest.id} failed: {reason}; the new node(s) were removed{left}"
-            ) from exc
+            )
+            if isinstance(exc, KeyboardInterrupt):
+                failure.exit_code = 130  # Ctrl-C, like every interrupted command
+            raise failure from exc
         registry.set_forest_status(forest.id, ForestStatus.ACTIVE)
         registry.add_event(
             forest.id,

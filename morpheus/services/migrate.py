@@ -139,9 +139,21 @@ class ImportResult:
     skipped: list[SkippedForest] = field(default_factory=list)
 
 
+#: Thousands of forests fit in far less; anything larger is not the older tool's file.
+LEGACY_SIZE_LIMIT = 16 << 20
+
+
 def read_legacy_registry(path: Path) -> LegacyRegistry:
     """The file parsed and validated; a ``LegacyRegistryError`` names what is wrong and where."""
     try:
+        # A device, a FIFO or stdin would be read for ever (``/dev/zero``) or block.
+        if path.exists() and not path.is_file():
+            raise LegacyRegistryError(f"{path} is not a regular file; give registry.json")
+        if path.exists() and path.stat().st_size > LEGACY_SIZE_LIMIT:
+            raise LegacyRegistryError(
+                f"{path} is larger than {LEGACY_SIZE_LIMIT >> 20} MiB: not the older tool's "
+                "registry.json"
+            )
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise LegacyRegistryError(
@@ -160,6 +172,11 @@ def parse_legacy_registry(text: str, source: str) -> LegacyRegistry:
         raise LegacyRegistryError(
             f"{source}:{exc.lineno}: not JSON ({exc.msg} at column {exc.colno})"
         ) from None
+    except RecursionError:
+        raise LegacyRegistryError(f"{source}: the JSON is nested too deeply to read") from None
+    except ValueError as exc:
+        # int() refuses numbers of more than 4300 digits; no registry holds one.
+        raise LegacyRegistryError(f"{source}: a value cannot be read: {exc}") from None
     try:
         return LegacyRegistry.model_validate_json(text)
     except ValidationError as exc:

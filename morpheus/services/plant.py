@@ -19,7 +19,7 @@ from morpheus.blueprint import (
 )
 from morpheus.errors import MorpheusError, PlantFailedError, UsageError
 from morpheus.install_sources import describe_install_sources
-from morpheus.models import Forest, ForestStatus, Node, NodeStatus
+from morpheus.models import Forest, ForestStatus, Node, NodeStatus, Removal
 from morpheus.pki import ForestCA
 from morpheus.provider import ForestPlan, PlanLine, Provider, Reservation, installed_providers
 from morpheus.registry import forest_lock
@@ -144,52 +144,83 @@ def plant(
         now=ctx.clock(),
         # Named by the run that planted the forest: the forest id is chosen on recording.
         ca=ForestCA.generate(run_id, ctx.clock()),
+        planned_nodes=plant_plan.node_count,
     )
-    with forest_lock(ctx.state_dir, forest.id) as lock:
-        nodes = registry.plan_nodes(forest.id, plant_plan.node_count, ctx.clock())
+    with forest_lock(ctx.state_dir, forest.id, on_wait=ctx.notice) as lock:
         try:
-            active = provision_nodes(ctx, provider, forest, nodes, progress)
-        except (MorpheusError, KeyboardInterrupt) as exc:
-            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
-            registry.add_event(forest.id, "failed", f"plant failed: {reason}", ctx.clock())
-            keep = request.keep_on_failure
-            if isinstance(exc, KeyboardInterrupt):
-                keep = keep or not rollback_on_interrupt()
-            if keep:
-                registry.set_forest_status(forest.id, ForestStatus.FAILED)
-                for node in registry.nodes(forest.id):
-                    if node.status != NodeStatus.ACTIVE:
-                        registry.save_node(node.model_copy(update={"status": NodeStatus.FAILED}))
-                raise PlantFailedError(
-                    f"plant of {forest.id} failed: {reason}; kept for inspection; "
-                    f"remove it with `morpheus teardown {forest.id}`",
-                    None,
-                ) from exc
-            try:
-                removal = remove_forest(ctx, provider, forest.id, progress)
-            except MorpheusError as stopped:
-                raise PlantFailedError(
-                    f"plant of {forest.id} failed: {reason}; the rollback stopped ({stopped}), "
-                    f"so some of its servers may still exist: run `morpheus teardown {forest.id}`",
-                    None,
-                ) from exc
-            if not removal.failed:
+            active = provision_nodes(ctx, provider, forest, registry.nodes(forest.id), progress)
+            registry.set_forest_status(forest.id, ForestStatus.ACTIVE)
+            registry.add_event(forest.id, "planted", f"{len(active)} node(s) active", ctx.clock())
+        except (Exception, KeyboardInterrupt) as exc:
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            keep = request.keep_on_failure or (interrupted and not rollback_on_interrupt())
+            failure = _give_up(ctx, provider, forest, exc, keep=keep, progress=progress)
+            if failure.removal is not None and not failure.removal.failed:
                 lock.discard()
-            if removal.failed:
-                left = ", ".join(sorted(removal.failed))
-                message = (
-                    f"plant of {forest.id} failed: {reason}; rollback could not delete {left}: "
-                    f"run `morpheus teardown {forest.id}` again"
-                )
-            else:
-                message = (
-                    f"plant failed: {reason}; rolled back, {len(removal.deleted)} node(s) "
-                    "deleted and nothing left behind"
-                )
-            raise PlantFailedError(message, removal) from exc
-        registry.set_forest_status(forest.id, ForestStatus.ACTIVE)
-        registry.add_event(forest.id, "planted", f"{len(active)} node(s) active", ctx.clock())
+            if isinstance(exc, MorpheusError | KeyboardInterrupt):
+                raise failure from exc
+            raise  # a bug: rolled back, then shown as it is
     return PlantResult(forest=registry.get_forest(forest.id), nodes=active)
+
+
+def _give_up(
+    ctx: Context,
+    provider: Provider,
+    forest: Forest,
+    exc: BaseException,
+    *,
+    keep: bool,
+    progress: Progress,
+) -> PlantFailedError:
+    """Keep or roll back what a failed or interrupted plant made; the error that says so."""
+    registry = ctx.registry
+    interrupted = isinstance(exc, KeyboardInterrupt)
+    reason = "interrupted" if interrupted else str(exc) or type(exc).__name__
+    what = "was interrupted" if interrupted else f"failed: {reason}"
+    trouble = Removal()
+    trouble.record(
+        lambda: registry.add_event(forest.id, "failed", f"plant failed: {reason}", ctx.clock())
+    )
+    if keep:
+        trouble.record(lambda: registry.set_forest_status(forest.id, ForestStatus.FAILED))
+        for node in registry.nodes(forest.id):
+            if node.status != NodeStatus.ACTIVE:
+                failed = node.model_copy(update={"status": NodeStatus.FAILED})
+                trouble.record(lambda: registry.save_node(failed))  # noqa: B023 - run now
+        return PlantFailedError(
+            f"plant of {forest.id} {what}; what it made is kept for inspection; remove it with "
+            f"`morpheus teardown {forest.id}`",
+            None,
+            interrupted=interrupted,
+        )
+    try:
+        removal = remove_forest(ctx, provider, forest.id, progress)
+    except MorpheusError as stopped:
+        return PlantFailedError(
+            f"plant of {forest.id} {what}; the rollback stopped ({stopped}), so some of its "
+            f"nodes may still exist: run `morpheus teardown {forest.id}`",
+            None,
+            interrupted=interrupted,
+        )
+    except KeyboardInterrupt:
+        return PlantFailedError(
+            f"plant of {forest.id} {what}, and its rollback was interrupted; some nodes "
+            f"may still run: `morpheus teardown {forest.id}` finishes the rollback",
+            None,
+            interrupted=True,
+        )
+    if removal.failed:
+        left = ", ".join(sorted(removal.failed))
+        message = (
+            f"plant of {forest.id} {what}; rollback could not delete {left}: "
+            f"run `morpheus teardown {forest.id}` again"
+        )
+    else:
+        message = (
+            f"plant {what}; rolled back, "
+            f"{len(removal.deleted)} node(s) deleted and nothing left behind"
+        )
+    return PlantFailedError(message, removal, interrupted=interrupted)
 
 
 PREVIEW_PREFIX = "2001:db8::"

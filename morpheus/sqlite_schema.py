@@ -1,0 +1,171 @@
+"""The SQLite registry's tables, their migrations, and how a node row is written.
+
+``PRAGMA user_version`` holds ``SCHEMA_VERSION``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from morpheus.errors import ForestNotFoundError
+from morpheus.models import Forest, Node, NodeStatus
+
+if TYPE_CHECKING:
+    from morpheus.blueprint import RouteCredentials
+    from morpheus.pki import ForestCA
+
+SCHEMA_VERSION = 2
+
+SCHEMA = """
+CREATE TABLE forests (
+    id TEXT PRIMARY KEY,
+    provider TEXT NOT NULL,
+    size TEXT NOT NULL,
+    location TEXT,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    last_expansion TEXT,
+    cluster_name TEXT NOT NULL,
+    credentials_ref TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    next_node_index INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE nodes (
+    id TEXT PRIMARY KEY,
+    forest_id TEXT NOT NULL REFERENCES forests(id),
+    name TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    provider_id TEXT,
+    host TEXT,
+    addresses TEXT NOT NULL DEFAULT '[]',
+    ports TEXT NOT NULL,
+    capacity TEXT,
+    status TEXT NOT NULL,
+    location TEXT,
+    created_at TEXT NOT NULL,
+    UNIQUE (forest_id, name)
+);
+CREATE TABLE route_credentials (
+    forest_id TEXT PRIMARY KEY REFERENCES forests(id),
+    username TEXT NOT NULL,
+    password TEXT NOT NULL
+);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    forest_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX events_by_forest ON events (forest_id, id);
+"""
+
+#: Schema changes by the version they lead to; a new registry runs them all after SCHEMA.
+MIGRATIONS = {
+    # Mutual-TLS routes: the forest CA beside the route password (NULL: a forest recorded
+    # before, whose routes stay plain), and each node's certificate and key.
+    2: """
+ALTER TABLE route_credentials ADD COLUMN ca_cert TEXT;
+ALTER TABLE route_credentials ADD COLUMN ca_key TEXT;
+CREATE TABLE node_credentials (
+    node_id TEXT PRIMARY KEY REFERENCES nodes(id) ON DELETE CASCADE,
+    forest_id TEXT NOT NULL REFERENCES forests(id),
+    cert TEXT NOT NULL,
+    key TEXT NOT NULL,
+    addresses TEXT NOT NULL
+);
+""",
+}
+
+
+def iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).isoformat()
+
+
+def node_details(node: Node) -> tuple[object, ...]:
+    """The columns of a node row that change over its life, in _DETAIL_COLUMNS order."""
+    return (
+        node.provider_id,
+        node.host,
+        json.dumps(node.addresses),
+        node.ports.model_dump_json(),
+        None if node.capacity is None else node.capacity.model_dump_json(),
+        node.status,
+        node.location,
+    )
+
+
+_DETAIL_COLUMNS = "provider_id, host, addresses, ports, capacity, status, location"
+
+
+def insert_forest(
+    db: sqlite3.Connection,
+    forest: Forest,
+    credentials: RouteCredentials,
+    ca: ForestCA | None,
+    *,
+    next_node_index: int,
+) -> None:
+    """The forest's row and its route credentials (with the route CA, when it has one)."""
+    db.execute(
+        "INSERT INTO forests (id, provider, size, location, status, created_at,"
+        " last_expansion, cluster_name, credentials_ref, run_id, next_node_index)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            forest.id,
+            forest.provider,
+            forest.size,
+            forest.location,
+            forest.status,
+            iso(forest.created_at),
+            iso(forest.last_expansion),
+            forest.cluster_name,
+            forest.credentials_ref,
+            forest.run_id,
+            next_node_index,
+        ),
+    )
+    db.execute(
+        "INSERT INTO route_credentials (forest_id, username, password, ca_cert, ca_key)"
+        " VALUES (?,?,?,?,?)",
+        (
+            forest.id,
+            credentials.username,
+            credentials.password.get_secret_value(),
+            None if ca is None else ca.cert,
+            None if ca is None else ca.key.get_secret_value(),
+        ),
+    )
+
+
+def insert_node(db: sqlite3.Connection, node: Node, *, or_ignore: bool = False) -> None:
+    verb = "INSERT OR IGNORE" if or_ignore else "INSERT"
+    db.execute(
+        f"{verb} INTO nodes (id, forest_id, name, idx, {_DETAIL_COLUMNS}, created_at)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        (node.id, node.forest_id, node.name, node.index, *node_details(node), iso(node.created_at)),
+    )
+
+
+def plan_nodes(db: sqlite3.Connection, forest_id: str, count: int, now: datetime) -> list[Node]:
+    row = db.execute("SELECT next_node_index FROM forests WHERE id = ?", (forest_id,)).fetchone()
+    if row is None:
+        raise ForestNotFoundError(f"no forest {forest_id!r} in the registry")
+    first = row[0]
+    nodes = []
+    for index in range(first, first + count):
+        node = Node(
+            id=f"{forest_id}-node-{index}",
+            forest_id=forest_id,
+            name=f"node-{index}",
+            index=index,
+            status=NodeStatus.PLANNED,
+            created_at=now,
+        )
+        insert_node(db, node)
+        nodes.append(node)
+    db.execute("UPDATE forests SET next_node_index = ? WHERE id = ?", (first + count, forest_id))
+    return nodes
