@@ -473,6 +473,9 @@ def test_a_lost_registry_beside_running_nodes_is_said_never_empty(
         assert_one_line_error(
             morpheus(*args), 1, f"is {damage}, but forests remain", forest, "registry rebuild"
         )
+    checked = morpheus("check")
+    assert checked.returncode == 1 and "✗ registry" in checked.stdout, checked.stdout
+    assert "fix: morpheus registry rebuild" in checked.stdout
     assert healthz_ok(monitor)
     assert len(list(state_dir.glob("local/*/*/node.json"))) == 1
 

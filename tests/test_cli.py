@@ -131,12 +131,12 @@ def test_check_passes_on_a_local_only_machine() -> None:
     assert result.returncode == 0, result.stdout
     checks = json.loads(result.stdout)
     assert [c["name"] for c in checks] == [
-        "config", "state", "nats-server", "hetzner token", "hetzner SSH key", "ipv6",
+        "config", "state", "registry", "nats-server", "hetzner token", "hetzner SSH key", "ipv6",
     ]  # fmt: skip
     # Every check is shown; the cloud's, failing here (no token, no key), are not needed.
-    assert [c["needed"] for c in checks] == [True] * 3 + [False] * 3
-    assert all(c["ok"] for c in checks[:3]) and not checks[3]["ok"]
-    assert all("not needed for local forests" in c["detail"] for c in checks[3:])
+    assert [c["needed"] for c in checks] == [True] * 4 + [False] * 3
+    assert all(c["ok"] for c in checks[:4]) and not checks[4]["ok"]
+    assert all("not needed for local forests" in c["detail"] for c in checks[4:])
     table = invoke("check")
     assert table.returncode == 0
     assert "- hetzner token" in table.stdout and "fix:" not in table.stdout

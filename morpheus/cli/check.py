@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 def check(
     ctx: typer.Context, output: OutputOption = OutputFormat.table, quiet: QuietOption = False
 ) -> None:
-    """Check this machine is ready: config, state dir, nats-server, cloud token, SSH key, IPv6."""
+    """Check this machine is ready: config, state dir, registry, nats-server, cloud, IPv6."""
     from morpheus.paths import state_dir
     from morpheus.services.check import run_checks
 

@@ -65,6 +65,20 @@ def check_state_dir(directory: Path) -> CheckResult:
     return CheckResult("state", True, f"state directory {directory}")
 
 
+def check_registry(state_dir: Path) -> CheckResult:
+    """Whether the registry can be read; a damaged or lost one names its recovery."""
+    from morpheus.errors import DamagedRegistryError
+    from morpheus.listing import forest_summaries
+
+    try:
+        forests = forest_summaries(state_dir)
+    except DamagedRegistryError as exc:
+        return CheckResult("registry", False, str(exc), "morpheus registry rebuild")
+    except MorpheusError as exc:
+        return CheckResult("registry", False, str(exc))
+    return CheckResult("registry", True, f"{len(forests)} forest(s) recorded")
+
+
 def _cloud_configured(loaded: LoadedSettings, cloud: type[Provider]) -> bool:
     """Whether the operator set the cloud provider up: chose it, gave its table or a variable
     it reads, or still uses a key of the previous release."""
@@ -95,6 +109,7 @@ def run_checks(config: Path | None, state_dir: Path) -> list[CheckResult]:
     where = loaded.path or "no config file (defaults)"
     results.append(CheckResult("config", True, f"valid: {where}"))
     results.append(check_state_dir(state_dir))
+    results.append(check_registry(state_dir))
     settings = loaded.settings
     local = settings.infrastructure.local_provider
     try:
