@@ -270,6 +270,10 @@ class Servers:
 
     def forest_ids(self) -> list[str]:
         """Every forest with a server in this project, from the servers' labels."""
+        with self._lock:
+            forests = {pending.forest_id for pending in self._pending.values()}
+        for forest_id in forests:
+            self.settle(forest_id)  # this process's creates in flight count too
         servers = self._api.call(
             "listing the servers Morpheus made",
             lambda c: c.servers.get_all(label_selector="managed-by=morpheus"),
