@@ -56,11 +56,11 @@ def test_newer_schema_is_refused(state_dir: Path) -> None:
 def test_a_schema_1_registry_is_migrated_and_its_forests_keep_plain_routes(
     state_dir: Path,
 ) -> None:
-    from morpheus import registry as registry_module
+    from morpheus.sqlite_schema import SCHEMA
 
     state_dir.mkdir(parents=True)
     with sqlite3.connect(state_dir / "registry.sqlite3") as db:
-        db.executescript(registry_module._SCHEMA)
+        db.executescript(SCHEMA)
         db.execute(
             "INSERT INTO forests (id, provider, size, status, created_at, cluster_name,"
             " credentials_ref, run_id) VALUES ('forest-1', 'local', 'small', 'active',"
