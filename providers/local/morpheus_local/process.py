@@ -30,6 +30,10 @@ _EXEC_SECONDS = 5.0
 # After SIGKILL the kernel still needs a moment to tear a process down.
 _KILL_SECONDS = 10.0
 _POLL_SECONDS = 0.02
+# A start time is boot time + ticks since boot, and the kernel's boot time may read a second
+# apart from one call to the next.  With executable and argv (which hold the node's own
+# config path) also equal, a PID reused within two seconds cannot pass for the node.
+_START_TOLERANCE = 2.0
 _LAUNCHER = 'log="$1"; shift; "$@" >>"$log" 2>&1 </dev/null & echo $!'
 
 
@@ -126,7 +130,7 @@ def find(record: ProcessRecord | None) -> psutil.Process | None:
         process = psutil.Process(record.pid)
         with process.oneshot():
             same = (
-                abs(process.create_time() - record.started) < 0.05
+                abs(process.create_time() - record.started) < _START_TOLERANCE
                 and process.exe() == record.exe
                 and process.cmdline() == record.argv
             )
