@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -146,16 +145,3 @@ class Removal:
 
     deleted: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
-
-    def record(self, write: Callable[[], object]) -> None:
-        """Run a registry write; if the registry fails, note it and go on deleting.
-
-        Machines must not keep running (and billing) because a row could not be updated:
-        the rows left behind are what the next ``teardown`` acts on.
-        """
-        from morpheus.errors import RegistryError
-
-        try:
-            write()
-        except RegistryError as exc:
-            self.failed.setdefault("registry", str(exc))

@@ -27,6 +27,7 @@ from morpheus.services import Context, Progress
 from morpheus.services.provision import (
     check_first_boot,
     provision_nodes,
+    record_registry_write,
     reservation_of,
     route_tls_for,
 )
@@ -178,15 +179,18 @@ def _give_up(
     reason = "interrupted" if interrupted else str(exc) or type(exc).__name__
     what = "was interrupted" if interrupted else f"failed: {reason}"
     trouble = Removal()
-    trouble.record(
-        lambda: registry.add_event(forest.id, "failed", f"plant failed: {reason}", ctx.clock())
+    record_registry_write(
+        trouble,
+        lambda: registry.add_event(forest.id, "failed", f"plant failed: {reason}", ctx.clock()),
     )
     if keep:
-        trouble.record(lambda: registry.set_forest_status(forest.id, ForestStatus.FAILED))
+        record_registry_write(
+            trouble, lambda: registry.set_forest_status(forest.id, ForestStatus.FAILED)
+        )
         for node in registry.nodes(forest.id):
             if node.status != NodeStatus.ACTIVE:
                 failed = node.model_copy(update={"status": NodeStatus.FAILED})
-                trouble.record(lambda: registry.save_node(failed))  # noqa: B023 - run now
+                record_registry_write(trouble, lambda: registry.save_node(failed))  # noqa: B023 - run now
         return PlantFailedError(
             f"plant of {forest.id} {what}; what it made is kept for inspection; remove it with "
             f"`morpheus teardown {forest.id}`",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from morpheus.blueprint import (
@@ -19,7 +19,7 @@ from morpheus.blueprint import (
     node_addresses,
     route_mesh,
 )
-from morpheus.errors import ForestStateError, MorpheusError, UserDataError
+from morpheus.errors import ForestStateError, MorpheusError, RegistryError, UserDataError
 from morpheus.models import Forest, Node, NodeState, NodeStatus, Removal
 from morpheus.provider import NodeHandle, Provider, Reservation
 from morpheus.readiness import ReadinessTarget, wait_nats_ready
@@ -281,6 +281,19 @@ def handle_for(forest: Forest, node: Node) -> NodeHandle:
     )
 
 
+def record_registry_write(removal: Removal, write: Callable[[], object]) -> None:
+    """Run a registry write during a teardown or rollback; if the registry fails, note it
+    in ``removal`` and go on deleting.
+
+    Machines must not keep running (and billing) because a row could not be updated: the
+    rows left behind are what the next ``teardown`` acts on.
+    """
+    try:
+        write()
+    except RegistryError as exc:
+        removal.failed.setdefault("registry", str(exc))
+
+
 def remove_nodes(
     ctx: Context,
     provider: Provider,
@@ -299,7 +312,7 @@ def remove_nodes(
         node = known.get(node_id)
         if node is not None:
             deleting = node.model_copy(update={"status": NodeStatus.DELETING})
-            removal.record(lambda: ctx.registry.save_node(deleting))  # noqa: B023 - run now
+            record_registry_write(removal, lambda: ctx.registry.save_node(deleting))  # noqa: B023 - run now
         handle = handles.get(node_id)
         if handle is None:
             assert node is not None  # every id comes from one of the two maps
@@ -314,7 +327,7 @@ def remove_nodes(
             progress(node_id, f"could not delete: {error}")
             return
         if node_id in known:
-            removal.record(lambda: ctx.registry.delete_node(node_id))
+            record_registry_write(removal, lambda: ctx.registry.delete_node(node_id))
         removal.deleted.append(node_id)
         progress(node_id, "deleted")
 

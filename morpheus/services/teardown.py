@@ -7,7 +7,7 @@ from morpheus.models import ForestStatus, Removal
 from morpheus.provider import Provider
 from morpheus.registry import forest_lock
 from morpheus.services import Context, Progress
-from morpheus.services.provision import remove_nodes
+from morpheus.services.provision import record_registry_write, remove_nodes
 
 
 def teardown(ctx: Context, forest_id: str, progress: Progress) -> Removal:
@@ -43,9 +43,11 @@ def remove_forest(ctx: Context, provider: Provider, forest_id: str, progress: Pr
     # Asked first: a platform that refuses (a bad token, no API) leaves the forest as it was.
     platform = provider.list_nodes(forest.id)
     started = Removal()
-    started.record(lambda: registry.set_forest_status(forest.id, ForestStatus.DELETING))
-    started.record(
-        lambda: registry.add_event(forest.id, "deleting", "teardown started", ctx.clock())
+    record_registry_write(
+        started, lambda: registry.set_forest_status(forest.id, ForestStatus.DELETING)
+    )
+    record_registry_write(
+        started, lambda: registry.add_event(forest.id, "deleting", "teardown started", ctx.clock())
     )
     removal = remove_nodes(
         ctx, provider, forest, registry.nodes(forest.id), progress, platform=platform
@@ -57,11 +59,12 @@ def remove_forest(ctx: Context, provider: Provider, forest_id: str, progress: Pr
         removal.failed["forest resources"] = str(exc)
     if removal.failed:
         left = ", ".join(sorted(removal.failed))
-        removal.record(
+        record_registry_write(
+            removal,
             lambda: registry.add_event(
                 forest.id, "teardown-incomplete", f"could not delete: {left}", ctx.clock()
-            )
+            ),
         )
     else:
-        removal.record(lambda: registry.delete_forest(forest.id))
+        record_registry_write(removal, lambda: registry.delete_forest(forest.id))
     return removal
