@@ -1451,7 +1451,7 @@ def test_firewall_needs_peer_addresses() -> None:
         ({"cluster_name": 'a"b'}, "cluster_name"),
         ({"host": "2001:db8::1\n- evil"}, "host"),
         ({"admin_sources": ("0.0.0.0/0; drop",)}, "admin_sources"),
-        ({"store_dir": "/var/lib/nats/js data"}, "store_dir"),
+        ({"store_dir": "/var/lib/nats/js$data"}, "store_dir"),  # spaces are fine (issue 14)
         ({"ssh_port": 0}, "ssh_port"),
         ({"nats": {"version": "2.15.1; reboot"}}, "nats.version"),
         ({"nats": {"version": "2.15.1", "download_url": "https://x/a b"}}, "download_url"),
