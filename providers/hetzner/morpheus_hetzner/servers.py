@@ -288,11 +288,8 @@ class Servers:
 
     def delete(self, forest_id: str, handles: Sequence[NodeHandle]) -> dict[str, HetznerError]:
         """Delete the servers of ``handles`` (none is fine) in parallel and wait for all
-        their delete actions at once; returns the failures by node id.
-
-        One listing finds them all, so a node costs its ``DELETE`` plus a share of the
-        batched action polls.
-        """
+        their delete actions at once; returns the failures by node id. One listing finds
+        them all, so a node costs its ``DELETE`` plus a share of the batched action polls."""
         for handle in handles:
             self.settle(forest_id, node_id=handle.node_id, cancel=True)
         servers = self._by_node(forest_id, [h.node_id for h in handles])
