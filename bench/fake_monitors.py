@@ -12,20 +12,10 @@ import asyncio
 import json
 import sys
 
-VARZ = {
-    "server_name": "sim",
-    "cpu": 12.5,
-    "mem": 50_000_000,
-    "cores": 2,
-    "connections": 3,
-    "remotes": 2,
-    "jetstream": {
-        "config": {"max_memory": 1 << 30, "max_storage": 10 << 30},
-        "stats": {"memory": 0, "storage": 1024},
-    },
-}
+from morpheus.testing.monitors import DEFAULT_VARZ
+
 BODIES = {
-    b"/varz": json.dumps(VARZ).encode(),
+    b"/varz": json.dumps(DEFAULT_VARZ).encode(),
     b"/healthz": b'{"status":"ok"}',
     b"/routez": json.dumps(
         {"routes": [{"remote_id": "A", "remote_name": "a"}, {"remote_id": "B", "remote_name": "b"}]}

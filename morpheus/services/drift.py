@@ -32,9 +32,14 @@ def find_drift(nodes: Sequence[Node], handles: Sequence[NodeHandle]) -> Drift:
 def adopted_node(forest: Forest, handle: NodeHandle, now: datetime) -> Node:
     """The record of a node found on the platform by the forest's labels: ``failed``, so
     ``reconcile`` removes it."""
+    return node_from_handle(forest.id, handle, NodeStatus.FAILED, now)
+
+
+def node_from_handle(forest_id: str, handle: NodeHandle, status: NodeStatus, now: datetime) -> Node:
+    """The record of a node as its platform lists it."""
     return Node(
         id=handle.node_id,
-        forest_id=forest.id,
+        forest_id=forest_id,
         name=f"node-{handle.index}",
         index=handle.index,
         provider_id=handle.provider_id,
@@ -42,7 +47,7 @@ def adopted_node(forest: Forest, handle: NodeHandle, now: datetime) -> Node:
         addresses=handle.addresses,
         ports=handle.ports,
         capacity=handle.capacity,
-        status=NodeStatus.FAILED,
+        status=status,
         location=handle.location,
         created_at=now,
     )

@@ -18,9 +18,10 @@ from pathlib import Path
 
 from morpheus.blueprint import RouteCredentials
 from morpheus.errors import DamagedRegistryError, MorpheusError, ProviderError
-from morpheus.models import Forest, ForestStatus, Node, NodeStatus
+from morpheus.models import Forest, ForestStatus, Node, NodeState, NodeStatus
 from morpheus.provider import NodeHandle, Provider, installed_providers, load_provider_class
 from morpheus.registry import Registry
+from morpheus.services.drift import node_from_handle
 from morpheus.settings import Settings
 
 REGISTRY_FILE = "registry.sqlite3"
@@ -133,21 +134,13 @@ def _records(
         credentials_ref=f"registry:route_credentials/{forest_id}",
         run_id=run_ids[0],
     )
+    # Running nodes are kept; the rest are what `reconcile` tidies away.
     nodes = [
-        Node(
-            id=handle.node_id,
-            forest_id=forest_id,
-            name=f"node-{handle.index}",
-            index=handle.index,
-            provider_id=handle.provider_id,
-            host=handle.host,
-            addresses=handle.addresses,
-            ports=handle.ports,
-            capacity=handle.capacity,
-            # Running nodes are kept; the rest are what `reconcile` tidies away.
-            status=NodeStatus.ACTIVE if handle.state == "running" else NodeStatus.FAILED,
-            location=handle.location,
-            created_at=now,
+        node_from_handle(
+            forest_id,
+            handle,
+            NodeStatus.ACTIVE if handle.state == NodeState.RUNNING else NodeStatus.FAILED,
+            now,
         )
         for handle in handles
     ]
