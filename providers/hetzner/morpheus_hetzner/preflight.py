@@ -110,17 +110,7 @@ class Preflight:
                 "location",
                 location + (f" (then {', '.join(later)} if out of capacity)" if later else ""),
             ),
-            PlanLine(
-                "network",
-                "IPv6 + IPv4 (primary IPv4 addresses are billed extra)"
-                if config.enable_ipv4
-                else "IPv6 only: a /64 per node, the node at <prefix>::1",
-            ),
-            PlanLine(
-                "firewall",
-                f"SSH and NATS monitoring from {', '.join(self._admin_sources())}; "
-                "NATS routes from the forest's own addresses; nothing else",
-            ),
+            *self._network_lines(),
             PlanLine("SSH key", self._key.words()),
         ]
         price = server_type.monthly.get(location)
@@ -146,6 +136,22 @@ class Preflight:
         )
         return lines
 
+    def _network_lines(self) -> list[PlanLine]:
+        """The addresses and firewall every node gets, as configured (both plans show them)."""
+        return [
+            PlanLine(
+                "network",
+                "IPv6 + IPv4 (primary IPv4 addresses are billed extra)"
+                if self._config.enable_ipv4
+                else "IPv6 only: a /64 per node, the node at <prefix>::1",
+            ),
+            PlanLine(
+                "firewall",
+                f"SSH and NATS monitoring from {', '.join(self._admin_sources())}; "
+                "NATS routes from the forest's own addresses; nothing else",
+            ),
+        ]
+
     def _offline_plan_lines(self) -> list[PlanLine]:
         """A dry run's plan without a token: the configuration, nothing looked up."""
         config = self._config
@@ -158,17 +164,7 @@ class Preflight:
             PlanLine("server type", config.server_type),
             PlanLine("image", config.image),
             PlanLine("locations", ", ".join(config.locations)),
-            PlanLine(
-                "network",
-                "IPv6 + IPv4 (primary IPv4 addresses are billed extra)"
-                if config.enable_ipv4
-                else "IPv6 only: a /64 per node, the node at <prefix>::1",
-            ),
-            PlanLine(
-                "firewall",
-                f"SSH and NATS monitoring from {', '.join(self._admin_sources())}; "
-                "NATS routes from the forest's own addresses; nothing else",
-            ),
+            *self._network_lines(),
         ]
 
     def checks(self) -> list[CheckResult]:
