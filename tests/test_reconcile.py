@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from morpheus.testing.cli import invoke, morpheus
-from morpheus.testing.nats import healthz_ok, peers_seen, processes_mentioning
+from morpheus.testing.nats import healthz_ok, peers_seen, processes_mentioning, wait_until
 
 
 def plant_medium() -> dict[str, Any]:
@@ -67,7 +67,10 @@ def test_a_node_missing_from_the_registry_is_adopted_then_removed(state_dir: Pat
     assert any("1 found by label" in note for note in status["notes"])
     assert [n["status"] for n in status["nodes"]] == ["active", "active", "failed"]
     assert morpheus("reconcile", forest_id, "--yes").returncode == 0
-    assert not processes_mentioning(stray)
+    # Seen once in about six parallel CI runs: the stray's nats-server still listed just
+    # after reconcile returned. A server still shutting down passes this bounded wait; one
+    # that was never signalled (an orphan) still fails it.
+    wait_until(lambda: not processes_mentioning(stray), 15, f"{stray}'s nats-server to end")
     nodes = json.loads(invoke("status", forest_id, "-o", "json").stdout)["nodes"]
     assert [n["name"] for n in nodes] == ["node-1", "node-2"]
     assert morpheus("teardown", forest_id, "--yes").returncode == 0
