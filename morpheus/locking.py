@@ -1,4 +1,8 @@
-"""The cross-process lock of one forest: plant, grow, reconcile and teardown hold it."""
+"""The cross-process lock of one forest in a SQLite registry: a file beside the registry.
+
+Plant, grow, reconcile, rotate and teardown hold it (through ``Registry.forest_lock``); a
+PostgreSQL registry uses an advisory lock instead (``morpheus.postgres_store``).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from morpheus.errors import RegistryError
+from morpheus.store import ForestLock as HeldLock
+from morpheus.store import busy_message, waiting_notice
 
 
-class ForestLock:
+class ForestLock(HeldLock):
     """The held lock of one forest; ``discard()`` removes its file once the forest is gone."""
 
     def __init__(self, path: Path) -> None:
@@ -21,7 +27,7 @@ class ForestLock:
 
 @contextmanager
 def forest_lock(
-    state_dir: Path,
+    lock_dir: Path,
     forest_id: str,
     timeout: float = 600,
     *,
@@ -33,7 +39,7 @@ def forest_lock(
     """
     from filelock import FileLock, Timeout
 
-    locks = state_dir / "locks"
+    locks = lock_dir / "locks"
     try:
         locks.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
@@ -44,15 +50,10 @@ def forest_lock(
             lock.acquire(timeout=0)
         except Timeout:
             if on_wait is not None:
-                on_wait(
-                    f"waiting for another morpheus process working on {forest_id} "
-                    f"(up to {timeout:.0f} s; Ctrl-C stops waiting)"
-                )
+                on_wait(waiting_notice(forest_id, timeout))
             lock.acquire(timeout=timeout)
     except Timeout as exc:
-        raise RegistryError(
-            f"another morpheus process is working on {forest_id}; try again when it is done"
-        ) from exc
+        raise RegistryError(busy_message(forest_id)) from exc
     except OSError as exc:
         raise RegistryError(f"cannot lock {forest_id} in {locks}: {exc.strerror}") from exc
     try:

@@ -1,27 +1,23 @@
-"""The SQLite registry: forests, nodes, route credentials and events.
+"""The registry: forests, nodes, route credentials and events, in SQLite or PostgreSQL.
 
 The registry is a cache of what providers report, written *before* a provider is asked to
 act (a node row in ``planned`` state exists before its machine does), so a process killed
 mid-operation leaves rows that ``teardown`` can act on.  Every write is one short
-``BEGIN IMMEDIATE`` transaction; multi-step work that must not interleave across processes
-holds ``forest_lock``.
+transaction; multi-step work that must not interleave across processes holds
+``forest_lock``.
 
-Every SQLite call goes through ``morpheus.sqlite_errors``: a full disk, a missing table or a
-damaged file is one ``RegistryError`` and the transaction is rolled back.  Rows read back are
-checked (``morpheus.records``) before they become paths or terminal text.  A registry that is
-missing or empty while forests remain in the state directory is never silently recreated:
-``morpheus registry rebuild`` recovers it.
+Queries are written once, in SQL both engines accept, and run by a ``Store``
+(``morpheus.sqlite_store``, ``morpheus.postgres_store``), which turns the engine's errors
+into one ``RegistryError`` and rolls the transaction back.  Rows read back are checked
+(``morpheus.records``) before they become paths or terminal text.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import sqlite3
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from difflib import get_close_matches
 from pathlib import Path
@@ -31,15 +27,10 @@ from pydantic import SecretStr
 
 from morpheus.errors import DamagedRegistryError, ForestNotFoundError, RegistryError
 from morpheus.fields import Peer, RouteCredentials
-from morpheus.locking import ForestLock, forest_lock
 from morpheus.models import Event, Forest, ForestStatus, Node, NodeStatus
-from morpheus.paths import leftover_forests, lost_registry_error
 from morpheus.records import event_from, forest_from, node_from
 from morpheus.safe_text import printable
-from morpheus.sqlite_errors import registry_errors
 from morpheus.sqlite_schema import (
-    MIGRATIONS,
-    SCHEMA,
     SCHEMA_VERSION,
     insert_forest,
     insert_node,
@@ -47,54 +38,32 @@ from morpheus.sqlite_schema import (
     node_details,
     plan_nodes,
 )
+from morpheus.store import ForestLock, Row, Store, Transaction
 
 if TYPE_CHECKING:
     from morpheus.pki import ForestCA, NodeCertificate
 
-__all__ = ["SCHEMA_VERSION", "ForestLock", "Registry", "forest_lock", "utcnow"]
+__all__ = ["SCHEMA_VERSION", "ForestLock", "Registry", "utcnow"]
+
+#: How long ``forest_lock`` waits for another process by default, in seconds.
+LOCK_TIMEOUT = 600.0
 
 
 class Registry:
-    """The state database at ``path`` (created 0600 with its directory 0700).
+    """The state database, in whichever ``Store`` holds it."""
 
-    A missing or empty file is created afresh only when nothing of a forest is left beside
-    it; ``recover=True`` (``registry rebuild``) creates it regardless.
-    """
-
-    def __init__(self, path: Path, *, recover: bool = False) -> None:
-        self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fresh = not path.exists() or path.stat().st_size == 0
-            if fresh and not recover:
-                left = leftover_forests(path.parent)
-                if left:
-                    raise lost_registry_error(
-                        path, left, "missing" if not path.exists() else "empty"
-                    )
-            if not path.exists():
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-            os.chmod(path, 0o600)
-        except OSError as exc:
-            raise RegistryError(f"cannot create the registry {path}: {exc.strerror}") from exc
-        with registry_errors(path):
-            self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
-        try:
-            with registry_errors(path):
-                self._db.row_factory = sqlite3.Row
-                self._db.execute("PRAGMA foreign_keys = ON")
-                self._db.execute("PRAGMA busy_timeout = 30000")
-                self._migrate(recover)
-        except BaseException:
-            self._db.close()
-            raise
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
     @classmethod
     def in_state_dir(cls, state_dir: Path, *, recover: bool = False) -> Registry:
-        return cls(state_dir / "registry.sqlite3", recover=recover)
+        """The SQLite registry file in ``state_dir`` (the default)."""
+        from morpheus.sqlite_store import SqliteStore
+
+        return cls(SqliteStore(state_dir / "registry.sqlite3", recover=recover))
 
     def close(self) -> None:
-        self._db.close()
+        self.store.close()
 
     def __enter__(self) -> Registry:
         return self
@@ -102,46 +71,25 @@ class Registry:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _migrate(self, recover: bool) -> None:
-        with self._write():
-            (version,) = self._db.execute("PRAGMA user_version").fetchone()
-            if version == 0:
-                (tables,) = self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-                left = [] if recover or tables else leftover_forests(self.path.parent)
-                if left:
-                    raise lost_registry_error(self.path, left, "empty")
-            if version > SCHEMA_VERSION:
-                raise RegistryError(
-                    f"the registry {self.path} was written by a newer Morpheus "
-                    f"(schema {version}); upgrade morpheus"
-                )
-            steps = [(1, SCHEMA)] if version == 0 else []
-            steps += [(v, sql) for v, sql in sorted(MIGRATIONS.items()) if v > max(version, 1)]
-            for target, script in steps:
-                for statement in script.split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version = {target}")
-        # WAL lets readers (list, status, completion) run while a plant writes.
-        self._db.execute("PRAGMA journal_mode = WAL")
+    def forest_lock(
+        self,
+        forest_id: str,
+        timeout: float = LOCK_TIMEOUT,
+        *,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> AbstractContextManager[ForestLock]:
+        """Hold the cross-process lock for work on one forest (plant, grow, teardown).
 
-    def _rows(self, sql: str, parameters: Sequence[object] = ()) -> list[sqlite3.Row]:
-        with registry_errors(self.path):
-            return self._db.execute(sql, parameters).fetchall()
+        When another process holds it, ``on_wait`` is told once, before the wait begins.
+        """
+        return self.store.forest_lock(forest_id, timeout, on_wait)
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction: committed whole, or rolled back whole."""
-        with registry_errors(self.path):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                # SQLite may have rolled back already (a full disk does); then this fails.
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
-                raise
+    def _rows(self, sql: str, parameters: Sequence[object] = ()) -> list[Row]:
+        return self.store.read(sql, parameters)
+
+    def _write(self) -> AbstractContextManager[Transaction]:
+        """One transaction: committed whole, or rolled back whole."""
+        return self.store.transaction()
 
     # forests -------------------------------------------------------------------------
 
@@ -167,7 +115,9 @@ class Registry:
         with self._write() as db:
             taken = {
                 row[0]
-                for row in db.execute("SELECT id FROM forests WHERE id GLOB ?", (base + "*",))
+                for row in db.execute(
+                    "SELECT id FROM forests WHERE id = ? OR id LIKE ?", (base, base + "-%")
+                ).fetchall()
             }
             forest_id = base
             suffix = 2
@@ -307,7 +257,10 @@ class Registry:
         """Keep a node's route certificate and key (replacing any it had)."""
         with self._write() as db:
             db.execute(
-                "INSERT OR REPLACE INTO node_credentials VALUES (?,?,?,?,?)",
+                "INSERT INTO node_credentials (node_id, forest_id, cert, key, addresses)"
+                " VALUES (?,?,?,?,?) ON CONFLICT (node_id) DO UPDATE SET"
+                " forest_id = excluded.forest_id, cert = excluded.cert, key = excluded.key,"
+                " addresses = excluded.addresses",
                 (
                     node_id,
                     forest_id,
@@ -340,8 +293,9 @@ class Registry:
         with self._write() as db:
             insert_node(db, node, or_ignore=True)
             db.execute(
-                "UPDATE forests SET next_node_index = max(next_node_index, ?) WHERE id = ?",
-                (node.index + 1, node.forest_id),
+                "UPDATE forests SET next_node_index = CASE WHEN next_node_index > ?"
+                " THEN next_node_index ELSE ? END WHERE id = ?",
+                (node.index, node.index + 1, node.forest_id),
             )
         self.save_node(node)
 
@@ -368,9 +322,7 @@ class Registry:
             self._event(db, forest_id, now, kind, message)
 
     @staticmethod
-    def _event(
-        db: sqlite3.Connection, forest_id: str, now: datetime, kind: str, message: str
-    ) -> None:
+    def _event(db: Transaction, forest_id: str, now: datetime, kind: str, message: str) -> None:
         db.execute(
             "INSERT INTO events (forest_id, at, kind, message) VALUES (?,?,?,?)",
             (forest_id, iso(now), kind, message),
@@ -379,7 +331,7 @@ class Registry:
     def events(self, forest_id: str, limit: int = 20) -> list[Event]:
         rows = self._rows(
             "SELECT * FROM (SELECT * FROM events WHERE forest_id = ? ORDER BY id DESC LIMIT ?)"
-            " ORDER BY id",
+            " AS recent ORDER BY id",
             (forest_id, limit),
         )
         return [event_from(row) for row in rows]

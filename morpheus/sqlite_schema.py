@@ -1,21 +1,24 @@
-"""The SQLite registry's tables, their migrations, and how a node row is written.
+"""The registry's tables, their migrations, and how a node row is written.
 
-``PRAGMA user_version`` holds ``SCHEMA_VERSION``.
+Both backends run these scripts: SQLite as written (``PRAGMA user_version`` holds the
+version), PostgreSQL with its own type for the events' row id (``morpheus.postgres_store``,
+which keeps the version in a ``morpheus_schema`` table).  Statements are in the SQL both
+engines accept.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from morpheus.errors import ForestNotFoundError
+from morpheus.errors import ForestNotFoundError, RegistryError
 from morpheus.models import Forest, Node, NodeStatus
 
 if TYPE_CHECKING:
     from morpheus.blueprint import RouteCredentials
     from morpheus.pki import ForestCA
+    from morpheus.store import Transaction
 
 SCHEMA_VERSION = 2
 
@@ -81,12 +84,27 @@ CREATE TABLE node_credentials (
 }
 
 
+def migration_steps(version: int) -> list[tuple[int, str]]:
+    """The scripts that bring a registry at schema ``version`` (0: empty) up to date."""
+    steps = [(1, SCHEMA)] if version == 0 else []
+    steps += [(v, sql) for v, sql in sorted(MIGRATIONS.items()) if v > max(version, 1)]
+    return steps
+
+
+def newer_schema_error(location: str, version: int) -> RegistryError:
+    """An older Morpheus never writes a registry it does not understand."""
+    return RegistryError(
+        f"the registry {location} was written by a newer Morpheus (schema {version}, this "
+        f"one knows up to {SCHEMA_VERSION}); upgrade morpheus"
+    )
+
+
 def iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.astimezone(UTC).isoformat()
 
 
 def node_details(node: Node) -> tuple[object, ...]:
-    """The columns of a node row that change over its life, in _DETAIL_COLUMNS order."""
+    """The columns of a node row that change over its life, in the order ``save_node`` sets."""
     return (
         node.provider_id,
         node.host,
@@ -98,11 +116,14 @@ def node_details(node: Node) -> tuple[object, ...]:
     )
 
 
-_DETAIL_COLUMNS = "provider_id, host, addresses, ports, capacity, status, location"
+_INSERT_NODE = (
+    "INSERT INTO nodes (id, forest_id, name, idx, provider_id, host, addresses, ports,"
+    " capacity, status, location, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+)
 
 
 def insert_forest(
-    db: sqlite3.Connection,
+    db: Transaction,
     forest: Forest,
     credentials: RouteCredentials,
     ca: ForestCA | None,
@@ -141,16 +162,14 @@ def insert_forest(
     )
 
 
-def insert_node(db: sqlite3.Connection, node: Node, *, or_ignore: bool = False) -> None:
-    verb = "INSERT OR IGNORE" if or_ignore else "INSERT"
+def insert_node(db: Transaction, node: Node, *, or_ignore: bool = False) -> None:
     db.execute(
-        f"{verb} INTO nodes (id, forest_id, name, idx, {_DETAIL_COLUMNS}, created_at)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        _INSERT_NODE + (" ON CONFLICT DO NOTHING" if or_ignore else ""),
         (node.id, node.forest_id, node.name, node.index, *node_details(node), iso(node.created_at)),
     )
 
 
-def plan_nodes(db: sqlite3.Connection, forest_id: str, count: int, now: datetime) -> list[Node]:
+def plan_nodes(db: Transaction, forest_id: str, count: int, now: datetime) -> list[Node]:
     row = db.execute("SELECT next_node_index FROM forests WHERE id = ?", (forest_id,)).fetchone()
     if row is None:
         raise ForestNotFoundError(f"no forest {forest_id!r} in the registry")

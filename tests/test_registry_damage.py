@@ -94,7 +94,7 @@ def test_a_busy_registry_says_try_again_and_never_to_move_it(
     holder = sqlite3.connect(state_dir / "registry.sqlite3", isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
-        registry._db.execute("PRAGMA busy_timeout = 50")
+        registry.store._db.execute("PRAGMA busy_timeout = 50")
         with pytest.raises(RegistryError, match="busy") as caught:
             _new_forest(registry)
     finally:

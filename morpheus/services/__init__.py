@@ -38,7 +38,7 @@ class Context:
     def open(
         cls, settings: Settings, state_dir: Path, notice: Callable[[str], None] = no_notice
     ) -> Context:
-        """The context of one command: the registry in ``state_dir`` opened (and made)."""
+        """The context of one command: the registry ``registry.url`` names, opened (and made)."""
         return cls(
             settings=settings,
             state_dir=state_dir,

@@ -28,7 +28,6 @@ from morpheus.growth import (
 from morpheus.models import Forest, ForestStatus, Node, NodeStatus, host_for_url
 from morpheus.monitor import ForestLoad, MonitorTarget, NodeSample, aggregate, poll_nodes
 from morpheus.provider import Provider, load_provider_class
-from morpheus.registry import forest_lock
 from morpheus.services import Context, Progress
 from morpheus.settings import GrowthSettings
 
@@ -122,8 +121,8 @@ def expand(ctx: Context, assessment: Assessment, progress: Progress) -> Expansio
     )
 
     registry = ctx.registry
-    with forest_lock(
-        ctx.state_dir, assessment.forest.id, timeout=LOCK_TIMEOUT_SECONDS, on_wait=ctx.notice
+    with ctx.registry.forest_lock(
+        assessment.forest.id, timeout=LOCK_TIMEOUT_SECONDS, on_wait=ctx.notice
     ):
         forest = registry.get_forest(assessment.forest.id)
         existing = [n for n in registry.nodes(forest.id) if n.status == NodeStatus.ACTIVE]

@@ -22,7 +22,6 @@ from morpheus.install_sources import describe_install_sources
 from morpheus.models import Forest, ForestStatus, Node, NodeStatus, Removal
 from morpheus.pki import ForestCA
 from morpheus.provider import ForestPlan, PlanLine, Provider, Reservation, installed_providers
-from morpheus.registry import forest_lock
 from morpheus.services import Context, Progress
 from morpheus.services.provision import (
     check_first_boot,
@@ -147,7 +146,7 @@ def plant(
         ca=ForestCA.generate(run_id, ctx.clock()),
         planned_nodes=plant_plan.node_count,
     )
-    with forest_lock(ctx.state_dir, forest.id, on_wait=ctx.notice) as lock:
+    with ctx.registry.forest_lock(forest.id, on_wait=ctx.notice) as lock:
         try:
             active = provision_nodes(ctx, provider, forest, registry.nodes(forest.id), progress)
             registry.set_forest_status(forest.id, ForestStatus.ACTIVE)

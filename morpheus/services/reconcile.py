@@ -18,7 +18,6 @@ from morpheus.errors import WorkInterruptedError
 from morpheus.models import Forest, ForestStatus, Node, NodeStatus
 from morpheus.provider import NodeHandle, Provider
 from morpheus.readiness import ReadinessTarget, wait_nats_ready
-from morpheus.registry import forest_lock
 from morpheus.services import Context, Progress
 from morpheus.services.drift import Drift, adopted_node, find_drift
 from morpheus.services.provision import handle_for, reconfigure_nodes, remove_nodes
@@ -92,7 +91,7 @@ def _reconcile(ctx: Context, forest_id: str, progress: Progress) -> Reconciliati
     registry = ctx.registry
     forest = registry.get_forest(forest_id)
     provider = ctx.provider(forest.provider)
-    with forest_lock(ctx.state_dir, forest.id, on_wait=ctx.notice) as lock:
+    with ctx.registry.forest_lock(forest.id, on_wait=ctx.notice) as lock:
         handles = provider.list_nodes(forest.id)
         plan = plan_reconcile(forest, registry.nodes(forest.id), handles)
         result = Reconciliation(plan)

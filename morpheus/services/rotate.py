@@ -30,7 +30,6 @@ from morpheus.errors import ForestStateError, ProviderError, ReadinessError
 from morpheus.models import Forest, Node, NodeStatus
 from morpheus.provider import Provider
 from morpheus.readiness import ReadinessTarget, wait_nats_ready
-from morpheus.registry import forest_lock
 from morpheus.services import Context, Progress, no_progress
 from morpheus.services.provision import handle_for, reservation_of, route_tls_for
 
@@ -58,7 +57,7 @@ def rotate(ctx: Context, forest_id: str, progress: Progress) -> Rotation:
             "credentials",
             "cannot_reconfigure",
         )
-    with forest_lock(ctx.state_dir, forest.id):
+    with ctx.registry.forest_lock(forest.id):
         forest = registry.get_forest(forest.id)
         ca = registry.forest_ca(forest.id)
         if ca is None:

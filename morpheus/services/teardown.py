@@ -5,7 +5,6 @@ from __future__ import annotations
 from morpheus.errors import MorpheusError, WorkInterruptedError
 from morpheus.models import ForestStatus, Removal
 from morpheus.provider import Provider
-from morpheus.registry import forest_lock
 from morpheus.services import Context, Progress
 from morpheus.services.provision import record_registry_write, remove_nodes
 
@@ -14,7 +13,7 @@ def teardown(ctx: Context, forest_id: str, progress: Progress) -> Removal:
     """Delete the forest; what could not be deleted is reported and keeps its rows."""
     forest = ctx.registry.get_forest(forest_id)
     provider = ctx.provider(forest.provider)
-    with forest_lock(ctx.state_dir, forest.id, on_wait=ctx.notice) as lock:
+    with ctx.registry.forest_lock(forest.id, on_wait=ctx.notice) as lock:
         try:
             removal = remove_forest(ctx, provider, forest.id, progress)
         except KeyboardInterrupt:
