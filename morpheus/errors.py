@@ -11,6 +11,7 @@ cloud SDKs) are translated into these once, at the boundary, with ``raise ... fr
     ├── ForestStateError          the registry's record is not enough to act on
     ├── RegistryError             the state database cannot be used
     │   └── DamagedRegistryError  damaged, or lost beside live forests: `registry rebuild`
+    ├── RegistryKeyError          exit 3: the registry key is missing, unreadable or wrong
     ├── ProviderNotFoundError     no installed provider with that name
     ├── ProviderError             a provider failed (API, process, platform); ``.code``
     │   └── PreflightError        a check before creating anything failed
@@ -63,6 +64,16 @@ class RegistryError(MorpheusError):
 
 class DamagedRegistryError(RegistryError):
     """The registry is damaged, or missing or empty while forests remain: rebuild it."""
+
+
+class RegistryKeyError(MorpheusError):
+    """The registry key that seals its secrets is missing, unreadable or not the right one.
+
+    Only commands that read or write a secret (plant, grow, rotate, reconcile) meet it;
+    ``list`` and ``status`` work without the key.
+    """
+
+    exit_code = 3
 
 
 class ProviderNotFoundError(MorpheusError):

@@ -30,6 +30,16 @@ from morpheus.fields import Peer, RouteCredentials
 from morpheus.models import Event, Forest, ForestStatus, Node, NodeStatus
 from morpheus.records import event_from, forest_from, node_from
 from morpheus.safe_text import printable
+from morpheus.secret_codec import SecretCodec
+from morpheus.secret_rows import (
+    CA_KEY,
+    NODE_KEY,
+    ROUTE_PASSWORD,
+    SecretCount,
+    check_writable,
+    count_secrets,
+    encrypt_secrets,
+)
 from morpheus.sqlite_schema import (
     SCHEMA_VERSION,
     insert_forest,
@@ -52,15 +62,20 @@ LOCK_TIMEOUT = 600.0
 class Registry:
     """The state database, in whichever ``Store`` holds it."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, secrets: SecretCodec | None = None) -> None:
         self.store = store
+        #: Route passwords and private keys go through it (sealed when a key is set).
+        self.secrets = SecretCodec.without_key() if secrets is None else secrets
+        self._secrets_checked = False
 
     @classmethod
-    def in_state_dir(cls, state_dir: Path, *, recover: bool = False) -> Registry:
+    def in_state_dir(
+        cls, state_dir: Path, *, recover: bool = False, secrets: SecretCodec | None = None
+    ) -> Registry:
         """The SQLite registry file in ``state_dir`` (the default)."""
         from morpheus.sqlite_store import SqliteStore
 
-        return cls(SqliteStore(state_dir / "registry.sqlite3", recover=recover))
+        return cls(SqliteStore(state_dir / "registry.sqlite3", recover=recover), secrets=secrets)
 
     def close(self) -> None:
         self.store.close()
@@ -135,7 +150,7 @@ class Registry:
                 credentials_ref=f"registry:route_credentials/{forest_id}",
                 run_id=run_id,
             )
-            insert_forest(db, forest, credentials, ca, next_node_index=1)
+            insert_forest(db, forest, credentials, ca, self._sealer(db), next_node_index=1)
             self._event(db, forest_id, now, "planting", f"planting {size} forest on {provider}")
             plan_nodes(db, forest_id, planned_nodes, now)
         return self.get_forest(forest_id)
@@ -156,7 +171,9 @@ class Registry:
             if db.execute("SELECT 1 FROM forests WHERE id = ?", (forest.id,)).fetchone():
                 return False
             next_index = max((node.index for node in nodes), default=0) + 1
-            insert_forest(db, forest, credentials, None, next_node_index=next_index)
+            insert_forest(
+                db, forest, credentials, None, self._sealer(db), next_node_index=next_index
+            )
             for node in nodes:
                 if db.execute("SELECT 1 FROM nodes WHERE id = ?", (node.id,)).fetchone():
                     raise RegistryError(f"a node {node.id} is already recorded; nothing imported")
@@ -211,8 +228,9 @@ class Registry:
         )
         if not rows:
             raise RegistryError(f"forest {forest_id} has no route credentials recorded")
+        password = self.secrets.open(rows[0][1], ROUTE_PASSWORD.what(forest_id))
         try:
-            return RouteCredentials(username=rows[0][0], password=SecretStr(rows[0][1]))
+            return RouteCredentials(username=rows[0][0], password=SecretStr(password))
         except ValueError:
             raise DamagedRegistryError(
                 f"the route credentials of {forest_id} in the registry are damaged"
@@ -221,9 +239,10 @@ class Registry:
     def set_route_password(self, forest_id: str, credentials: RouteCredentials) -> None:
         """Replace the forest's route user and password (``rotate``)."""
         with self._write() as db:
+            password = self._sealer(db).seal(credentials.password.get_secret_value())
             cursor = db.execute(
                 "UPDATE route_credentials SET username = ?, password = ? WHERE forest_id = ?",
-                (credentials.username, credentials.password.get_secret_value(), forest_id),
+                (credentials.username, password, forest_id),
             )
             if cursor.rowcount != 1:
                 raise RegistryError(f"forest {forest_id} has no route credentials recorded")
@@ -237,7 +256,8 @@ class Registry:
         )
         if not rows or rows[0][0] is None:
             return None
-        return ForestCA(cert=rows[0][0], key=SecretStr(rows[0][1]))
+        key = self.secrets.open(rows[0][1], CA_KEY.what(forest_id))
+        return ForestCA(cert=rows[0][0], key=SecretStr(key))
 
     def node_certificate(self, node_id: str) -> NodeCertificate | None:
         from morpheus.pki import NodeCertificate
@@ -247,8 +267,9 @@ class Registry:
         )
         if not rows:
             return None
+        key = self.secrets.open(rows[0][1], NODE_KEY.what(node_id))
         return NodeCertificate(
-            cert=rows[0][0], key=SecretStr(rows[0][1]), addresses=tuple(json.loads(rows[0][2]))
+            cert=rows[0][0], key=SecretStr(key), addresses=tuple(json.loads(rows[0][2]))
         )
 
     def save_node_certificate(
@@ -256,6 +277,7 @@ class Registry:
     ) -> None:
         """Keep a node's route certificate and key (replacing any it had)."""
         with self._write() as db:
+            key = self._sealer(db).seal(certificate.key.get_secret_value())
             db.execute(
                 "INSERT INTO node_credentials (node_id, forest_id, cert, key, addresses)"
                 " VALUES (?,?,?,?,?) ON CONFLICT (node_id) DO UPDATE SET"
@@ -265,10 +287,38 @@ class Registry:
                     node_id,
                     forest_id,
                     certificate.cert,
-                    certificate.key.get_secret_value(),
+                    key,
                     json.dumps(list(certificate.addresses)),
                 ),
             )
+
+    # secrets at rest -----------------------------------------------------------------
+
+    def _sealer(self, db: Transaction) -> SecretCodec:
+        """The codec to write a secret with, once checked against the secrets stored: none
+        is added that the registry's other users could not read."""
+        if not self._secrets_checked:
+            check_writable(db, self.secrets, self.store.location)
+            self._secrets_checked = True
+        return self.secrets
+
+    def check_secrets(self, forest_id: str) -> None:
+        """Raise ``RegistryKeyError`` now, before anything changes, if the forest's secrets
+        cannot be read with the configured key (grow, reconcile)."""
+        self.route_credentials(forest_id)
+        self.forest_ca(forest_id)
+
+    def secret_forms(self) -> SecretCount:
+        """How the stored secrets are kept (``registry key check``)."""
+        return count_secrets(self._rows, self.secrets)
+
+    def encrypt_secrets(self) -> SecretCount:
+        """Seal every stored secret with the first registry key, in one transaction; then
+        the store forgets the versions it replaced (their plain text, on SQLite)."""
+        with self._write() as db:
+            count = encrypt_secrets(db, self.secrets)
+        self.store.discard_old_versions()
+        return count
 
     # nodes ---------------------------------------------------------------------------
 

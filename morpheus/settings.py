@@ -182,6 +182,15 @@ class ProvisioningSettings(Section):
     ssh_port: int = Field(default=22, ge=1, le=65535, description="SSH port of cloud nodes.")
 
 
+class RegistrySettings(Section):
+    key_file: Path | None = Field(
+        default=None,
+        description="File (mode 0600) of the key that encrypts the registry's secrets; "
+        "MORPHEUS_REGISTRY_KEY overrides it; default: $XDG_CONFIG_HOME/morpheus/registry.key "
+        "when it exists.",
+    )
+
+
 class SecretSettings(Section):
     hetzner_api_token: SecretStr | None = Field(
         default=None, description="Deprecated: use providers.<cloud provider>.token."
@@ -199,6 +208,7 @@ class Settings(BaseSettings):
     integration: IntegrationSettings = Field(default_factory=IntegrationSettings)
     growth: GrowthSettings = Field(default_factory=GrowthSettings)
     provisioning: ProvisioningSettings = Field(default_factory=ProvisioningSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
     secrets: SecretSettings = Field(default_factory=SecretSettings)
     providers: dict[str, dict[str, Any]] = Field(
         default_factory=dict,

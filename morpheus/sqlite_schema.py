@@ -18,6 +18,7 @@ from morpheus.models import Forest, Node, NodeStatus
 if TYPE_CHECKING:
     from morpheus.blueprint import RouteCredentials
     from morpheus.pki import ForestCA
+    from morpheus.secret_codec import SecretCodec
     from morpheus.store import Transaction
 
 SCHEMA_VERSION = 2
@@ -127,10 +128,12 @@ def insert_forest(
     forest: Forest,
     credentials: RouteCredentials,
     ca: ForestCA | None,
+    secrets: SecretCodec,
     *,
     next_node_index: int,
 ) -> None:
-    """The forest's row and its route credentials (with the route CA, when it has one)."""
+    """The forest's row and its route credentials (with the route CA, when it has one),
+    the secrets among them sealed by ``secrets``."""
     db.execute(
         "INSERT INTO forests (id, provider, size, location, status, created_at,"
         " last_expansion, cluster_name, credentials_ref, run_id, next_node_index)"
@@ -155,9 +158,9 @@ def insert_forest(
         (
             forest.id,
             credentials.username,
-            credentials.password.get_secret_value(),
+            secrets.seal(credentials.password.get_secret_value()),
             None if ca is None else ca.cert,
-            None if ca is None else ca.key.get_secret_value(),
+            None if ca is None else secrets.seal(ca.key.get_secret_value()),
         ),
     )
 

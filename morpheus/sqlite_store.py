@@ -52,6 +52,9 @@ class SqliteStore(Store):
                 self._db.row_factory = sqlite3.Row
                 self._db.execute("PRAGMA foreign_keys = ON")
                 self._db.execute("PRAGMA busy_timeout = 30000")
+                # Deleted and overwritten content (an old route password) is zeroed, not
+                # left in free space of the file.
+                self._db.execute("PRAGMA secure_delete = ON")
                 self._migrate(recover)
         except BaseException:
             self._db.close()
@@ -84,6 +87,11 @@ class SqliteStore(Store):
                 db.execute(f"PRAGMA user_version = {target}")
         # WAL lets readers (list, status, completion) run while a plant writes.
         self._db.execute("PRAGMA journal_mode = WAL")
+
+    def discard_old_versions(self) -> None:
+        # Earlier page images stay in the WAL until a checkpoint empties it.
+        with registry_errors(self.path):
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def read(self, sql: str, parameters: Sequence[object] = ()) -> list[Row]:
         with registry_errors(self.path):

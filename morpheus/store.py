@@ -82,6 +82,12 @@ class Store(ABC):
         """
 
     @abstractmethod
+    def discard_old_versions(self) -> None:
+        """Drop what the store keeps of rows as they were before the last writes (a
+        write-ahead log, dead row versions), so secrets just encrypted in place do not
+        linger on disk in plain text (``registry encrypt``)."""
+
+    @abstractmethod
     def close(self) -> None: ...
 
 

@@ -5,7 +5,8 @@ service and formats the result; commands import services inside their bodies so 
 and completion stay fast.
 
 Exit codes: 0 success; 1 failure (config, provider, registry, readiness); 2 usage error;
-10/11 ``grow`` grew / was blocked; 130 interrupted.
+3 the registry key is missing, unreadable or wrong; 10/11 ``grow`` grew / was blocked;
+130 interrupted.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from morpheus.provider import Provider, load_provider_class
 from morpheus.registry import Registry, utcnow
+from morpheus.secret_codec import KeySource, SecretCodec
 from morpheus.settings import Settings
 
 #: ``progress(node_id, words)``: a node's state changed; the CLI shows it live.
@@ -21,6 +22,11 @@ def no_progress(node_id: str, words: str) -> None:
 
 def no_notice(words: str) -> None:
     """A ``notice`` that shows nothing."""
+
+
+def registry_secrets(settings: Settings) -> SecretCodec:
+    """The codec of the registry's secrets, with the key the operator configured (if any)."""
+    return SecretCodec(KeySource.find(settings.registry.key_file))
 
 
 @dataclass
@@ -42,7 +48,7 @@ class Context:
         return cls(
             settings=settings,
             state_dir=state_dir,
-            registry=Registry.in_state_dir(state_dir),
+            registry=Registry.in_state_dir(state_dir, secrets=registry_secrets(settings)),
             notice=notice,
         )
 

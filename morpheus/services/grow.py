@@ -138,6 +138,7 @@ def expand(ctx: Context, assessment: Assessment, progress: Progress) -> Expansio
         )
         if decision.action != GrowthAction.GROW:
             return Expansion(decision)
+        registry.check_secrets(forest.id)
         check_first_boot(ctx.settings, provider, len(existing) + decision.nodes_to_add, now)
         standalone = len(existing) == 1
         streams = read_streams(existing[0].monitor_url or "") if standalone else []

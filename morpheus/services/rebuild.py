@@ -21,6 +21,7 @@ from morpheus.errors import DamagedRegistryError, MorpheusError, ProviderError
 from morpheus.models import Forest, ForestStatus, Node, NodeState, NodeStatus
 from morpheus.provider import NodeHandle, Provider, installed_providers, load_provider_class
 from morpheus.registry import Registry
+from morpheus.services import registry_secrets
 from morpheus.services.drift import node_from_handle
 from morpheus.settings import Settings
 
@@ -49,11 +50,12 @@ class Rebuild:
 def rebuild_registry(settings: Settings, state_dir: Path, now: datetime) -> Rebuild:
     """Open (or recreate) the registry and record every forest the providers still have."""
     result = Rebuild()
+    secrets = registry_secrets(settings)
     try:
-        registry = Registry.in_state_dir(state_dir, recover=True)
+        registry = Registry.in_state_dir(state_dir, recover=True, secrets=secrets)
     except DamagedRegistryError:
         result.kept_aside = _move_aside(state_dir / REGISTRY_FILE, now)
-        registry = Registry.in_state_dir(state_dir, recover=True)
+        registry = Registry.in_state_dir(state_dir, recover=True, secrets=secrets)
     with registry:
         recorded = set(registry.forest_ids())
         for provider in _providers(settings, state_dir, result.notes):

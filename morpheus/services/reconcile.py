@@ -102,6 +102,8 @@ def _reconcile(ctx: Context, forest_id: str, progress: Progress) -> Reconciliati
             if result.forest_removed:
                 lock.discard()
             return result
+        if provider.can_reconfigure:
+            registry.check_secrets(forest.id)  # _rejoin needs them: fail before deleting
         untracked_ids = {h.node_id for h in plan.untracked}
         removal = remove_nodes(
             ctx,

@@ -1,0 +1,179 @@
+"""The registry keeps route passwords and private keys sealed when a key is set.
+
+Real SQLite files and real Fernet keys.  The rows are read back raw, as anyone holding the
+file (or a database dump) would read them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from morpheus.blueprint import RouteCredentials
+from morpheus.errors import RegistryKeyError
+from morpheus.pki import ForestCA
+from morpheus.registry import Registry
+from morpheus.secret_codec import KEY_ENV, SEALED, KeySource, SecretCodec, new_key
+from morpheus.secret_rows import SECRET_COLUMNS
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+OpenRegistry = Callable[[SecretCodec], Registry]
+
+
+def codec(*keys: str) -> SecretCodec:
+    return SecretCodec(KeySource.find(None, {KEY_ENV: ",".join(keys)} if keys else {}))
+
+
+@pytest.fixture
+def open_registry(state_dir: Path) -> Iterator[OpenRegistry]:
+    """Opens the registry in ``state_dir`` with a codec; every one opened is closed after."""
+    opened: list[Registry] = []
+
+    def open_with(secrets: SecretCodec) -> Registry:
+        registry = Registry.in_state_dir(state_dir, secrets=secrets)
+        opened.append(registry)
+        return registry
+
+    yield open_with
+    for registry in opened:
+        registry.close()
+
+
+def plant_record(registry: Registry) -> tuple[str, RouteCredentials, ForestCA, dict[str, str]]:
+    """A forest with its CA and two nodes' certificates; the secrets, as written."""
+    credentials = RouteCredentials.generate()
+    ca = ForestCA.generate("test", NOW)
+    forest = registry.create_forest(
+        provider="local",
+        size="small",
+        location=None,
+        run_id="run-1",
+        credentials=credentials,
+        now=NOW,
+        planned_nodes=2,
+        ca=ca,
+    )
+    node_keys = {}
+    for node in registry.nodes(forest.id):
+        certificate = ca.issue(node.id, ["127.0.0.1"], NOW)
+        registry.save_node_certificate(forest.id, node.id, certificate)
+        node_keys[node.id] = certificate.key.get_secret_value()
+    return forest.id, credentials, ca, node_keys
+
+
+def raw_secrets(state_dir: Path) -> list[str]:
+    with closing(sqlite3.connect(state_dir / "registry.sqlite3")) as db:
+        return [
+            value
+            for secret in SECRET_COLUMNS
+            for _key, value in db.execute(secret.select_sql()).fetchall()
+        ]
+
+
+def registry_bytes(state_dir: Path) -> bytes:
+    """The registry file and its write-ahead log, as a copy of the disk would hold them."""
+    return b"".join(path.read_bytes() for path in sorted(state_dir.glob("registry.sqlite3*")))
+
+
+def test_with_a_key_no_secret_is_stored_plain_and_each_reads_back(
+    open_registry: OpenRegistry, state_dir: Path
+) -> None:
+    registry = open_registry(codec(new_key()))
+    forest_id, credentials, ca, node_keys = plant_record(registry)
+    password = credentials.password.get_secret_value()
+    stored = raw_secrets(state_dir)
+    assert len(stored) == 4 and all(value.startswith(SEALED) for value in stored)
+    on_disk = registry_bytes(state_dir)
+    assert password.encode() not in on_disk
+    assert b"PRIVATE KEY" not in on_disk
+    assert registry.route_credentials(forest_id) == credentials
+    assert registry.forest_ca(forest_id) == ca
+    for node_id, key in node_keys.items():
+        certificate = registry.node_certificate(node_id)
+        assert certificate is not None and certificate.key.get_secret_value() == key
+    rotated = RouteCredentials.generate()
+    registry.set_route_password(forest_id, rotated)
+    assert registry.route_credentials(forest_id) == rotated
+    assert rotated.password.get_secret_value() not in "".join(raw_secrets(state_dir))
+
+
+def test_without_the_key_forests_still_list_but_secrets_do_not_open(
+    open_registry: OpenRegistry,
+) -> None:
+    forest_id, _credentials, _ca, node_keys = plant_record(open_registry(codec(new_key())))
+    keyless = open_registry(codec())
+    assert [forest.id for forest in keyless.list_forests()] == [forest_id]
+    assert len(keyless.nodes(forest_id)) == 2
+    assert keyless.events(forest_id)
+    for read in (
+        lambda: keyless.route_credentials(forest_id),
+        lambda: keyless.forest_ca(forest_id),
+        lambda: keyless.node_certificate(next(iter(node_keys))),
+        lambda: keyless.check_secrets(forest_id),
+    ):
+        with pytest.raises(RegistryKeyError, match=f"no registry key is set: set {KEY_ENV}"):
+            read()
+
+
+def test_a_registry_with_encrypted_secrets_takes_no_plain_or_foreign_ones(
+    open_registry: OpenRegistry, state_dir: Path
+) -> None:
+    key = new_key()
+    plant_record(open_registry(codec(key)))
+    before = raw_secrets(state_dir)
+    for other, match in [(codec(), "no registry key is set"), (codec(new_key()), "another key")]:
+        with pytest.raises(RegistryKeyError, match=match):
+            plant_record(open_registry(other))
+    assert raw_secrets(state_dir) == before
+    assert len(open_registry(codec(key)).list_forests()) == 1  # nothing half-recorded
+
+
+def test_plain_rows_of_an_older_registry_read_with_a_key_and_encrypt_in_place(
+    open_registry: OpenRegistry, state_dir: Path
+) -> None:
+    forest_id, credentials, ca, _keys = plant_record(open_registry(codec()))
+    password = credentials.password.get_secret_value()
+    assert password in raw_secrets(state_dir)  # no key: plain, in the 0600 file
+    key = new_key()
+    registry = open_registry(codec(key))
+    assert registry.route_credentials(forest_id) == credentials
+    assert (registry.secret_forms().plain, registry.secret_forms().sealed) == (4, 0)
+    count = registry.encrypt_secrets()
+    assert (count.encrypted, count.re_encrypted) == (4, 0)
+    assert all(value.startswith(SEALED) for value in raw_secrets(state_dir))
+    # Nothing of the old plain text is left on disk: zeroed pages, an emptied log.
+    on_disk = registry_bytes(state_dir)
+    assert password.encode() not in on_disk and b"PRIVATE KEY" not in on_disk
+    assert registry.forest_ca(forest_id) == ca
+    forms = registry.secret_forms()
+    assert (forms.plain, forms.sealed, forms.unreadable) == (0, 4, 0)
+
+
+def test_a_rotated_key_re_encrypts_everything_and_the_old_key_can_go(
+    open_registry: OpenRegistry,
+) -> None:
+    old, new = new_key(), new_key()
+    forest_id, credentials, _ca, _keys = plant_record(open_registry(codec(old)))
+    count = open_registry(codec(new, old)).encrypt_secrets()
+    assert (count.encrypted, count.re_encrypted) == (0, 4)
+    assert open_registry(codec(new)).route_credentials(forest_id) == credentials
+    assert open_registry(codec(old)).secret_forms().unreadable == 4
+
+
+def test_encrypting_with_a_key_that_opens_nothing_changes_nothing(
+    open_registry: OpenRegistry, state_dir: Path
+) -> None:
+    plant_record(open_registry(codec()))  # plain rows ...
+    plant_record(open_registry(codec(new_key())))  # ... then sealed ones (an older key)
+    before = raw_secrets(state_dir)
+    with pytest.raises(RegistryKeyError, match="does not open"):
+        open_registry(codec(new_key())).encrypt_secrets()
+    assert raw_secrets(state_dir) == before  # one transaction: the plain rows stayed too
+    with pytest.raises(RegistryKeyError, match="no registry key to encrypt with"):
+        open_registry(codec()).encrypt_secrets()
