@@ -152,7 +152,7 @@ def test_a_key_file_others_can_read_is_refused_with_the_fix(tmp_path: Path) -> N
 
 def test_a_missing_or_empty_key_file_says_how_to_make_one(tmp_path: Path) -> None:
     missing = tmp_path / "nope.key"
-    with pytest.raises(RegistryKeyError, match="does not exist.*registry key generate --file"):
+    with pytest.raises(RegistryKeyError, match=r"does not exist.*registry key generate --file"):
         SecretCodec(KeySource.find(missing, {})).seal(SECRET)
     empty = private_file(tmp_path / "empty.key", "# nothing yet\n")
     with pytest.raises(RegistryKeyError, match="holds no key"):
@@ -176,7 +176,7 @@ def test_a_generated_key_file_is_private_and_never_overwritten(tmp_path: Path) -
     (key,) = KeySource.find(path, {}).keys()
     assert len(key) == 44
     Fernet(key.encode())
-    with pytest.raises(RegistryKeyError, match="already exists.*--rotate"):
+    with pytest.raises(RegistryKeyError, match=r"already exists.*--rotate"):
         write_key_file(path)
     assert KeySource.find(path, {}).keys() == [key]
     write_key_file(path, rotate=True)
