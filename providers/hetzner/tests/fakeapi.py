@@ -488,6 +488,26 @@ class Fault:
 
 
 @dataclass
+class _Hook:
+    method: str | None
+    path_prefix: str
+    callback: Callable[[], None]
+    times: int | None
+    hits: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        return (
+            (self.times is None or self.hits < self.times)
+            and (self.method is None or self.method == method)
+            and _under(path, self.path_prefix)
+        )
+
+    def fire(self) -> None:
+        self.hits += 1
+        self.callback()
+
+
+@dataclass
 class _ActionFailure:
     command: str
     code: str
@@ -774,6 +794,7 @@ class FakeHetzner:
         self._faults: list[Fault] = []
         self._action_failures: list[_ActionFailure] = []
         self._unavailable: set[tuple[str, str | None]] = set()
+        self._hooks: list[_Hook] = []
         self._stopping = threading.Event()
         self._httpd: _FakeHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -1105,10 +1126,25 @@ class FakeHetzner:
         with self.lock:
             self._bucket(token or self.token, time.monotonic()).tokens = 0.0
 
+    def before(
+        self,
+        method: str | None,
+        path_prefix: str,
+        callback: Callable[[], None],
+        *,
+        times: int | None = 1,
+    ) -> None:
+        """Run ``callback`` (holding the lock) before the next ``times`` matching requests
+        are served: a change of state at an exact point of a client's sequence, e.g. a
+        location that runs out of capacity between the reservation and the creates."""
+        with self.lock:
+            self._hooks.append(_Hook(method, _api_path(path_prefix), callback, times))
+
     def clear_faults(self) -> None:
-        """Remove all injected faults, action failures and unavailable locations."""
+        """Remove all injected faults, hooks, action failures and unavailable locations."""
         with self.lock:
             self._faults.clear()
+            self._hooks.clear()
             self._action_failures.clear()
             self._unavailable.clear()
 
@@ -1155,6 +1191,8 @@ class FakeHetzner:
         with self.lock:
             now = time.monotonic()
             self._advance()
+            for hook in [h for h in self._hooks if h.matches(method, path)]:
+                hook.fire()
             handler, params, route = self._route(method, path)
             headers = {
                 "RateLimit-Limit": str(self._rate_limit),

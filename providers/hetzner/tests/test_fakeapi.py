@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import os
 import time
@@ -302,6 +303,36 @@ def test_ipv6_only_server_gets_its_primary_ip_prefix(hcloud_client: hcloud.Clien
     reuse = ServerCreatePublicNetwork(ipv6=ipv6, enable_ipv4=False)
     error = api_error(lambda: create_server(hcloud_client, "thief", public_net=reuse))
     assert error.code == "primary_ip_assigned"
+
+
+def test_addresses_come_from_ranges_that_reach_no_real_machine(
+    fake_hetzner: FakeHetzner, hcloud_client: hcloud.Client
+) -> None:
+    # Readiness and status polls dial these: IPv6 from the documentation prefix, IPv4 from
+    # the benchmarking range (192.0.2.0/24 is this kind of host's own uplink); neither is
+    # routed on the internet.
+    for number in range(300):
+        kind = "ipv4" if number % 2 else "ipv6"
+        hcloud_client.primary_ips.create(
+            type=kind, name=f"ip-{number}", location=Location(name="fsn1")
+        )
+    allowed = [ipaddress.ip_network("2001:db8::/32"), ipaddress.ip_network("198.18.0.0/15")]
+    for ip in fake_hetzner.primary_ips.values():
+        network = ipaddress.ip_network(ip.ip)
+        assert any(network.subnet_of(a) for a in allowed if a.version == network.version), ip.ip
+        assert not network.is_global
+    assert len({ip.ip for ip in fake_hetzner.primary_ips.values()}) == 300
+
+
+def test_a_hook_runs_before_the_matching_requests_only(
+    fake_hetzner: FakeHetzner, hcloud_client: hcloud.Client
+) -> None:
+    seen: list[int] = []
+    fake_hetzner.before("POST", "/servers", lambda: seen.append(len(fake_hetzner.servers)), times=2)
+    hcloud_client.server_types.get_all()
+    for name in ("one", "two", "three"):
+        create_server(hcloud_client, name)
+    assert seen == [0, 1]  # before the first and the second create, not the third
 
 
 def test_primary_ips_with_auto_delete_go_with_their_server(

@@ -1,0 +1,343 @@
+"""Hetzner forests on simulated machines: the real CLI, the fake API, real sshd and nats-server.
+
+Every server the fake API creates boots as a machine of its own (a network namespace with the
+server's address, the rendered node firewall loaded, the delivered files in place, a real
+OpenSSH sshd and the venv's nats-server on the delivered nats.conf; see simulated_cloud.py).
+Morpheus runs in the lab's operator namespace, where the fake listens and from where the
+machines are routed, so everything here stays inside namespaces the test made.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from fakeapi import FakeHetzner
+from hetzner_support import ADMIN_SOURCE, FAST_PROVIDER
+from simulated_cloud import NATS_CONF, Recorder, SimulatedCloud, wait_for
+
+from morpheus.pki import ForestCA
+from morpheus.testing.cli import cli_environment
+from morpheus.testing.nats import nats_server_binary
+from morpheus.testing.netns import Lab, Machine, require_lab
+from morpheus.testing.sshd import HOST_KEY
+
+#: Raft elections on a loaded machine can take several seconds: readiness gets a real bound.
+READINESS_TIMEOUT = 60
+MESH_TIMEOUT = 60
+#: The fake's actions take 1/100 of their real time (as in conftest.py).
+TIME_SCALE = 0.01
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    require_lab()
+    lab = Lab(tmp_path / "lab").open()
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+@pytest.fixture
+def fake_hetzner(lab: Lab) -> Iterator[FakeHetzner]:
+    """The fake API, listening on 127.0.0.1 of the operator namespace (Morpheus's machine)."""
+    fake = FakeHetzner(time_scale=TIME_SCALE)
+    lab.call(fake.start)
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture
+def cloud(fake_hetzner: FakeHetzner, lab: Lab) -> Iterator[SimulatedCloud]:
+    simulated = SimulatedCloud(fake_hetzner, lab).start()
+    try:
+        yield simulated
+    finally:
+        simulated.stop()
+
+
+@pytest.fixture
+def operator_key(isolated_environment: Path) -> Path:
+    """A real key pair at ~/.ssh/id_ed25519 (the provider uploads its public half)."""
+    path = Path.home() / ".ssh" / "id_ed25519"
+    path.parent.mkdir(mode=0o700)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "operator@morpheus", "-f", path],
+        check=True,
+    )
+    return path
+
+
+@pytest.fixture
+def config(fake_hetzner: FakeHetzner, operator_key: Path) -> dict[str, Any]:
+    """config.yaml in the working directory (written by :func:`morpheus`)."""
+    return {
+        "infrastructure": {"admin_sources": [ADMIN_SOURCE]},
+        "provisioning": {"readiness_timeout": READINESS_TIMEOUT, "readiness_interval": 0.2},
+        "providers": {
+            "hetzner": {
+                **FAST_PROVIDER,
+                "endpoint": fake_hetzner.endpoint,
+                "token": fake_hetzner.token,
+            }
+        },
+    }
+
+
+def morpheus(lab: Lab, config: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
+    """``morpheus ARGS`` in a subprocess on the operator's side of the lab."""
+    path = Path("config.yaml")
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return subprocess.run(
+        lab.command(sys.executable, "-m", "morpheus", *args),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=cli_environment(),
+        check=False,
+    )
+
+
+def plant(lab: Lab, config: dict[str, Any], size: str) -> dict[str, Any]:
+    result = morpheus(lab, config, "plant", "hetzner", size, "--yes", "-o", "json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def routes_of(cloud: SimulatedCloud, name: str) -> list[dict[str, Any]] | None:
+    routez = cloud.monitor(name, "routez")
+    return None if routez is None else list(routez.get("routes") or [])
+
+
+def full_mesh(cloud: SimulatedCloud, names: list[str]) -> bool:
+    """Every node has a route to every other (and to nothing else)."""
+    for name in names:
+        routes = routes_of(cloud, name)
+        if routes is None or {r.get("remote_name") for r in routes} != set(names) - {name}:
+            return False
+    return True
+
+
+#: Run inside a node: the route port's greeting over TLS with the node's own certificate, and
+#: what a handshake without a forest certificate gets.
+_ROUTE_PROBE = """
+import json, socket, ssl
+def dial(certificate):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.load_verify_locations("/etc/nats/tls/forest-ca.pem")
+    if certificate:
+        context.load_cert_chain("/etc/nats/tls/node.pem", "/etc/nats/tls/node-key.pem")
+    with socket.create_connection(("::1", 6222), timeout=10) as raw:
+        with context.wrap_socket(raw) as route:
+            return route.makefile("rb").readline()
+greeting = dial(True)
+try:
+    refused = repr(dial(False))
+except (ssl.SSLError, OSError) as exc:
+    refused = type(exc).__name__
+print(json.dumps({"info": json.loads(greeting.split(b" ", 1)[1]), "without": refused}))
+"""
+
+
+def assert_routes_are_tls(cloud: SimulatedCloud, name: str) -> None:
+    """The route port speaks TLS only and demands a forest certificate (so every route in
+    /routez is such a one): what the node's varz says and what a handshake shows."""
+    varz = cloud.monitor(name, "varz")
+    assert varz is not None
+    assert varz["cluster"].get("tls_required") is True, varz["cluster"]
+    assert varz["cluster"].get("tls_verify") is True, varz["cluster"]
+    probe = json.loads(cloud.machine(name).run("/usr/bin/python3", "-c", _ROUTE_PROBE))
+    assert probe["info"]["server_name"] == name, probe
+    assert probe["without"] in ("SSLError", "SSLEOFError", "ConnectionResetError", "b''"), probe
+
+
+def assert_tls_mesh(cloud: SimulatedCloud, names: list[str]) -> None:
+    try:
+        wait_for(lambda: full_mesh(cloud, names), MESH_TIMEOUT, "a full mesh of routes")
+    except AssertionError:
+        seen = {
+            name: sorted({r["remote_name"] for r in routes_of(cloud, name) or []}) for name in names
+        }
+        logs = {name: cloud.machine(name).log("nats")[-1500:] for name in names}
+        raise AssertionError(f"no full mesh: routes to {seen}; logs {logs}") from None
+    for name in names:
+        assert_routes_are_tls(cloud, name)
+
+
+def node_names(fake: FakeHetzner) -> list[str]:
+    return sorted(server.name for server in fake.servers.values())
+
+
+# -- the tests ---------------------------------------------------------------------------------
+
+
+def test_a_planted_forest_meshes_over_tls_behind_its_node_firewalls(
+    lab: Lab, cloud: SimulatedCloud, config: dict[str, Any], fake_hetzner: FakeHetzner
+) -> None:
+    planted = plant(lab, config, "medium")
+
+    cloud.check()
+    names = node_names(fake_hetzner)
+    assert len(names) == 3, planted
+    assert_tls_mesh(cloud, names)
+    for name in names:
+        machine = cloud.machine(name)
+        # The rendered firewall is what filters the node, and the route key stayed private.
+        assert "table inet morpheus" in machine.run("nft", "list", "ruleset")
+        assert machine.run("stat", "-c", "%a", "/etc/nats/tls/node-key.pem").strip() == "600"
+        # sshd answers from the admin source with the node's own host key (never this host's).
+        scan = subprocess.run(
+            lab.command("ssh-keyscan", "-T", "10", "-t", "ed25519", machine.host),
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        served = scan.stdout.split()[1:3]
+        assert served == machine.read_file(f"{HOST_KEY}.pub").decode().split()[:2], scan
+        assert served[1] not in Path(f"{HOST_KEY}.pub").read_text()
+        remote_ips = {r["ip"] for r in routes_of(cloud, name) or []}
+        others = {cloud.machine(n).host for n in names if n != name}
+        assert remote_ips == others
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 12 (failure 2): a node rendered before the others moved keeps routes to "
+    "their released addresses, and a moved node's certificate still names its old address",
+)
+def test_a_forest_whose_every_node_moved_location_still_meshes(
+    lab: Lab, cloud: SimulatedCloud, config: dict[str, Any], fake_hetzner: FakeHetzner
+) -> None:
+    # fsn1 runs out of capacity after the addresses were reserved there: every create fails
+    # there and moves to nbg1 with a new address (the issue's failure 2).
+    fake_hetzner.before("POST", "/servers", lambda: fake_hetzner.set_location_unavailable("fsn1"))
+    config["provisioning"]["readiness_timeout"] = 40  # healthy in well under 20 s when fixed
+
+    plant(lab, config, "medium")
+
+    cloud.check()
+    assert {s.location for s in fake_hetzner.servers.values()} == {"nbg1"}
+    names = node_names(fake_hetzner)
+    assert_tls_mesh(cloud, names)
+
+
+# -- a stranger on a released address ------------------------------------------------------------
+
+
+def nats_conf_value(conf: str, key: str) -> str:
+    found = re.search(rf'^\s*{key}: "([^"]*)"', conf, re.MULTILINE)
+    assert found is not None, f"no {key} in nats.conf"
+    return found.group(1)
+
+
+def start_stranger_server(stranger: Machine, host: str, copied_conf: str) -> None:
+    """A real nats-server on ``host`` with a node's whole nats.conf (cluster name, routes,
+    route user and password) but a certificate of its own CA instead of the forest's."""
+    now = datetime.now(UTC)
+    ca = ForestCA.generate("stranger", now)
+    certificate = ca.issue(stranger.name, [host], now)
+    stranger.write_file("/etc/nats/tls/forest-ca.pem", ca.cert.encode(), 0o644)
+    stranger.write_file("/etc/nats/tls/node.pem", certificate.cert.encode(), 0o644)
+    stranger.write_file(
+        "/etc/nats/tls/node-key.pem", certificate.key.get_secret_value().encode(), 0o600
+    )
+    name = f'server_name: "{stranger.name}"'
+    conf = re.sub(r'^server_name: "[^"]*"', name, copied_conf, flags=re.MULTILINE)
+    stranger.write_file(NATS_CONF, conf.encode(), 0o640)
+    stranger.spawn("nats", str(nats_server_binary()), "-c", NATS_CONF)
+
+
+def delete_server_in_the_console(lab: Lab, fake: FakeHetzner, name: str) -> None:
+    """Delete a server the way someone with the project's token would, outside Morpheus."""
+    server = fake.server_by_name(name)
+    assert server is not None
+    answer = lab.call(
+        lambda: httpx.delete(
+            f"{fake.endpoint}/servers/{server.id}",
+            headers={"Authorization": f"Bearer {fake.token}"},
+            timeout=10,
+        )
+    )
+    assert answer.status_code == 200, answer.text
+    wait_for(lambda: fake.server_by_name(name) is None, 30, f"{name} being deleted")
+
+
+def test_a_stranger_on_a_released_address_gets_no_password_and_cannot_join(
+    lab: Lab, cloud: SimulatedCloud, config: dict[str, Any], fake_hetzner: FakeHetzner
+) -> None:
+    planted = plant(lab, config, "medium")
+    cloud.check()
+    names = node_names(fake_hetzner)
+    assert_tls_mesh(cloud, names)
+    password = nats_conf_value(cloud.machine(names[0]).read_file(NATS_CONF).decode(), "password")
+    node_conf = cloud.machine(names[0]).read_file(NATS_CONF).decode()
+    # Node 3 is deleted outside Morpheus; reconcile brings the records in line, and its
+    # address goes back to the pool, where someone else's server gets it.
+    gone = names.pop()
+    gone_host = cloud.machine(gone).host
+    delete_server_in_the_console(lab, fake_hetzner, gone)
+    wait_for(lambda: gone not in lab.machines, 30, f"{gone}'s machine shutting down")
+    reconciled = morpheus(lab, config, "reconcile", planted["forest"]["id"], "--yes")
+    assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
+    stranger = lab.machine("stranger", ipv6=[ipaddress.IPv6Interface(f"{gone_host}/64")])
+    forest_hosts = {cloud.machine(name).host for name in names}
+
+    # First a recorder holds the address: whatever the forest's nodes still send there.
+    recorder = Recorder(stranger).start()
+    try:
+        # Control: the recorder is reachable from the forest's nodes.
+        cloud.machine(names[0]).run(
+            "/usr/bin/python3", "-c",
+            f"import socket; socket.create_connection(({gone_host!r}, 6222), timeout=10)"
+            ".sendall(b'PROBE')",
+        )  # fmt: skip
+        # A route still configured there is redialled every second or so: a few seconds
+        # show it (or show that nothing dials any more).
+        observed = time.monotonic()
+        wait_for(
+            lambda: (
+                time.monotonic() - observed > 8
+                or sum(peer in forest_hosts for peer, _ in recorder.received) >= 4
+            ),
+            30,
+            "the observation window to end",
+        )
+    finally:
+        recorder.close()
+    arrived = [(peer, data) for peer, data in recorder.received if peer in forest_hosts]
+    assert any(data == b"PROBE" for _, data in arrived), recorder.received
+    for peer, data in arrived:
+        assert password.encode() not in data, f"{peer} sent the route password"
+        assert b"CONNECT" not in data, f"{peer} sent a route CONNECT in the clear"
+        assert data == b"PROBE" or data[:1] == b"\x16", data[:40]  # a TLS ClientHello
+
+    # Then a nats-server holds it, with node 1's whole nats.conf (cluster name, routes,
+    # route user and password) but no certificate of the forest: it cannot join.
+    start_stranger_server(stranger, gone_host, node_conf)
+    for host in forest_hosts:
+        wait_for(
+            lambda host=host: f"[{host}]:6222" in stranger.log("nats"),
+            MESH_TIMEOUT,
+            f"the stranger's attempt on {host}",
+        )
+    for name in names:
+        remote = {r.get("remote_name") for r in routes_of(cloud, name) or []}
+        assert remote == set(names) - {name}, (name, remote)
+    stranger_routes = lab.call(
+        lambda: httpx.get(f"http://[{gone_host}]:8222/routez", timeout=5).json()
+    )
+    assert stranger_routes["routes"] in (None, []), stranger_routes
