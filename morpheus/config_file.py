@@ -13,28 +13,12 @@ from typing import Any
 
 import yaml
 
+from morpheus.config_search import config_search_path
 from morpheus.errors import ConfigError
 from morpheus.validation import printable
 
 #: Values a config file may expand to (YAML aliases can multiply a small file without end).
 MAX_CONFIG_VALUES = 100_000
-
-
-def config_search_path(
-    explicit: Path | None, environ: Mapping[str, str], cwd: Path, home: Path
-) -> list[Path]:
-    """Candidate config files, first found wins."""
-    if explicit is not None:
-        return [explicit]
-    if environ.get("MORPHEUS_CONFIG"):
-        return [Path(environ["MORPHEUS_CONFIG"])]
-    xdg = Path(environ.get("XDG_CONFIG_HOME") or home / ".config")
-    return [
-        cwd / "config.yaml",
-        xdg / "morpheus" / "config.yaml",
-        home / ".morpheus" / "config.yaml",
-        Path("/etc/morpheus/config.yaml"),
-    ]
 
 
 def find_config_file(explicit: Path | None, environ: Mapping[str, str]) -> Path | None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
-from morpheus.errors import DamagedRegistryError, ForestNotFoundError, RegistryError
+from morpheus.errors import ConfigError, DamagedRegistryError, ForestNotFoundError, RegistryError
 from morpheus.fields import Peer, RouteCredentials
 from morpheus.models import Event, Forest, ForestStatus, Node, NodeStatus
 from morpheus.records import event_from, forest_from, node_from
@@ -67,6 +67,31 @@ class Registry:
         #: Route passwords and private keys go through it (sealed when a key is set).
         self.secrets = SecretCodec.without_key() if secrets is None else secrets
         self._secrets_checked = False
+
+    @classmethod
+    def open(
+        cls,
+        url: str | None,
+        state_dir: Path,
+        *,
+        recover: bool = False,
+        secrets: SecretCodec | None = None,
+    ) -> Registry:
+        """The registry ``registry.url`` names (None: the SQLite file in ``state_dir``)."""
+        from morpheus.registry_url import POSTGRESQL, parse_registry_url
+
+        try:
+            where = parse_registry_url(url, state_dir)
+        except ValueError as exc:
+            raise ConfigError(f"registry.url: {exc}") from None
+        if where.backend == POSTGRESQL:
+            from morpheus.postgres_store import PostgresStore
+
+            return cls(PostgresStore(where.url), secrets=secrets)
+        from morpheus.sqlite_store import SqliteStore
+
+        assert where.path is not None
+        return cls(SqliteStore(where.path, recover=recover), secrets=secrets)
 
     @classmethod
     def in_state_dir(

@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -183,6 +191,22 @@ class ProvisioningSettings(Section):
 
 
 class RegistrySettings(Section):
+    url: str | None = Field(
+        default=None,
+        description="Where forests are recorded: sqlite:///PATH, or postgresql://USER@HOST/DB "
+        "for a registry a team shares (password from the URL, PGPASSWORD or ~/.pgpass); "
+        "default: registry.sqlite3 in the state directory.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_one_we_know(cls, url: str | None) -> str | None:
+        from morpheus.registry_url import parse_registry_url
+
+        if url is not None:
+            parse_registry_url(url, Path("."))
+        return url
+
     key_file: Path | None = Field(
         default=None,
         description="File (mode 0600) of the key that encrypts the registry's secrets; "

@@ -1,4 +1,9 @@
-"""The SQLite registry: schema, permissions, ids, numbering, events, and real concurrency."""
+"""The registry's contract, kept by both backends: every test taking ``registry`` (or
+``registry_url``) runs against SQLite and against a real PostgreSQL server.
+
+Ids, numbering, events, credentials, the schema version, the forest lock and real
+concurrency; then what only the SQLite file has (its mode, an old schema, a damaged file).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,9 +27,9 @@ NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def registry(state_dir: Path) -> Registry:
-    with Registry.in_state_dir(state_dir) as opened:
-        yield opened  # type: ignore[misc]
+def registry(registry_url: str, state_dir: Path) -> Iterator[Registry]:
+    with Registry.open(registry_url, state_dir) as opened:
+        yield opened
 
 
 def new_forest(registry: Registry, now: datetime = NOW) -> str:
@@ -37,7 +43,8 @@ def new_forest(registry: Registry, now: datetime = NOW) -> str:
     ).id
 
 
-def test_file_is_private_and_versioned(registry: Registry, state_dir: Path) -> None:
+def test_file_is_private_and_versioned(state_dir: Path) -> None:
+    Registry.in_state_dir(state_dir).close()
     path = state_dir / "registry.sqlite3"
     assert os.stat(path).st_mode & 0o777 == 0o600
     assert os.stat(state_dir).st_mode & 0o077 == 0
@@ -45,12 +52,19 @@ def test_file_is_private_and_versioned(registry: Registry, state_dir: Path) -> N
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
 
 
-def test_newer_schema_is_refused(state_dir: Path) -> None:
-    Registry.in_state_dir(state_dir).close()
-    with sqlite3.connect(state_dir / "registry.sqlite3") as db:
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    with pytest.raises(RegistryError, match="newer Morpheus"):
-        Registry.in_state_dir(state_dir)
+def test_newer_schema_is_refused(registry: Registry, registry_url: str, state_dir: Path) -> None:
+    assert registry.store.schema_version() == SCHEMA_VERSION
+    registry.close()
+    if registry.store.backend == "sqlite":
+        with sqlite3.connect(state_dir / "registry.sqlite3") as db:
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    else:
+        import psycopg
+
+        with psycopg.connect(registry_url, autocommit=True) as db:
+            db.execute("UPDATE morpheus_schema SET version = version + 1")
+    with pytest.raises(RegistryError, match=r"newer Morpheus .* upgrade morpheus"):
+        Registry.open(registry_url, state_dir)
 
 
 def test_a_schema_1_registry_is_migrated_and_its_forests_keep_plain_routes(
@@ -171,7 +185,7 @@ from datetime import datetime, UTC
 from pathlib import Path
 from morpheus.blueprint import RouteCredentials
 from morpheus.registry import Registry
-registry = Registry.in_state_dir(Path(sys.argv[1]))
+registry = Registry.open(sys.argv[3], Path(sys.argv[1]))
 now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 shared = sys.argv[2]
 made = []
@@ -184,11 +198,11 @@ print(json.dumps(made))
 """
 
 
-def test_many_processes_at_once(registry: Registry, state_dir: Path) -> None:
+def test_many_processes_at_once(registry: Registry, registry_url: str, state_dir: Path) -> None:
     shared = new_forest(registry)
     workers = [
         subprocess.Popen(
-            [sys.executable, "-c", _WORKER, str(state_dir), shared],
+            [sys.executable, "-c", _WORKER, str(state_dir), shared, registry_url],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -201,3 +215,53 @@ def test_many_processes_at_once(registry: Registry, state_dir: Path) -> None:
     assert len(forests) == len(set(forests)) == 30
     assert sorted(names, key=lambda n: int(n.split("-")[1])) == [f"node-{i}" for i in range(1, 61)]
     assert len(registry.list_forests()) == 31
+
+
+_LOCK_HOLDER = """
+import sys, time
+from pathlib import Path
+from morpheus.registry import Registry
+registry = Registry.open(sys.argv[2], Path(sys.argv[1]))
+with registry.forest_lock(sys.argv[3]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_forest_lock_is_held_across_processes_and_freed_when_its_holder_is_killed(
+    registry: Registry, registry_url: str, state_dir: Path
+) -> None:
+    """The lock plant, grow and teardown hold: another process waits (and is told), gives up
+    after its timeout, and gets the lock once the holder is SIGKILLed (a dead process's
+    file lock or database session goes with it)."""
+    forest_id = new_forest(registry)
+    other = new_forest(registry)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _LOCK_HOLDER, str(state_dir), registry_url, forest_id],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        told: list[str] = []
+        with (
+            pytest.raises(
+                RegistryError, match=f"another morpheus process is working on {forest_id}"
+            ),
+            registry.forest_lock(forest_id, timeout=0.5, on_wait=told.append),
+        ):
+            pass
+        assert len(told) == 1 and "waiting for another morpheus process" in told[0]
+        with registry.forest_lock(other, timeout=0.5):
+            pass  # another forest's lock is its own
+        holder.kill()
+        holder.wait(timeout=30)
+        told.clear()
+        with registry.forest_lock(forest_id, timeout=60, on_wait=told.append):
+            pass
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+        if holder.stdout is not None:
+            holder.stdout.close()

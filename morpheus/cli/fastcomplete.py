@@ -45,8 +45,12 @@ def complete_forest_ids() -> bool:
         return False
     from morpheus.listing import forest_ids
     from morpheus.paths import state_dir
+    from morpheus.registry_url import configured_url
 
-    ids = forest_ids(state_dir(), incomplete)
+    url = configured_url()
+    if url is True:
+        return False  # the settings name the registry: Typer's completion loads them
+    ids = forest_ids(state_dir(), incomplete, url or None)
     if shell == "bash":
         sys.stdout.write("\n".join(ids))
     elif ids:

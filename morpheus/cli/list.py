@@ -1,4 +1,4 @@
-"""`morpheus list`: read straight from the registry file, so it starts fast."""
+"""`morpheus list`: read straight from the registry, so it starts fast."""
 
 from __future__ import annotations
 
@@ -23,11 +23,13 @@ def list_forests(
 ) -> None:
     """List the forests in the registry."""
     from morpheus.cli.plain import show_drift, show_forests
+    from morpheus.cli.session import registry_url
     from morpheus.listing import forest_summaries
     from morpheus.paths import state_dir
 
+    state = state_of(ctx)
     if refresh:
         from morpheus.services.reconcile import refresh_all
 
-        show_drift(refresh_all(state_of(ctx).context()))
-    show_forests(forest_summaries(state_dir()), output.value)
+        show_drift(refresh_all(state.context()))
+    show_forests(forest_summaries(state_dir(), registry_url(state.config)), output.value)

@@ -15,11 +15,18 @@ class OutputFormat(StrEnum):
 
 
 def complete_forest_id(incomplete: str) -> list[str]:
-    """Forest ids from the registry (stdlib only, so completion stays fast)."""
+    """Forest ids from the registry (stdlib only on SQLite, so completion stays fast)."""
+    from morpheus.errors import MorpheusError
     from morpheus.listing import forest_ids
     from morpheus.paths import state_dir
 
-    return forest_ids(state_dir(), incomplete)
+    try:
+        from morpheus.cli.session import registry_url
+
+        url = registry_url(None)
+    except MorpheusError:
+        return []
+    return forest_ids(state_dir(), incomplete, url)
 
 
 ForestArgument = Annotated[

@@ -48,6 +48,21 @@ class State:
             typer.echo(printable(words), err=True)
 
 
+def registry_url(config: Path | None) -> str | None:
+    """``registry.url``, loading the settings only when a config file may set it (``list``
+    and completion stay fast on the default registry)."""
+    from morpheus.registry_url import configured_url
+
+    found = configured_url(config)
+    if found is True:
+        from morpheus.settings import load_settings
+
+        loaded = load_settings(config)
+        show_warnings(loaded.warnings)
+        return loaded.settings.registry.url
+    return found or None
+
+
 def state_of(ctx: typer.Context) -> State:
     state = ctx.find_root().obj
     assert isinstance(state, State)

@@ -48,7 +48,9 @@ class Context:
         return cls(
             settings=settings,
             state_dir=state_dir,
-            registry=Registry.in_state_dir(state_dir, secrets=registry_secrets(settings)),
+            registry=Registry.open(
+                settings.registry.url, state_dir, secrets=registry_secrets(settings)
+            ),
             notice=notice,
         )
 

@@ -65,13 +65,13 @@ def check_state_dir(directory: Path) -> CheckResult:
     return CheckResult("state", True, f"state directory {directory}")
 
 
-def check_registry(state_dir: Path) -> CheckResult:
+def check_registry(state_dir: Path, url: str | None = None) -> CheckResult:
     """Whether the registry can be read; a damaged or lost one names its recovery."""
     from morpheus.errors import DamagedRegistryError
     from morpheus.listing import forest_summaries
 
     try:
-        forests = forest_summaries(state_dir)
+        forests = forest_summaries(state_dir, url)
     except DamagedRegistryError as exc:
         return CheckResult("registry", False, str(exc), "morpheus registry rebuild")
     except MorpheusError as exc:
@@ -109,8 +109,8 @@ def run_checks(config: Path | None, state_dir: Path) -> list[CheckResult]:
     where = loaded.path or "no config file (defaults)"
     results.append(CheckResult("config", True, f"valid: {where}"))
     results.append(check_state_dir(state_dir))
-    results.append(check_registry(state_dir))
     settings = loaded.settings
+    results.append(check_registry(state_dir, settings.registry.url))
     local = settings.infrastructure.local_provider
     try:
         results.extend(load_provider_class(local).from_settings(settings, state_dir).checks())

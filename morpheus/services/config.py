@@ -10,6 +10,7 @@ from typing import Any
 
 from morpheus.provider import installed_providers, load_provider_class
 from morpheus.provider_config import DEPRECATED_KEYS, resolve_table, table_rows
+from morpheus.registry_url import masked_url
 from morpheus.settings import LoadedSettings
 
 #: ``(key, value as JSON shows it, source)``; secrets are ``********``.
@@ -27,6 +28,8 @@ def config_rows(loaded: LoadedSettings) -> list[ConfigRow]:
             continue
         if key.startswith("secrets.") and value is not None:
             value = "********"
+        elif key == "registry.url" and value is not None:
+            value = masked_url(value)
         rows.append((key, value, loaded.sources.get(key, "default")))
     installed = {info.name for info in installed_providers()}
     for name in sorted(installed):

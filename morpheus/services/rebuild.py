@@ -22,10 +22,10 @@ from morpheus.models import Forest, ForestStatus, Node, NodeState, NodeStatus
 from morpheus.provider import NodeHandle, Provider, installed_providers, load_provider_class
 from morpheus.registry import Registry
 from morpheus.services import registry_secrets
+from morpheus.registry_url import parse_registry_url
 from morpheus.services.drift import node_from_handle
 from morpheus.settings import Settings
 
-REGISTRY_FILE = "registry.sqlite3"
 _SIZE_NAMES = {1: "small", 3: "medium", 5: "large"}
 
 
@@ -50,12 +50,16 @@ class Rebuild:
 def rebuild_registry(settings: Settings, state_dir: Path, now: datetime) -> Rebuild:
     """Open (or recreate) the registry and record every forest the providers still have."""
     result = Rebuild()
+    url = settings.registry.url
     secrets = registry_secrets(settings)
     try:
-        registry = Registry.in_state_dir(state_dir, recover=True, secrets=secrets)
+        registry = Registry.open(url, state_dir, recover=True, secrets=secrets)
     except DamagedRegistryError:
-        result.kept_aside = _move_aside(state_dir / REGISTRY_FILE, now)
-        registry = Registry.in_state_dir(state_dir, recover=True, secrets=secrets)
+        store_path = parse_registry_url(url, state_dir).path
+        if store_path is None:
+            raise  # a database is restored from its backups, not moved aside
+        result.kept_aside = _move_aside(store_path, now)
+        registry = Registry.open(url, state_dir, recover=True, secrets=secrets)
     with registry:
         recorded = set(registry.forest_ids())
         for provider in _providers(settings, state_dir, result.notes):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from morpheus.testing.nats import kill_all, processes_mentioning
+from morpheus.testing.postgres import PostgresServer, start_postgres
 from morpheus.testing.tools import RUN_VARIABLES
 
 _ISOLATED_VARIABLES = (
@@ -17,6 +18,14 @@ _ISOLATED_VARIABLES = (
     "HCLOUD_ENDPOINT",
     "HETZNER_API_TOKEN",
     "NO_COLOR",
+    # libpq's: a test's registry URL says everything about its PostgreSQL server.
+    "PGPASSWORD",
+    "PGPASSFILE",
+    "PGHOST",
+    "PGPORT",
+    "PGUSER",
+    "PGDATABASE",
+    "PGSERVICE",
 )
 
 
@@ -48,3 +57,28 @@ def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
 @pytest.fixture
 def state_dir(isolated_environment: Path) -> Path:
     return isolated_environment
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server per test process (see ``morpheus.testing.postgres``)."""
+    server = start_postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The URL (with its password) of a new, empty database of its own for this test."""
+    import secrets
+
+    return postgres_server.create_database(f"test_{secrets.token_hex(6)}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def registry_url(request: pytest.FixtureRequest, state_dir: Path) -> str:
+    """``registry.url`` of each backend in turn: the contract both must keep."""
+    if request.param == "sqlite":
+        return f"sqlite://{state_dir / 'registry.sqlite3'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url

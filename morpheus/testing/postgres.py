@@ -1,0 +1,179 @@
+"""A real, throwaway PostgreSQL server for tests: made with initdb in a temporary directory.
+
+The server listens on 127.0.0.1 (a free port) and on a Unix socket in its own directory,
+with password authentication over TCP, and is stopped and removed afterwards.  PostgreSQL
+refuses to run as root: as root (CI) it runs as the ``postgres`` user that Debian's package
+creates, else as ``nobody``.  The binaries are found on PATH or in Debian's
+``/usr/lib/postgresql/<version>/bin``; where there are none the tests skip, naming
+``scripts/test-tools`` (which installs Debian's ``postgresql``), and in CI they fail.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from morpheus.testing.tools import missing
+
+#: Where Debian's postgresql-<version> package puts the server's programs.
+DEBIAN_BINARIES = "/usr/lib/postgresql/*/bin"
+SUPERUSER = "morpheus"
+
+
+def server_binaries() -> Path | None:
+    """The directory holding ``initdb`` and ``pg_ctl`` (the newest Debian version first)."""
+    on_path = shutil.which("pg_ctl")
+    if on_path and shutil.which("initdb"):
+        return Path(on_path).parent
+    found = sorted(
+        (Path(d) for d in glob.glob(DEBIAN_BINARIES) if (Path(d) / "initdb").is_file()),
+        key=lambda d: int(d.parent.name) if d.parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    return found[0] if found else None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _server_user() -> pwd.struct_passwd | None:
+    """Who runs the server: None for this user, unless this is root (PostgreSQL refuses)."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    raise RuntimeError("running as root with neither a postgres nor a nobody user")
+
+
+@dataclass
+class PostgresServer:
+    """A running server; ``url(database)`` connects as its superuser with the password."""
+
+    root: Path
+    binaries: Path
+    port: int
+    password: str
+    user: pwd.struct_passwd | None
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    def url(self, database: str = "postgres", *, password: bool = True) -> str:
+        secret = f":{self.password}" if password else ""
+        return f"postgresql://{SUPERUSER}{secret}@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        options: dict[str, Any] = {}
+        if self.user is not None:
+            options = {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
+        return subprocess.run(
+            [str(self.binaries / command[0]), *command[1:]],
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=120,
+            cwd=self.root,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C"},
+            **options,
+        )
+
+    def start(self) -> None:
+        pwfile = self.root / "pw"
+        pwfile.write_text(self.password + "\n")
+        if self.user is not None:
+            os.chown(self.root, self.user.pw_uid, self.user.pw_gid)
+            os.chown(pwfile, self.user.pw_uid, self.user.pw_gid)
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            SUPERUSER,
+            f"--pwfile={pwfile}",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        )
+        pwfile.unlink()
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write(
+                "listen_addresses = '127.0.0.1'\n"
+                f"port = {self.port}\n"
+                f"unix_socket_directories = '{self.root}'\n"
+                # A throwaway server: durability is not what the tests check.
+                "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+                "max_connections = 200\nshared_buffers = 16MB\n"
+            )
+        started = self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-t", "60",
+            "start", check=False,
+        )  # fmt: skip
+        if started.returncode != 0:
+            log = (self.root / "log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"PostgreSQL did not start: {started.stderr}\n{log}")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop", check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def create_database(self, name: str) -> str:
+        """A new empty database; its URL."""
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def admin(self, database: str) -> Any:
+        """A superuser connection to ``database`` (autocommit), for checks behind the CLI."""
+        import psycopg
+
+        return psycopg.connect(self.url(database), autocommit=True)
+
+
+def start_postgres() -> PostgresServer:
+    """A fresh server, started; skip (or fail in CI) where PostgreSQL is not installed."""
+    binaries = server_binaries()
+    if binaries is None:
+        missing(
+            f"PostgreSQL (initdb, pg_ctl) is not installed (looked on PATH and {DEBIAN_BINARIES})"
+        )
+    root = Path(tempfile.mkdtemp(prefix="morpheus-pg-"))
+    for attempt in range(3):
+        server = PostgresServer(
+            root=root,
+            binaries=binaries,
+            port=_free_port(),
+            password=secrets.token_urlsafe(12),
+            user=_server_user(),
+        )
+        try:
+            server.start()
+            return server
+        except RuntimeError:
+            # Another worker may have taken the port between the probe and the start.
+            server.stop()
+            if attempt == 2:
+                raise
+            root = Path(tempfile.mkdtemp(prefix="morpheus-pg-"))
+    raise AssertionError("unreachable")
