@@ -186,6 +186,15 @@ class PostgresStore(Store):
                         db.execute(statement)
                 db.execute("UPDATE morpheus_schema SET version = ?", (target,))
 
+    def discard_old_versions(self) -> None:
+        # Rewriting the tables leaves no dead row version (a plain secret before it was
+        # encrypted) in their files; old WAL segments are recycled by the server.
+        from morpheus.secret_rows import SECRET_COLUMNS
+
+        tables = ", ".join(sorted({secret.table for secret in SECRET_COLUMNS}))
+        with postgres_errors(self.url):
+            self._db.execute(f"VACUUM FULL {tables}")
+
     def read(self, sql: str, parameters: Sequence[object] = ()) -> list[Any]:
         with postgres_errors(self.url):
             return self._db.execute(_sql(sql), parameters).fetchall()

@@ -198,6 +198,13 @@ class RegistrySettings(Section):
         "default: registry.sqlite3 in the state directory.",
     )
 
+    key_file: Path | None = Field(
+        default=None,
+        description="File (mode 0600) of the key that encrypts the registry's secrets; "
+        "MORPHEUS_REGISTRY_KEY overrides it; default: $XDG_CONFIG_HOME/morpheus/registry.key "
+        "when it exists.",
+    )
+
     @field_validator("url")
     @classmethod
     def _url_is_one_we_know(cls, url: str | None) -> str | None:
@@ -206,13 +213,6 @@ class RegistrySettings(Section):
         if url is not None:
             parse_registry_url(url, Path("."))
         return url
-
-    key_file: Path | None = Field(
-        default=None,
-        description="File (mode 0600) of the key that encrypts the registry's secrets; "
-        "MORPHEUS_REGISTRY_KEY overrides it; default: $XDG_CONFIG_HOME/morpheus/registry.key "
-        "when it exists.",
-    )
 
 
 class SecretSettings(Section):

@@ -1,12 +1,11 @@
 """The registry keeps route passwords and private keys sealed when a key is set.
 
-Real SQLite files and real Fernet keys.  The rows are read back raw, as anyone holding the
-file (or a database dump) would read them.
+Real Fernet keys, on both backends (a SQLite file and a real PostgreSQL database).  The rows
+are read back raw, as anyone holding the file (or a database dump) would read them.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from datetime import UTC, datetime
@@ -31,12 +30,12 @@ def codec(*keys: str) -> SecretCodec:
 
 
 @pytest.fixture
-def open_registry(state_dir: Path) -> Iterator[OpenRegistry]:
-    """Opens the registry in ``state_dir`` with a codec; every one opened is closed after."""
+def open_registry(registry_url: str, state_dir: Path) -> Iterator[OpenRegistry]:
+    """Opens the registry (each backend in turn) with a codec; every one opened is closed after."""
     opened: list[Registry] = []
 
     def open_with(secrets: SecretCodec) -> Registry:
-        registry = Registry.in_state_dir(state_dir, secrets=secrets)
+        registry = Registry.open(registry_url, state_dir, secrets=secrets)
         opened.append(registry)
         return registry
 
@@ -67,27 +66,29 @@ def plant_record(registry: Registry) -> tuple[str, RouteCredentials, ForestCA, d
     return forest.id, credentials, ca, node_keys
 
 
-def raw_secrets(state_dir: Path) -> list[str]:
-    with closing(sqlite3.connect(state_dir / "registry.sqlite3")) as db:
+def raw_secrets(registry_url: str, state_dir: Path) -> list[str]:
+    """The secret columns as stored, read past the codec."""
+    with closing(Registry.open(registry_url, state_dir)) as registry:
         return [
             value
             for secret in SECRET_COLUMNS
-            for _key, value in db.execute(secret.select_sql()).fetchall()
+            for _key, value in registry.store.read(secret.select_sql())
         ]
 
 
 def registry_bytes(state_dir: Path) -> bytes:
-    """The registry file and its write-ahead log, as a copy of the disk would hold them."""
+    """The registry file and its write-ahead log, as a copy of the disk would hold them
+    (nothing for a PostgreSQL registry, whose files the server keeps)."""
     return b"".join(path.read_bytes() for path in sorted(state_dir.glob("registry.sqlite3*")))
 
 
 def test_with_a_key_no_secret_is_stored_plain_and_each_reads_back(
-    open_registry: OpenRegistry, state_dir: Path
+    open_registry: OpenRegistry, registry_url: str, state_dir: Path
 ) -> None:
     registry = open_registry(codec(new_key()))
     forest_id, credentials, ca, node_keys = plant_record(registry)
     password = credentials.password.get_secret_value()
-    stored = raw_secrets(state_dir)
+    stored = raw_secrets(registry_url, state_dir)
     assert len(stored) == 4 and all(value.startswith(SEALED) for value in stored)
     on_disk = registry_bytes(state_dir)
     assert password.encode() not in on_disk
@@ -100,7 +101,7 @@ def test_with_a_key_no_secret_is_stored_plain_and_each_reads_back(
     rotated = RouteCredentials.generate()
     registry.set_route_password(forest_id, rotated)
     assert registry.route_credentials(forest_id) == rotated
-    assert rotated.password.get_secret_value() not in "".join(raw_secrets(state_dir))
+    assert rotated.password.get_secret_value() not in "".join(raw_secrets(registry_url, state_dir))
 
 
 def test_without_the_key_forests_still_list_but_secrets_do_not_open(
@@ -122,31 +123,31 @@ def test_without_the_key_forests_still_list_but_secrets_do_not_open(
 
 
 def test_a_registry_with_encrypted_secrets_takes_no_plain_or_foreign_ones(
-    open_registry: OpenRegistry, state_dir: Path
+    open_registry: OpenRegistry, registry_url: str, state_dir: Path
 ) -> None:
     key = new_key()
     plant_record(open_registry(codec(key)))
-    before = raw_secrets(state_dir)
+    before = raw_secrets(registry_url, state_dir)
     for other, match in [(codec(), "no registry key is set"), (codec(new_key()), "another key")]:
         with pytest.raises(RegistryKeyError, match=match):
             plant_record(open_registry(other))
-    assert raw_secrets(state_dir) == before
+    assert raw_secrets(registry_url, state_dir) == before
     assert len(open_registry(codec(key)).list_forests()) == 1  # nothing half-recorded
 
 
 def test_plain_rows_of_an_older_registry_read_with_a_key_and_encrypt_in_place(
-    open_registry: OpenRegistry, state_dir: Path
+    open_registry: OpenRegistry, registry_url: str, state_dir: Path
 ) -> None:
     forest_id, credentials, ca, _keys = plant_record(open_registry(codec()))
     password = credentials.password.get_secret_value()
-    assert password in raw_secrets(state_dir)  # no key: plain, in the 0600 file
+    assert password in raw_secrets(registry_url, state_dir)  # no key: plain, in the 0600 file
     key = new_key()
     registry = open_registry(codec(key))
     assert registry.route_credentials(forest_id) == credentials
     assert (registry.secret_forms().plain, registry.secret_forms().sealed) == (4, 0)
     count = registry.encrypt_secrets()
     assert (count.encrypted, count.re_encrypted) == (4, 0)
-    assert all(value.startswith(SEALED) for value in raw_secrets(state_dir))
+    assert all(value.startswith(SEALED) for value in raw_secrets(registry_url, state_dir))
     # Nothing of the old plain text is left on disk: zeroed pages, an emptied log.
     on_disk = registry_bytes(state_dir)
     assert password.encode() not in on_disk and b"PRIVATE KEY" not in on_disk
@@ -167,13 +168,15 @@ def test_a_rotated_key_re_encrypts_everything_and_the_old_key_can_go(
 
 
 def test_encrypting_with_a_key_that_opens_nothing_changes_nothing(
-    open_registry: OpenRegistry, state_dir: Path
+    open_registry: OpenRegistry, registry_url: str, state_dir: Path
 ) -> None:
     plant_record(open_registry(codec()))  # plain rows ...
     plant_record(open_registry(codec(new_key())))  # ... then sealed ones (an older key)
-    before = raw_secrets(state_dir)
+    before = raw_secrets(registry_url, state_dir)
     with pytest.raises(RegistryKeyError, match="does not open"):
         open_registry(codec(new_key())).encrypt_secrets()
-    assert raw_secrets(state_dir) == before  # one transaction: the plain rows stayed too
+    assert (
+        raw_secrets(registry_url, state_dir) == before
+    )  # one transaction: the plain rows stayed too
     with pytest.raises(RegistryKeyError, match="no registry key to encrypt with"):
         open_registry(codec()).encrypt_secrets()

@@ -21,8 +21,8 @@ from morpheus.errors import DamagedRegistryError, MorpheusError, ProviderError
 from morpheus.models import Forest, ForestStatus, Node, NodeState, NodeStatus
 from morpheus.provider import NodeHandle, Provider, installed_providers, load_provider_class
 from morpheus.registry import Registry
-from morpheus.services import registry_secrets
 from morpheus.registry_url import parse_registry_url
+from morpheus.services import registry_secrets
 from morpheus.services.drift import node_from_handle
 from morpheus.settings import Settings
 
