@@ -69,8 +69,8 @@ def run(*command: str, stdin: bytes | None = None, timeout: float = 30) -> str:
     except subprocess.TimeoutExpired as exc:
         raise LabError(f"{' '.join(command)} did not finish within {timeout} s") from exc
     if done.returncode != 0:
-        reason = done.stderr.decode(errors="replace").strip()
-        raise LabError(f"{' '.join(command)} failed ({done.returncode}): {reason}")
+        reason = (done.stderr or done.stdout).decode(errors="replace").strip()[-4000:]
+        raise LabError(f"{' '.join(command)[:200]} failed ({done.returncode}): {reason}")
     return done.stdout.decode(errors="replace")
 
 

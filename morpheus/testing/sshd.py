@@ -26,6 +26,8 @@ def start_sshd(machine: Machine, authorized_keys: Sequence[str], port: int = 22)
     machine.write_file("/root/.ssh/authorized_keys", lines.encode(), 0o600)
     machine.run("chmod", "700", "/root/.ssh")
     config = [
+        # First, as on Debian: the node's own drop-ins (first value wins in sshd_config).
+        "Include /etc/ssh/sshd_config.d/*.conf",
         f"Port {port}",
         "ListenAddress ::",
         "ListenAddress 0.0.0.0",

@@ -2,26 +2,16 @@
 
 :class:`SimulatedCloud` watches a :class:`FakeHetzner`. When one of its servers is running it
 boots a machine with the server's addresses (``<prefix>::1`` of its IPv6 /64, its IPv4 if it
-has one) and applies the server's user-data the way cloud-init would for what matters here:
-
-- ``bootcmd`` runs as written (Morpheus's writes the node firewall and loads it with ``nft``
-  in the machine's namespace: the real rendered rules filter everything below);
-- ``write_files`` are written with their permissions and owners; ``ssh_keys`` become the
-  machine's host keys (without them sshd gets a generated one, as on a stock image);
-- the project SSH keys the server was created with are root's ``authorized_keys`` (what
-  Hetzner's own metadata does), and a real OpenSSH sshd serves them;
-- instead of ``runcmd`` (the bootstrap installs nats-server from the network and starts it
-  with systemd) the venv's nats-server runs with the delivered ``/etc/nats/nats.conf``.
-
-When the server disappears from the fake its machine is shut down. Anything that goes wrong
-while booting is kept in ``failures`` and raised by :meth:`check` (the fixture calls it).
+has one) and runs the server's first boot from its user-data, with the project SSH keys it was
+created with as root's ``authorized_keys`` (what Hetzner's metadata does): see
+:func:`morpheus.testing.first_boot.first_boot` for what is real and what stands in. When the
+server disappears from the fake its machine is shut down. Anything that goes wrong while
+booting is kept in ``failures`` and raised by :meth:`SimulatedCloud.check`.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import gzip
 import ipaddress
 import json
 import socket
@@ -32,29 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import yaml
 from fakeapi import FakeHetzner, FakeServer
 
-from morpheus.testing.nats import nats_server_binary
-from morpheus.testing.netns import Lab, Machine, call_in
-from morpheus.testing.sshd import start_sshd
+from morpheus.testing.first_boot import first_boot
+from morpheus.testing.netns import Lab, LabError, Machine, call_in
 
 NATS_CONF = "/etc/nats/nats.conf"
-_HOST_KEY_FILES = {
-    "ed25519": "/etc/ssh/ssh_host_ed25519_key",
-    "ecdsa": "/etc/ssh/ssh_host_ecdsa_key",
-    "rsa": "/etc/ssh/ssh_host_rsa_key",
-}
-
-
-def _content(entry: dict[str, Any]) -> bytes:
-    raw = entry.get("content", "")
-    encoding = entry.get("encoding", "text/plain")
-    if encoding in ("gz+b64", "gzip+base64", "gz+base64", "gzip+b64"):
-        return gzip.decompress(base64.b64decode(raw))
-    if encoding in ("b64", "base64"):
-        return base64.b64decode(raw)
-    return str(raw).encode()
+NATS_LOG = "/var/log/nats.service.log"
 
 
 @dataclass
@@ -64,9 +38,9 @@ class SimulatedCloud:
     fake: FakeHetzner
     lab: Lab
     ssh_port: int = 22
-    machines: dict[int, Machine] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
-    _failed: set[int] = field(default_factory=set)
+    booted: dict[int, str] = field(default_factory=dict)  # server id: machine name
+    _boots: dict[int, threading.Thread] = field(default_factory=dict)
     _stopping: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -79,6 +53,8 @@ class SimulatedCloud:
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout=60)
+        for boot in self._boots.values():
+            boot.join(timeout=60)
 
     def check(self) -> None:
         if self.failures:
@@ -87,55 +63,42 @@ class SimulatedCloud:
     def _watch(self) -> None:
         while not self._stopping.wait(0.02):
             servers = self.fake.servers
-            for server_id in [i for i in self.machines if i not in servers]:
-                self.lab.remove(self.machines.pop(server_id).name)
+            for server_id, boot in list(self._boots.items()):
+                if server_id not in servers and not boot.is_alive():
+                    del self._boots[server_id]
+                    self.booted.pop(server_id, None)
+                    self.lab.remove(boot.name)
             for server in servers.values():
-                if server.id in self.machines or server.id in self._failed:
-                    continue
-                if server.status != "running":
-                    continue
-                try:
-                    self.machines[server.id] = self._boot(server)
-                except Exception as exc:
-                    self._failed.add(server.id)
-                    self.failures.append(f"{server.name}: {exc}")
-                    self.lab.remove(server.name)
+                if server.id not in self._boots and server.status == "running":
+                    boot = threading.Thread(target=self._boot, args=(server,), name=server.name)
+                    self._boots[server.id] = boot
+                    boot.start()
 
-    # -- booting ---------------------------------------------------------------------
-
-    def _boot(self, server: FakeServer) -> Machine:
-        ips = self.fake.primary_ips
-        ipv6 = []
-        if server.ipv6_id is not None:
-            network = ipaddress.IPv6Network(ips[server.ipv6_id].ip)
-            ipv6.append(ipaddress.IPv6Interface(f"{network[1]}/{network.prefixlen}"))
-        ipv4 = [ipaddress.IPv4Address(ips[server.ipv4_id].ip)] if server.ipv4_id else []
-        machine = self.lab.machine(server.name, ipv6=ipv6, ipv4=ipv4)
-        config = yaml.safe_load(server.user_data or "#cloud-config\n") or {}
-        for command in config.get("bootcmd", []):
-            machine.run(*(command if isinstance(command, list) else ["sh", "-c", command]))
-        for entry in config.get("write_files", []):
-            machine.write_file(
-                entry["path"],
-                _content(entry),
-                int(str(entry.get("permissions", "0644")), 8),
-                entry.get("owner", "root:root"),
-            )
-        for kind, path in _HOST_KEY_FILES.items():
-            keys = config.get("ssh_keys") or {}
-            if f"{kind}_private" in keys:
-                machine.write_file(path, keys[f"{kind}_private"].encode(), 0o600)
-                machine.write_file(f"{path}.pub", keys[f"{kind}_public"].encode(), 0o644)
-        project_keys = self.fake.ssh_keys
-        start_sshd(machine, [project_keys[i].public_key for i in server.ssh_keys], self.ssh_port)
-        machine.run("test", "-f", NATS_CONF)
-        machine.spawn("nats", str(nats_server_binary()), "-c", NATS_CONF)
-        return machine
+    def _boot(self, server: FakeServer) -> None:
+        try:
+            ips = self.fake.primary_ips
+            ipv6 = []
+            if server.ipv6_id is not None:
+                network = ipaddress.IPv6Network(ips[server.ipv6_id].ip)
+                ipv6.append(ipaddress.IPv6Interface(f"{network[1]}/{network.prefixlen}"))
+            ipv4 = [ipaddress.IPv4Address(ips[server.ipv4_id].ip)] if server.ipv4_id else []
+            machine = self.lab.machine(server.name, ipv6=ipv6, ipv4=ipv4)
+            keys = self.fake.ssh_keys
+            authorized = [keys[i].public_key for i in server.ssh_keys]
+            first_boot(machine, server.user_data or "", authorized, ssh_port=self.ssh_port)
+            self.booted[server.id] = server.name
+        except (LabError, KeyError, OSError, ValueError) as exc:
+            self.failures.append(f"{server.name}: {exc}")
 
     # -- looking at the nodes ---------------------------------------------------------
 
     def machine(self, name: str) -> Machine:
         return self.lab.machines[name]
+
+    def nats_log(self, name: str) -> str:
+        with contextlib.suppress(LabError, KeyError):
+            return self.machine(name).read_file(NATS_LOG).decode(errors="replace")
+        return ""
 
     def monitor(self, name: str, endpoint: str) -> dict[str, Any] | None:
         """``/endpoint`` of node ``name``'s NATS monitoring, asked from the operator's side

@@ -87,6 +87,8 @@ def config(fake_hetzner: FakeHetzner, operator_key: Path) -> dict[str, Any]:
     """config.yaml in the working directory (written by :func:`morpheus`)."""
     return {
         "infrastructure": {"admin_sources": [ADMIN_SOURCE]},
+        # The simulated image has nats-server (first_boot.py): nothing is downloaded.
+        "integration": {"nats_install": False},
         "provisioning": {"readiness_timeout": READINESS_TIMEOUT, "readiness_interval": 0.2},
         "providers": {
             "hetzner": {
@@ -113,9 +115,9 @@ def morpheus(lab: Lab, config: dict[str, Any], *args: str) -> subprocess.Complet
     )
 
 
-def plant(lab: Lab, config: dict[str, Any], size: str) -> dict[str, Any]:
-    result = morpheus(lab, config, "plant", "hetzner", size, "--yes", "-o", "json")
-    assert result.returncode == 0, result.stdout + result.stderr
+def plant(cloud: SimulatedCloud, config: dict[str, Any], size: str) -> dict[str, Any]:
+    result = morpheus(cloud.lab, config, "plant", "hetzner", size, "--yes", "-o", "json")
+    assert result.returncode == 0, f"{result.stdout}{result.stderr}; boots: {cloud.failures}"
     return dict(json.loads(result.stdout))
 
 
@@ -174,7 +176,7 @@ def assert_tls_mesh(cloud: SimulatedCloud, names: list[str]) -> None:
         seen = {
             name: sorted({r["remote_name"] for r in routes_of(cloud, name) or []}) for name in names
         }
-        logs = {name: cloud.machine(name).log("nats")[-1500:] for name in names}
+        logs = {name: cloud.nats_log(name)[-1500:] for name in names}
         raise AssertionError(f"no full mesh: routes to {seen}; logs {logs}") from None
     for name in names:
         assert_routes_are_tls(cloud, name)
@@ -190,8 +192,7 @@ def node_names(fake: FakeHetzner) -> list[str]:
 def test_a_planted_forest_meshes_over_tls_behind_its_node_firewalls(
     lab: Lab, cloud: SimulatedCloud, config: dict[str, Any], fake_hetzner: FakeHetzner
 ) -> None:
-    planted = plant(lab, config, "medium")
-
+    planted = plant(cloud, config, "medium")
     cloud.check()
     names = node_names(fake_hetzner)
     assert len(names) == 3, planted
@@ -200,7 +201,11 @@ def test_a_planted_forest_meshes_over_tls_behind_its_node_firewalls(
         machine = cloud.machine(name)
         # The rendered firewall is what filters the node, and the route key stayed private.
         assert "table inet morpheus" in machine.run("nft", "list", "ruleset")
-        assert machine.run("stat", "-c", "%a", "/etc/nats/tls/node-key.pem").strip() == "600"
+        assert machine.run("stat", "-c", "%a %U", "/etc/nats/tls/node-key.pem") == "600 nats\n"
+        # The real bootstrap ran to its end and started nats-server as nats.service says.
+        assert '"ready_at"' in machine.read_file("/var/lib/morpheus/ready").decode()
+        pid = machine.read_file("/run/simulated-systemd/nats.service.pid").decode().strip()
+        assert machine.run("stat", "-c", "%U", f"/proc/{pid}") == "nats\n"
         # sshd answers from the admin source with the node's own host key (never this host's).
         scan = subprocess.run(
             lab.command("ssh-keyscan", "-T", "10", "-t", "ed25519", machine.host),
@@ -227,7 +232,7 @@ def test_a_forest_whose_every_node_moved_location_still_meshes(
     fake_hetzner.before("POST", "/servers", lambda: fake_hetzner.set_location_unavailable("fsn1"))
     config["provisioning"]["readiness_timeout"] = 40  # healthy in well under 20 s when fixed
 
-    plant(lab, config, "medium")
+    plant(cloud, config, "medium")
 
     cloud.check()
     assert {s.location for s in fake_hetzner.servers.values()} == {"nbg1"}
@@ -279,7 +284,7 @@ def delete_server_in_the_console(lab: Lab, fake: FakeHetzner, name: str) -> None
 def test_a_stranger_on_a_released_address_gets_no_password_and_cannot_join(
     lab: Lab, cloud: SimulatedCloud, config: dict[str, Any], fake_hetzner: FakeHetzner
 ) -> None:
-    planted = plant(lab, config, "medium")
+    planted = plant(cloud, config, "medium")
     cloud.check()
     names = node_names(fake_hetzner)
     assert_tls_mesh(cloud, names)
