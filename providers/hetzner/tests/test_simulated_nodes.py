@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -30,7 +31,7 @@ from simulated_cloud import NATS_CONF, Recorder, SimulatedCloud, wait_for
 from morpheus.pki import ForestCA
 from morpheus.testing.cli import cli_environment
 from morpheus.testing.nats import nats_server_binary
-from morpheus.testing.netns import Lab, Machine, require_lab
+from morpheus.testing.netns import Lab, Machine, call_in, require_lab
 from morpheus.testing.sshd import HOST_KEY
 
 #: Raft elections on a loaded machine can take several seconds: readiness gets a real bound.
@@ -238,6 +239,79 @@ def test_a_forest_whose_every_node_moved_location_still_meshes(
     assert {s.location for s in fake_hetzner.servers.values()} == {"nbg1"}
     names = node_names(fake_hetzner)
     assert_tls_mesh(cloud, names)
+
+
+def route_hosts(conf: str) -> set[str]:
+    """The hosts of the route URLs in a nats.conf."""
+    return set(re.findall(r'"nats-route://[^"@]*@?\[([0-9a-f:]+)\]:\d+"', conf))
+
+
+def firewall_peers(machine: Machine) -> list[ipaddress.IPv6Network]:
+    """The node firewall's IPv6 route peers, as loaded in the machine's kernel."""
+    listed = machine.run("nft", "-j", "list", "set", "inet", "morpheus", "peers_v6")
+    elements = json.loads(listed)["nftables"][1]["set"].get("elem", [])
+    return [
+        ipaddress.IPv6Network(f"{e['prefix']['addr']}/{e['prefix']['len']}")
+        if isinstance(e, dict)
+        else ipaddress.IPv6Network(e)
+        for e in elements
+    ]
+
+
+def admits_exactly(peers: list[ipaddress.IPv6Network], hosts: set[str]) -> bool:
+    """Each peer entry is a node's address (or its /64) and each node has one."""
+    addresses = [ipaddress.IPv6Address(h) for h in hosts]
+    return (
+        all(p.prefixlen >= 64 for p in peers)
+        and all(any(a in p for p in peers) for a in addresses)
+        and all(any(a in p for a in addresses) for p in peers)
+    )
+
+
+def reaches(lab: Lab, namespace: str, host: str, port: int) -> bool:
+    """Whether a TCP connection from ``namespace`` to ``host``:``port`` is accepted."""
+
+    def connect() -> bool:
+        try:
+            socket.create_connection((host, port), timeout=3).close()
+        except OSError:
+            return False
+        return True
+
+    return call_in(namespace, connect)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 12 (failures 2 and 4): the other nodes keep the deleted node's route and "
+    "their firewalls admit routes from anywhere (no reconfiguration of running nodes yet)",
+)
+def test_a_reconciled_forest_routes_and_admits_exactly_its_nodes(
+    lab: Lab, cloud: SimulatedCloud, config: dict[str, Any], fake_hetzner: FakeHetzner
+) -> None:
+    planted = plant(cloud, config, "medium")
+    cloud.check()
+    names = node_names(fake_hetzner)
+    gone = names.pop()
+    delete_server_in_the_console(lab, fake_hetzner, gone)
+    reconciled = morpheus(lab, config, "reconcile", planted["forest"]["id"], "--yes")
+    assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
+
+    hosts = {cloud.machine(name).host for name in names}
+    assert_tls_mesh(cloud, names)
+    for name in names:
+        machine = cloud.machine(name)
+        assert route_hosts(machine.read_file(NATS_CONF).decode()) == hosts, name
+        assert admits_exactly(firewall_peers(machine), hosts), (name, firewall_peers(machine))
+        # Port 6222 answers the forest's nodes only: not the operator (an admin source).
+        others = [cloud.machine(n) for n in names if n != name]
+        assert all(reaches(lab, o.namespace, machine.host, 6222) for o in others)
+        assert not reaches(lab, lab.operator, machine.host, 6222)
+    (firewall,) = fake_hetzner.firewalls.values()
+    (routes,) = [rule for rule in firewall.rules if rule["port"] == "6222"]
+    assert {ipaddress.ip_network(n)[1] for n in routes["source_ips"]} == {
+        ipaddress.ip_address(h) for h in hosts
+    }
 
 
 # -- a stranger on a released address ------------------------------------------------------------
