@@ -12,6 +12,7 @@ cloud SDKs) are translated into these once, at the boundary, with ``raise ... fr
     ├── RegistryError             the state database cannot be used
     │   └── DamagedRegistryError  damaged, or lost beside live forests: `registry rebuild`
     ├── RegistryKeyError          exit 3: the registry key is missing, unreadable or wrong
+    ├── OtherHostForestError      exit 4: a local forest of another host (shown, not changed)
     ├── ProviderNotFoundError     no installed provider with that name
     ├── ProviderError             a provider failed (API, process, platform); ``.code``
     │   └── PreflightError        a check before creating anything failed
@@ -64,6 +65,13 @@ class RegistryError(MorpheusError):
 
 class DamagedRegistryError(RegistryError):
     """The registry is damaged, or missing or empty while forests remain: rebuild it."""
+
+
+class OtherHostForestError(MorpheusError):
+    """A forest whose nodes run on another host (a local forest in a shared registry):
+    this host may list and show it, never change it."""
+
+    exit_code = 4
 
 
 class RegistryKeyError(MorpheusError):

@@ -104,6 +104,8 @@ class Forest(BaseModel):
     cluster_name: str
     credentials_ref: str
     run_id: str
+    #: The host a local forest's nodes run on (``hostname:state-id``); None for a cloud forest.
+    host: str | None = None
 
 
 class Node(BaseModel):

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from morpheus.boot_report import failure_in_reply
 from morpheus.errors import MorpheusError
 from morpheus.load import ForestLoad, NodeSample, aggregate, clamp_percent
 from morpheus.models import Node, host_for_url
@@ -115,15 +114,11 @@ class _EndpointError(Exception):
     no good (worth naming the endpoint) from no answer at all (a fact about the node).
     """
 
-    def __init__(
-        self, path: str, reason: str, *, answered: bool, boot_failure: str | None = None
-    ) -> None:
+    def __init__(self, path: str, reason: str, *, answered: bool) -> None:
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
         self.answered = answered
-        #: What a failed bootstrap's responder said in place of NATS (``failure_in_reply``).
-        self.boot_failure = boot_failure
 
 
 class _OutOfFiles(Exception):
@@ -165,13 +160,7 @@ class _Asker:
 
 def _parse(path: str, reply: Reply, model: type[_ReplyT]) -> _ReplyT:
     if reply.status != 200:
-        failure = failure_in_reply(reply.body)
-        raise _EndpointError(
-            path,
-            f"HTTP {reply.status}",
-            answered=True,
-            boot_failure=failure.describe() if failure is not None else None,
-        )
+        raise _EndpointError(path, f"HTTP {reply.status}", answered=True)
     try:
         data: Any = json.loads(reply.body)
     except (ValueError, RecursionError) as exc:
@@ -211,16 +200,13 @@ async def _poll_node(ask: _Asker, target: MonitorTarget) -> NodeSample:
         raise _OutOfFiles
     healthy = health_result if isinstance(health_result, bool) else None
     if isinstance(varz_result, _EndpointError):
-        # No answer at all is a fact about the node; a bad answer names the endpoint; a
-        # failed bootstrap answering in NATS's place says why.
-        error = str(varz_result) if varz_result.answered else varz_result.reason
+        # No answer at all is a fact about the node; a bad answer names the endpoint.
         return NodeSample(
             node_name=target.node_name,
             url=ask.base,
             reachable=False,
-            error=varz_result.boot_failure or error,
+            error=str(varz_result) if varz_result.answered else varz_result.reason,
             healthy=healthy,
-            boot_failure=varz_result.boot_failure,
         )
 
     varz, latency_ms = varz_result

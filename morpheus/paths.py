@@ -62,3 +62,28 @@ def lost_registry_error(path: Path, forests: Sequence[str], state: str) -> Damag
         f"the registry {path} is {state}, but forests remain in {path.parent} ({shown}); "
         "run `morpheus registry rebuild` to recover them"
     )
+
+
+def host_identity(state_dir: Path) -> str:
+    """This host as a shared registry records a local forest's: ``hostname:id``.
+
+    The id (8 hex digits) is made once and kept in ``state_dir/host-id``: the local
+    provider's nodes live in the state directory, so two state directories on one machine
+    are two hosts, and a machine renamed keeps its forests.  Not written until asked for.
+    """
+    import secrets
+    import socket
+
+    path = state_dir / "host-id"
+    try:
+        found = path.read_text().strip()
+    except OSError:
+        found = ""
+    if len(found) != 8 or not all(c in "0123456789abcdef" for c in found):
+        found = secrets.token_hex(4)
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path.write_text(found + "\n")
+        except OSError:
+            pass  # a read-only state directory: still one id for this process
+    return f"{socket.gethostname()}:{found}"

@@ -71,6 +71,7 @@ def forest_from(row: Row) -> Forest:
             cluster_name=_id(row, "forests", key, "cluster_name"),
             credentials_ref=_text(row["credentials_ref"]) or "",
             run_id=_id(row, "forests", key, "run_id"),
+            host=_text(row["host"]),
         )
     except (ValueError, ValidationError, LookupError) as exc:
         if isinstance(exc, DamagedRegistryError):

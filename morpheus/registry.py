@@ -14,32 +14,27 @@ into one ``RegistryError`` and rolls the transaction back.  Rows read back are c
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from difflib import get_close_matches
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import SecretStr
-
-from morpheus.errors import ConfigError, DamagedRegistryError, ForestNotFoundError, RegistryError
+from morpheus.errors import (
+    ConfigError,
+    ForestNotFoundError,
+    OtherHostForestError,
+    RegistryError,
+)
 from morpheus.fields import Peer, RouteCredentials
 from morpheus.models import Event, Forest, ForestStatus, Node, NodeStatus
+from morpheus.paths import host_identity
 from morpheus.records import event_from, forest_from, node_from
+from morpheus.registry_credentials import CredentialRecords
 from morpheus.safe_text import printable
 from morpheus.secret_codec import SecretCodec
-from morpheus.secret_rows import (
-    CA_KEY,
-    NODE_KEY,
-    ROUTE_PASSWORD,
-    SecretCount,
-    check_writable,
-    count_secrets,
-    encrypt_secrets,
-)
 from morpheus.sqlite_schema import (
     SCHEMA_VERSION,
     insert_forest,
@@ -48,10 +43,10 @@ from morpheus.sqlite_schema import (
     node_details,
     plan_nodes,
 )
-from morpheus.store import ForestLock, Row, Store, Transaction
+from morpheus.store import ForestLock, Store, Transaction
 
 if TYPE_CHECKING:
-    from morpheus.pki import ForestCA, NodeCertificate
+    from morpheus.pki import ForestCA
 
 __all__ = ["SCHEMA_VERSION", "ForestLock", "Registry", "utcnow"]
 
@@ -59,14 +54,18 @@ __all__ = ["SCHEMA_VERSION", "ForestLock", "Registry", "utcnow"]
 LOCK_TIMEOUT = 600.0
 
 
-class Registry:
+class Registry(CredentialRecords):
     """The state database, in whichever ``Store`` holds it."""
 
-    def __init__(self, store: Store, *, secrets: SecretCodec | None = None) -> None:
+    def __init__(
+        self, store: Store, *, secrets: SecretCodec | None = None, host: str | None = None
+    ) -> None:
         self.store = store
         #: Route passwords and private keys go through it (sealed when a key is set).
         self.secrets = SecretCodec.without_key() if secrets is None else secrets
         self._secrets_checked = False
+        #: This host, as local forests record it (``morpheus.paths.host_identity``).
+        self.host = host
 
     @classmethod
     def open(
@@ -84,14 +83,15 @@ class Registry:
             where = parse_registry_url(url, state_dir)
         except ValueError as exc:
             raise ConfigError(f"registry.url: {exc}") from None
+        host = host_identity(state_dir)
         if where.backend == POSTGRESQL:
             from morpheus.postgres_store import PostgresStore
 
-            return cls(PostgresStore(where.url), secrets=secrets)
+            return cls(PostgresStore(where.url), secrets=secrets, host=host)
         from morpheus.sqlite_store import SqliteStore
 
         assert where.path is not None
-        return cls(SqliteStore(where.path, recover=recover), secrets=secrets)
+        return cls(SqliteStore(where.path, recover=recover), secrets=secrets, host=host)
 
     @classmethod
     def in_state_dir(
@@ -100,7 +100,8 @@ class Registry:
         """The SQLite registry file in ``state_dir`` (the default)."""
         from morpheus.sqlite_store import SqliteStore
 
-        return cls(SqliteStore(state_dir / "registry.sqlite3", recover=recover), secrets=secrets)
+        store = SqliteStore(state_dir / "registry.sqlite3", recover=recover)
+        return cls(store, secrets=secrets, host=host_identity(state_dir))
 
     def close(self) -> None:
         self.store.close()
@@ -121,15 +122,21 @@ class Registry:
         """Hold the cross-process lock for work on one forest (plant, grow, teardown).
 
         When another process holds it, ``on_wait`` is told once, before the wait begins.
+        A local forest of another host is refused (``OtherHostForestError``).
         """
+        rows = self._rows("SELECT host FROM forests WHERE id = ?", (forest_id,))
+        if rows:
+            self.check_changeable(forest_id, rows[0][0])
         return self.store.forest_lock(forest_id, timeout, on_wait)
 
-    def _rows(self, sql: str, parameters: Sequence[object] = ()) -> list[Row]:
-        return self.store.read(sql, parameters)
-
-    def _write(self) -> AbstractContextManager[Transaction]:
-        """One transaction: committed whole, or rolled back whole."""
-        return self.store.transaction()
+    def check_changeable(self, forest_id: str, host: str | None) -> None:
+        """Refuse to change a forest whose nodes run on another host (shown, not changed)."""
+        if host is not None and self.host is not None and host != self.host:
+            shown = printable(host)[:120]
+            raise OtherHostForestError(
+                f"{forest_id} is a local forest of host {shown}: its nodes run there, so "
+                f"only that host changes it (this one is {self.host}); run the command there"
+            )
 
     # forests -------------------------------------------------------------------------
 
@@ -144,12 +151,14 @@ class Registry:
         now: datetime,
         planned_nodes: int = 0,
         ca: ForestCA | None = None,
+        local: bool = False,
     ) -> Forest:
         """Record a new forest under an id that no other forest has, even one made this second.
 
         Its first ``planned_nodes`` nodes are recorded as planned in the same transaction, so
         a failed write leaves no half-recorded forest.  ``ca`` (the forest's route CA) is
-        kept beside the route password, in this 0600 file.
+        kept beside the route password, in this 0600 file.  A ``local`` forest (its nodes
+        on this host) records this host.
         """
         base = f"forest-{int(now.timestamp())}"
         with self._write() as db:
@@ -174,6 +183,7 @@ class Registry:
                 cluster_name=forest_id,
                 credentials_ref=f"registry:route_credentials/{forest_id}",
                 run_id=run_id,
+                host=self.host if local else None,
             )
             insert_forest(db, forest, credentials, ca, self._sealer(db), next_node_index=1)
             self._event(db, forest_id, now, "planting", f"planting {size} forest on {provider}")
@@ -246,104 +256,6 @@ class Registry:
             db.execute("DELETE FROM node_credentials WHERE forest_id = ?", (forest_id,))
             db.execute("DELETE FROM route_credentials WHERE forest_id = ?", (forest_id,))
             db.execute("DELETE FROM forests WHERE id = ?", (forest_id,))
-
-    def route_credentials(self, forest_id: str) -> RouteCredentials:
-        rows = self._rows(
-            "SELECT username, password FROM route_credentials WHERE forest_id = ?", (forest_id,)
-        )
-        if not rows:
-            raise RegistryError(f"forest {forest_id} has no route credentials recorded")
-        password = self.secrets.open(rows[0][1], ROUTE_PASSWORD.what(forest_id))
-        try:
-            return RouteCredentials(username=rows[0][0], password=SecretStr(password))
-        except ValueError:
-            raise DamagedRegistryError(
-                f"the route credentials of {forest_id} in the registry are damaged"
-            ) from None
-
-    def set_route_password(self, forest_id: str, credentials: RouteCredentials) -> None:
-        """Replace the forest's route user and password (``rotate``)."""
-        with self._write() as db:
-            password = self._sealer(db).seal(credentials.password.get_secret_value())
-            cursor = db.execute(
-                "UPDATE route_credentials SET username = ?, password = ? WHERE forest_id = ?",
-                (credentials.username, password, forest_id),
-            )
-            if cursor.rowcount != 1:
-                raise RegistryError(f"forest {forest_id} has no route credentials recorded")
-
-    def forest_ca(self, forest_id: str) -> ForestCA | None:
-        """The forest's route CA; None for a forest recorded before routes used TLS."""
-        from morpheus.pki import ForestCA
-
-        rows = self._rows(
-            "SELECT ca_cert, ca_key FROM route_credentials WHERE forest_id = ?", (forest_id,)
-        )
-        if not rows or rows[0][0] is None:
-            return None
-        key = self.secrets.open(rows[0][1], CA_KEY.what(forest_id))
-        return ForestCA(cert=rows[0][0], key=SecretStr(key))
-
-    def node_certificate(self, node_id: str) -> NodeCertificate | None:
-        from morpheus.pki import NodeCertificate
-
-        rows = self._rows(
-            "SELECT cert, key, addresses FROM node_credentials WHERE node_id = ?", (node_id,)
-        )
-        if not rows:
-            return None
-        key = self.secrets.open(rows[0][1], NODE_KEY.what(node_id))
-        return NodeCertificate(
-            cert=rows[0][0], key=SecretStr(key), addresses=tuple(json.loads(rows[0][2]))
-        )
-
-    def save_node_certificate(
-        self, forest_id: str, node_id: str, certificate: NodeCertificate
-    ) -> None:
-        """Keep a node's route certificate and key (replacing any it had)."""
-        with self._write() as db:
-            key = self._sealer(db).seal(certificate.key.get_secret_value())
-            db.execute(
-                "INSERT INTO node_credentials (node_id, forest_id, cert, key, addresses)"
-                " VALUES (?,?,?,?,?) ON CONFLICT (node_id) DO UPDATE SET"
-                " forest_id = excluded.forest_id, cert = excluded.cert, key = excluded.key,"
-                " addresses = excluded.addresses",
-                (
-                    node_id,
-                    forest_id,
-                    certificate.cert,
-                    key,
-                    json.dumps(list(certificate.addresses)),
-                ),
-            )
-
-    # secrets at rest -----------------------------------------------------------------
-
-    def _sealer(self, db: Transaction) -> SecretCodec:
-        """The codec to write a secret with, once checked against the secrets stored: none
-        is added that the registry's other users could not read."""
-        if not self._secrets_checked:
-            check_writable(db, self.secrets, self.store.location)
-            self._secrets_checked = True
-        return self.secrets
-
-    def check_secrets(self, forest_id: str) -> None:
-        """Raise ``RegistryKeyError`` now, before anything changes, if the forest's secrets
-        cannot be read with the configured key (grow, reconcile)."""
-        self.route_credentials(forest_id)
-        self.forest_ca(forest_id)
-
-    def secret_forms(self) -> SecretCount:
-        """How the stored secrets are kept (``registry key check``)."""
-        return count_secrets(self._rows, self.secrets)
-
-    def encrypt_secrets(self) -> SecretCount:
-        """Seal every stored secret with the first registry key, in one transaction; then
-        the store forgets the versions it replaced (their plain text, on SQLite)."""
-        with self._write() as db:
-            count = encrypt_secrets(db, self.secrets)
-        self.store.discard_old_versions()
-        return count
 
     # nodes ---------------------------------------------------------------------------
 

@@ -69,6 +69,8 @@ def masked_url(url: str) -> str:
     """``url`` with any password (in the user part or a ``password=`` parameter) as ***."""
     try:
         parts = urlsplit(url)
+        if parts.password is None and "password" not in parts.query.lower():
+            return url
         netloc = parts.netloc
         if parts.password is not None:
             user, _, host = netloc.rpartition("@")

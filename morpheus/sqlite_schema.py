@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from morpheus.secret_codec import SecretCodec
     from morpheus.store import Transaction
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE forests (
@@ -82,7 +82,25 @@ CREATE TABLE node_credentials (
     addresses TEXT NOT NULL
 );
 """,
+    # Local forests in a shared registry: the host their nodes run on (NULL: a cloud forest,
+    # or one recorded before, which the host that migrates the registry adopts).
+    3: """
+ALTER TABLE forests ADD COLUMN host TEXT;
+""",
 }
+
+
+#: Every table holding a forest's rows, with the column naming the forest, parents first:
+#: ``registry migrate`` copies exactly these.  A migration that adds a table adds it here.
+FOREST_TABLES = (
+    ("forests", "id"),
+    ("nodes", "forest_id"),
+    ("route_credentials", "forest_id"),
+    ("node_credentials", "forest_id"),
+    ("events", "forest_id"),
+)
+#: Columns the target numbers itself (an event's id; the order is kept).
+GENERATED_COLUMNS = {"events": "id"}
 
 
 def migration_steps(version: int) -> list[tuple[int, str]]:
@@ -136,8 +154,8 @@ def insert_forest(
     the secrets among them sealed by ``secrets``."""
     db.execute(
         "INSERT INTO forests (id, provider, size, location, status, created_at,"
-        " last_expansion, cluster_name, credentials_ref, run_id, next_node_index)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        " last_expansion, cluster_name, credentials_ref, run_id, next_node_index, host)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             forest.id,
             forest.provider,
@@ -150,6 +168,7 @@ def insert_forest(
             forest.credentials_ref,
             forest.run_id,
             next_node_index,
+            forest.host,
         ),
     )
     db.execute(

@@ -521,7 +521,7 @@ def test_a_crafted_forest_row_never_reaches_the_file_system(
         db.execute("PRAGMA foreign_keys = OFF")
         db.execute(
             "INSERT INTO forests SELECT ?, provider, size, location, status, created_at,"
-            " last_expansion, cluster_name, credentials_ref, run_id, next_node_index"
+            " last_expansion, cluster_name, credentials_ref, run_id, next_node_index, host"
             " FROM forests WHERE id = ?",
             (crafted, forest),
         )

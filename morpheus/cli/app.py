@@ -88,6 +88,7 @@ def root(
 ) -> None:
     """Plant and tend forests of clustered NATS + NimsForest nodes."""
     ctx.obj = State(config, quiet)
+    ctx.call_on_close(ctx.obj.close)
 
 
 app.command()(plant.plant)

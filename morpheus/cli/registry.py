@@ -1,4 +1,5 @@
-"""`morpheus registry …`: recover the registry, and look after the key of its secrets."""
+"""`morpheus registry …`: recover the registry, look after the key of its secrets, show where
+it is and move it (``morpheus.cli.registry_move``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from morpheus.cli import output as out
+from morpheus.cli import registry_move
 from morpheus.cli.options import OutputFormat, OutputOption
 from morpheus.cli.session import show_warnings, state_of
 
@@ -23,6 +25,8 @@ key_app = typer.Typer(
     no_args_is_help=True,
 )
 registry_app.add_typer(key_app, name="key")
+registry_app.command("info")(registry_move.info)
+registry_app.command("migrate")(registry_move.migrate)
 
 
 @registry_app.command("rebuild")

@@ -40,6 +40,11 @@ class State:
             self._context = Context.open(loaded.settings, state_dir(), notice=self.notice)
         return self._context
 
+    def close(self) -> None:
+        """Close the registry the command opened (a database connection, a file)."""
+        if self._context is not None:
+            self._context.registry.close()
+
     def notice(self, words: str) -> None:
         """Something the operator should know while a command works (not with --quiet)."""
         if not self.quiet:

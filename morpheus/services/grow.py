@@ -93,6 +93,8 @@ def assess(
 ) -> Assessment:
     """Poll every active node of the forest and decide; changes nothing."""
     forest = ctx.registry.get_forest(forest_id)
+    # Another host's local nodes are not reachable from here: say so before polling them.
+    ctx.registry.check_changeable(forest.id, forest.host)
     nodes = [n for n in ctx.registry.nodes(forest.id) if n.status == NodeStatus.ACTIVE]
     samples = asyncio.run(poll_nodes(_targets(nodes), per_node_timeout=per_node_timeout))
     load = aggregate(samples)

@@ -145,6 +145,8 @@ def plant(
         # Named by the run that planted the forest: the forest id is chosen on recording.
         ca=ForestCA.generate(run_id, ctx.clock()),
         planned_nodes=plant_plan.node_count,
+        # Nodes on this machine: in a shared registry, only this host may change them.
+        local=not provider.costs_money,
     )
     with ctx.registry.forest_lock(forest.id, on_wait=ctx.notice) as lock:
         try:

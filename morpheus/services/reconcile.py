@@ -194,6 +194,7 @@ def refresh_all(ctx: Context) -> dict[str, Drift | str]:
     results: dict[str, Drift | str] = {}
     for forest in ctx.registry.list_forests():
         try:
+            ctx.registry.check_changeable(forest.id, forest.host)
             handles = ctx.provider(forest.provider).list_nodes(forest.id)
         except MorpheusError as exc:
             results[forest.id] = str(exc)

@@ -36,24 +36,35 @@ def forest_status(ctx: Context, forest_id: str, *, timeout: float = 3.0) -> Fore
     notes: list[str] = []
     handles: dict[str, NodeHandle] = {}
     platform_ok = True
-    try:
-        provider = ctx.provider(forest.provider)
-        handles = {handle.node_id: handle for handle in provider.list_nodes(forest.id)}
-        notes.extend(provider.status_notes())
-    except MorpheusError as exc:
+    elsewhere = forest.host is not None and forest.host != ctx.registry.host
+    if elsewhere:
+        # Its nodes are another machine's processes: this one can only show the record.
         platform_ok = False
-        notes.append(f"provider {forest.provider} could not be asked: {exc}")
+        notes.append(
+            f"a local forest of host {forest.host}: shown as recorded; only that host can see "
+            "or change its nodes"
+        )
     else:
-        # Read-only: shown as a refresh would record it; `list --refresh` or `reconcile`
-        # records it.
-        nodes, drift = as_refreshed(forest, nodes, list(handles.values()), ctx.clock())
-        if drift.lost or drift.adopted:
-            notes.append(
-                f"{forest.provider} differs from the registry: {len(drift.lost)} node(s) gone, "
-                f"{len(drift.adopted)} found by label; `morpheus reconcile {forest.id}` records "
-                "and tidies up"
-            )
-    targets = [MonitorTarget.for_node(node) for node in nodes if node.host is not None]
+        try:
+            provider = ctx.provider(forest.provider)
+            handles = {handle.node_id: handle for handle in provider.list_nodes(forest.id)}
+            notes.extend(provider.status_notes())
+        except MorpheusError as exc:
+            platform_ok = False
+            notes.append(f"provider {forest.provider} could not be asked: {exc}")
+        else:
+            # Read-only: shown as a refresh would record it; `list --refresh` or `reconcile`
+            # records it.
+            nodes, drift = as_refreshed(forest, nodes, list(handles.values()), ctx.clock())
+            if drift.lost or drift.adopted:
+                notes.append(
+                    f"{forest.provider} differs from the registry: {len(drift.lost)} node(s) "
+                    f"gone, {len(drift.adopted)} found by label; `morpheus reconcile "
+                    f"{forest.id}` records and tidies up"
+                )
+    targets = [
+        MonitorTarget.for_node(node) for node in nodes if node.host is not None and not elsewhere
+    ]
     samples = {
         sample.node_name: sample
         for sample in asyncio.run(poll_nodes(targets, per_node_timeout=timeout))

@@ -1,0 +1,69 @@
+"""A cloud forest in a registry a team shares: planted by one host, listed, shown and torn
+down by another (two processes with their own state directory and HOME, one real PostgreSQL,
+the fake Hetzner API).  The local-forest half is tests/test_registry_teams.py."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fakeapi import FakeHetzner
+
+from morpheus.secret_codec import KEY_ENV, new_key
+from morpheus.testing.cli import cli_environment
+
+
+def host_environment(tmp_path: Path, name: str, url: str, key: str) -> dict[str, str]:
+    home = tmp_path / name / "home"
+    home.mkdir(parents=True)
+    # The operator's public key (the public_key fixture's), as each host would have its own.
+    shutil.copytree(Path.home() / ".ssh", home / ".ssh")
+    return dict(
+        cli_environment(),
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        MORPHEUS_STATE_DIR=str(tmp_path / name / "state"),
+        MORPHEUS_REGISTRY__URL=url,
+        **{KEY_ENV: key},
+    )
+
+
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "morpheus", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_a_cloud_forest_planted_on_one_host_is_torn_down_from_another(
+    fake_hetzner: FakeHetzner, cli_config: Path, postgres_url: str, tmp_path: Path
+) -> None:
+    key = new_key()
+    a = host_environment(tmp_path, "host-a", postgres_url, key)
+    b = host_environment(tmp_path, "host-b", postgres_url, key)
+    # The fake's servers never run NATS: the plant fails readiness and keeps what it made.
+    kept = run(a, "plant", "hetzner", "medium", "--yes", "--keep-on-failure")
+    assert "kept for inspection" in kept.stderr, kept.stdout + kept.stderr
+    assert len(fake_hetzner.servers) == 3
+
+    (forest,) = json.loads(run(b, "list", "-o", "json").stdout)
+    assert (forest["provider"], forest["node_count"]) == ("hetzner", 3)
+    shown = run(b, "status", forest["id"], "-o", "json")
+    assert shown.returncode == 0, shown.stderr
+    assert len(json.loads(shown.stdout)["nodes"]) == 3
+    assert "local forest of host" not in shown.stdout  # a cloud forest is no host's
+
+    torn = run(b, "teardown", forest["id"], "--yes")
+    assert torn.returncode == 0, torn.stdout + torn.stderr
+    assert fake_hetzner.servers == {} and fake_hetzner.primary_ips == {}
+    assert json.loads(run(a, "list", "-o", "json").stdout) == []
+    assert fake_hetzner.token not in kept.stdout + kept.stderr + torn.stdout + torn.stderr
