@@ -33,7 +33,8 @@ class NodeSample(BaseModel):
     HTTP errors and malformed replies all make it False, and ``error`` says which. ``error``
     may also be set on a reachable node when a secondary endpoint (``/healthz`` or ``/jsz``)
     failed or a figure could not be used; those figures are then None. ``healthy`` is None
-    when ``/healthz`` gave no answer at all.
+    when ``/healthz`` gave no answer at all.  ``boot_failure`` is what a node whose bootstrap
+    failed reported on the monitoring port in NATS's place (``morpheus.boot_report``).
     """
 
     node_name: str
@@ -53,6 +54,7 @@ class NodeSample(BaseModel):
     jetstream_storage_used: int | None = None
     jetstream_storage_limit: int | None = None
     latency_ms: float | None = None
+    boot_failure: str | None = None
 
 
 class ForestLoad(BaseModel):

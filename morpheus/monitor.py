@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from morpheus.boot_report import failure_in_reply
 from morpheus.errors import MorpheusError
 from morpheus.load import ForestLoad, NodeSample, aggregate, clamp_percent
 from morpheus.models import Node, host_for_url
@@ -114,11 +115,15 @@ class _EndpointError(Exception):
     no good (worth naming the endpoint) from no answer at all (a fact about the node).
     """
 
-    def __init__(self, path: str, reason: str, *, answered: bool) -> None:
+    def __init__(
+        self, path: str, reason: str, *, answered: bool, boot_failure: str | None = None
+    ) -> None:
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
         self.answered = answered
+        #: What a failed bootstrap's responder said in place of NATS (``failure_in_reply``).
+        self.boot_failure = boot_failure
 
 
 class _OutOfFiles(Exception):
@@ -160,7 +165,13 @@ class _Asker:
 
 def _parse(path: str, reply: Reply, model: type[_ReplyT]) -> _ReplyT:
     if reply.status != 200:
-        raise _EndpointError(path, f"HTTP {reply.status}", answered=True)
+        failure = failure_in_reply(reply.body)
+        raise _EndpointError(
+            path,
+            f"HTTP {reply.status}",
+            answered=True,
+            boot_failure=failure.describe() if failure is not None else None,
+        )
     try:
         data: Any = json.loads(reply.body)
     except (ValueError, RecursionError) as exc:
@@ -200,13 +211,16 @@ async def _poll_node(ask: _Asker, target: MonitorTarget) -> NodeSample:
         raise _OutOfFiles
     healthy = health_result if isinstance(health_result, bool) else None
     if isinstance(varz_result, _EndpointError):
-        # No answer at all is a fact about the node; a bad answer names the endpoint.
+        # No answer at all is a fact about the node; a bad answer names the endpoint; a
+        # failed bootstrap answering in NATS's place says why.
+        error = str(varz_result) if varz_result.answered else varz_result.reason
         return NodeSample(
             node_name=target.node_name,
             url=ask.base,
             reachable=False,
-            error=str(varz_result) if varz_result.answered else varz_result.reason,
+            error=varz_result.boot_failure or error,
             healthy=healthy,
+            boot_failure=varz_result.boot_failure,
         )
 
     varz, latency_ms = varz_result

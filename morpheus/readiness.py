@@ -55,7 +55,8 @@ def wait_nats_ready(
     The poll interval starts short (a loopback node is often ready in a fraction of a
     second) and backs off to ``max_interval`` so a slow cloud boot costs few requests.
     ``boot_failure(node_id)``, asked about unready nodes at most every ``failure_interval``
-    seconds, ends the wait with its answer when a node reports that its boot failed.
+    seconds, ends the wait with its answer when a node reports that its boot failed (read
+    from its console); so does a failed bootstrap's answer on the monitoring port itself.
     """
     pending = {target.node_id: target for target in targets}
     said: dict[str, str] = {}
@@ -87,6 +88,11 @@ def wait_nats_ready(
         )
         for sample in samples:
             target = pending[sample.node_name]
+            if sample.boot_failure is not None:
+                # The node's own failure responder answered in NATS's place.
+                reason = f"{sample.boot_failure} (reported at {sample.url})"
+                progress(target.node_id, reason)
+                raise ReadinessError(f"{target.node_id}: {reason}")
             ready, words = describe(sample, target.expected_peers)
             if said.get(target.node_id) != words:
                 said[target.node_id] = words

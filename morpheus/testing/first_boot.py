@@ -13,6 +13,8 @@ for what a namespace cannot have: nats-server is baked in at ``/usr/local/bin/na
 for what they use: ``Type=oneshot`` runs ``ExecStart`` at once, ``Type=simple`` starts it in
 the background as ``User=`` (its output in ``/var/log/UNIT.log``), ``ExecReload`` and stop
 act on its ``$MAINPID``. So ``systemctl restart nats.service`` over SSH works as on a node.
+``/usr/local/bin/systemd-run`` starts a transient service's command in the background (as
+root; its ``--property=`` options are not applied): a failed bootstrap's responder runs so.
 """
 
 from __future__ import annotations
@@ -98,6 +100,20 @@ done
 """
 
 
+SYSTEMD_RUN = r"""#!/bin/bash
+# systemd-run's stand-in on a simulated machine: see first_boot.py.
+set -euo pipefail
+unit=transient
+while [ "${1#--}" != "$1" ]; do
+  case "$1" in --unit=*) unit=${1#--unit=} ;; esac
+  shift
+done
+mkdir -p /run/simulated-systemd /var/log
+setsid "$@" >>"/var/log/$unit.service.log" 2>&1 </dev/null &
+echo $! >"/run/simulated-systemd/$unit.service.pid"
+"""
+
+
 def _content(entry: dict[str, Any]) -> bytes:
     raw = entry.get("content", "")
     encoding = entry.get("encoding", "text/plain")
@@ -112,6 +128,7 @@ def bake_image(machine: Machine) -> None:
     """What the node's image has before cloud-init runs: nats-server and the stand-ins."""
     machine.run("install", "-D", "-m", "0755", str(nats_server_binary()), NATS_BINARY)
     machine.write_file("/usr/local/bin/systemctl", SYSTEMCTL.encode(), 0o755)
+    machine.write_file("/usr/local/bin/systemd-run", SYSTEMD_RUN.encode(), 0o755)
 
 
 def first_boot(

@@ -15,20 +15,55 @@ import contextlib
 import ipaddress
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 from fakeapi import FakeHetzner, FakeServer
+from hetzner_support import ADMIN_SOURCE, FAST_PROVIDER
 
+from morpheus.testing.cli import cli_environment
 from morpheus.testing.first_boot import first_boot
 from morpheus.testing.netns import Lab, LabError, Machine, call_in
 
 NATS_CONF = "/etc/nats/nats.conf"
 NATS_LOG = "/var/log/nats.service.log"
+#: The fake's actions take 1/100 of their real time (as in conftest.py).
+TIME_SCALE = 0.01
+
+
+def cli_config(fake: FakeHetzner, readiness_timeout: float) -> dict[str, Any]:
+    """Morpheus's configuration for the fake and its simulated servers."""
+    return {
+        "infrastructure": {"admin_sources": [ADMIN_SOURCE]},
+        # The simulated image has nats-server (first_boot.py): nothing is downloaded.
+        "integration": {"nats_install": False},
+        "provisioning": {"readiness_timeout": readiness_timeout, "readiness_interval": 0.2},
+        "providers": {"hetzner": {**FAST_PROVIDER, "endpoint": fake.endpoint, "token": fake.token}},
+    }
+
+
+def run_morpheus(lab: Lab, config: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
+    """``morpheus ARGS`` in a subprocess on the operator's side of the lab, with ``config``
+    as config.yaml in the working directory."""
+    path = Path("config.yaml")
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return subprocess.run(
+        lab.command(sys.executable, "-m", "morpheus", *args),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=cli_environment(),
+        check=False,
+    )
 
 
 @dataclass
