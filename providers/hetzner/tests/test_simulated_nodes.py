@@ -194,6 +194,13 @@ def test_a_planted_forest_meshes_over_tls_behind_its_node_firewalls(
         remote_ips = {r["ip"] for r in routes_of(cloud, name) or []}
         others = {cloud.machine(n).host for n in names if n != name}
         assert remote_ips == others
+    # What a node exposes: SSH and monitoring to the admin sources (the operator) only,
+    # NATS clients to the node itself only.
+    node = cloud.machine(names[0])
+    outsider = lab.machine("outsider", ipv6=[ipaddress.IPv6Interface("2001:db8:0:e::1/64")])
+    for port, operator, stranger in ((22, True, False), (8222, True, False), (4222, False, False)):
+        assert reaches(lab, lab.operator, node.host, port) is operator, port
+        assert reaches(lab, outsider.namespace, node.host, port) is stranger, port
 
 
 def test_a_node_whose_bootstrap_failed_says_why_and_plant_stops_at_once(
@@ -282,7 +289,7 @@ def reaches(lab: Lab, namespace: str, host: str, port: int) -> bool:
 
     def connect() -> bool:
         try:
-            socket.create_connection((host, port), timeout=3).close()
+            socket.create_connection((host, port), timeout=2).close()
         except OSError:
             return False
         return True
