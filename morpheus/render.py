@@ -81,6 +81,10 @@ def render_nats_conf(blueprint: NodeBlueprint) -> str:
     return environment().get_template("nats.conf.j2").render(bp=blueprint)
 
 
+#: The route peers file's name, included by the firewall relative to its directory.
+ROUTE_PEERS_NAME = "route-peers.nft"
+
+
 @dataclass(frozen=True)
 class NodePaths:
     """Where Morpheus puts things on a cloud node; templates and tests read them from here."""
@@ -88,11 +92,29 @@ class NodePaths:
     nats_conf: str = "/etc/nats/nats.conf"
     nats_binary: str = "/usr/local/bin/nats-server"
     nimsforest_binary: str = "/opt/nimsforest/bin/nimsforest"
-    firewall: str = "/etc/morpheus/firewall.nft"
+    firewall_dir: str = "/etc/morpheus"
     units: str = "/etc/systemd/system"
     lib_dir: str = "/usr/local/lib/morpheus"
     state_dir: str = "/var/lib/morpheus"
     nft: str = "/usr/sbin/nft"
+
+    @property
+    def firewall(self) -> str:
+        """The node firewall, loaded with ``nft -I <firewall_dir> -f`` (it includes the next)."""
+        return f"{self.firewall_dir}/firewall.nft"
+
+    @property
+    def route_peers(self) -> str:
+        """Who may open routes to the node: replaced (and loaded alone) when the forest changes."""
+        return f"{self.firewall_dir}/{ROUTE_PEERS_NAME}"
+
+    def load_firewall(self) -> list[str]:
+        """The command that loads the whole node firewall, route peers included."""
+        return [self.nft, "-I", self.firewall_dir, "-f", self.firewall]
+
+    def load_route_peers(self) -> list[str]:
+        """The command that swaps the route peer sets alone, in one transaction."""
+        return [self.nft, "-f", self.route_peers]
 
     @property
     def bootstrap(self) -> str:
@@ -152,28 +174,49 @@ def _element(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
 
 
 def render_firewall(blueprint: NodeBlueprint) -> str:
-    """The node's nftables ruleset: SSH and monitoring from admin sources, routes from peers."""
+    """The node's nftables ruleset: SSH and monitoring from admin sources, routes from the
+    peers in ``render_route_peers`` (included, so the ruleset itself never changes with the
+    forest)."""
     admin = [ipaddress.ip_network(source) for source in blueprint.admin_sources]
-    peers = []
-    for peer in blueprint.peers:
-        try:
-            peers.append(ipaddress.ip_address(peer.host))
-        except ValueError:
-            raise TemplateInputError(
-                f"the node firewall admits peers by IP address, but peer {peer.host!r} is a "
-                "host name; give peers as addresses or turn the host firewall off"
-            ) from None
-    routes: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = [
-        ipaddress.ip_network(source) for source in blueprint.route_sources
-    ] or [ipaddress.ip_network(address) for address in peers]
     return _render(
         "firewall.nft.j2",
         blueprint,
         admin_v4=sorted(str(n) for n in admin if n.version == 4),
         admin_v6=sorted(str(n) for n in admin if n.version == 6),
+        route_peers_name=ROUTE_PEERS_NAME,
+    )
+
+
+def route_peer_networks(
+    blueprint: NodeBlueprint,
+) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Who may open routes to the node: the provider's ``route_sources`` when it names any,
+    else exactly the forest's nodes (the blueprint's peers; none for a standalone node)."""
+    if blueprint.route_sources:
+        return [ipaddress.ip_network(source) for source in blueprint.route_sources]
+    if not blueprint.clustered:
+        return []
+    networks = []
+    for peer in blueprint.peers:
+        try:
+            networks.append(ipaddress.ip_network(ipaddress.ip_address(peer.host)))
+        except ValueError:
+            raise TemplateInputError(
+                f"the node firewall admits peers by IP address, but peer {peer.host!r} is a "
+                "host name; give peers as addresses or turn the host firewall off"
+            ) from None
+    return networks
+
+
+def render_route_peers(blueprint: NodeBlueprint) -> str:
+    """The node's route peer sets as an nft script that replaces their elements at once."""
+    routes = route_peer_networks(blueprint)
+    return _render(
+        "route-peers.nft.j2",
+        blueprint,
         peers_v4=sorted({_element(n) for n in routes if n.version == 4}),
         peers_v6=sorted({_element(n) for n in routes if n.version == 6}),
-        routes_open=bool(blueprint.route_sources) or blueprint.clustered,
+        route_sources=bool(blueprint.route_sources),
     )
 
 
@@ -266,6 +309,7 @@ def node_files(blueprint: NodeBlueprint, rendered_at: datetime) -> list[NodeFile
     ]
     if blueprint.host_firewall:
         files.append(NodeFile(paths.firewall, render_firewall(blueprint), "0644"))
+        files.append(NodeFile(paths.route_peers, render_route_peers(blueprint), "0644"))
     files.extend(tls_files(blueprint))
     for unit, text in render_unit_files(blueprint).items():
         files.append(NodeFile(f"{paths.units}/{unit}", text))
@@ -304,19 +348,22 @@ def render_user_data(blueprint: NodeBlueprint, *, now: datetime | None = None) -
     Every file is written compressed (``encoding: gz+b64``): what grows with the forest (the
     route mesh, the firewall's peer set) compresses well, so the largest forest a
     configuration allows fits the 32 KiB clouds accept.  The node firewall is not among
-    ``write_files``: cloud-init's ``bootcmd`` writes and loads it, before any other module of
-    the first boot reaches the network (``firewall-bootcmd.sh.j2``).
+    ``write_files``: cloud-init's ``bootcmd`` writes and loads it and its route peers, before
+    any other module of the first boot reaches the network (``firewall-bootcmd.sh.j2``).
     """
     rendered_at = now or blueprint.rendered_at
     if rendered_at is None:
         raise TemplateInputError("no render time: pass now= or set the blueprint's rendered_at")
     files = node_files(blueprint, rendered_at)
-    firewall = next((file for file in files if file.path == NODE_PATHS.firewall), None)
-    written = [file for file in files if file is not firewall]
+    by_path = {file.path: file for file in files}
+    firewall = by_path.get(NODE_PATHS.firewall)
+    peers = by_path.get(NODE_PATHS.route_peers)
+    written = [file for file in files if file not in (firewall, peers)]
     bootcmd: list[str] = []
-    if firewall is not None:
+    if firewall is not None and peers is not None:
         script = _render("firewall-bootcmd.sh.j2", blueprint)
-        bootcmd = ["sh", "-c", script, "morpheus-firewall", pack(firewall.content)]
+        packed = [pack(firewall.content), pack(peers.content)]
+        bootcmd = ["sh", "-c", script, "morpheus-firewall", *packed]
     template = environment().get_template("cloud-init.yaml.j2")
     text = template.render(
         bp=blueprint,
@@ -335,7 +382,7 @@ def render_user_data(blueprint: NodeBlueprint, *, now: datetime | None = None) -
 def delivered_files(user_data: str) -> dict[str, str]:
     """Every file a node gets from ``user_data``, by path, as the node will read it.
 
-    The ``write_files`` entries decoded, and the firewall that ``bootcmd`` writes.
+    The ``write_files`` entries decoded, and the firewall and route peers ``bootcmd`` writes.
     """
     document = check_user_data(user_data)
     files = {
@@ -347,6 +394,7 @@ def delivered_files(user_data: str) -> dict[str, str]:
     for command in document.get("bootcmd", []):
         if command[:2] == ["sh", "-c"] and command[3:4] == ["morpheus-firewall"]:
             files[NODE_PATHS.firewall] = unpack(command[4])
+            files[NODE_PATHS.route_peers] = unpack(command[5])
     return files
 
 

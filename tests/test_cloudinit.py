@@ -69,6 +69,7 @@ from morpheus.render import (
     delivered_files,
     render_firewall,
     render_nats_conf,
+    render_route_peers,
     render_unit_files,
     render_user_data,
 )
@@ -390,6 +391,7 @@ def test_files_are_written_with_explicit_owner_and_mode() -> None:
         "/usr/local/lib/morpheus/install-nats": "0755",
         "/usr/local/lib/morpheus/bootstrap": "0755",
         "/etc/morpheus/firewall.nft": "0644",
+        "/etc/morpheus/route-peers.nft": "0644",
         "/etc/systemd/system/nats.service": "0644",
         "/etc/systemd/system/morpheus-firewall.service": "0644",
         "/etc/systemd/system/nimsforest.service": "0644",
@@ -407,6 +409,7 @@ def test_every_file_survives_the_yaml_round_trip_byte_for_byte() -> None:
     for unit, text in render_unit_files(blueprint).items():
         assert files[f"{NODE_PATHS.units}/{unit}"]["content"] == text
     assert files[NODE_PATHS.firewall]["content"] == render_firewall(blueprint)
+    assert files[NODE_PATHS.route_peers]["content"] == render_route_peers(blueprint)
 
 
 def test_one_node_forest_runs_standalone() -> None:
@@ -416,7 +419,8 @@ def test_one_node_forest_runs_standalone() -> None:
     assert "cluster {" not in conf
     assert not any(path.startswith("/etc/nats/tls") for path in written_files(user_data))
     assert 'server_name: "forest-1746515289-node-1"' in conf
-    assert "6222" not in file_text(user_data, NODE_PATHS.firewall)
+    # Its route rule admits no one until the forest grows and its peers are written in.
+    assert "add element" not in file_text(user_data, NODE_PATHS.route_peers)
     assert json.loads(file_text(user_data, NODE_PATHS.node_info))["cluster"] is None
 
 
@@ -1199,6 +1203,8 @@ def run_bootstrap(
         NODE_PATHS.nimsforest_binary: str(root / "opt/nimsforest"),
         NODE_PATHS.nft: str(stubs / "nft"),
         NODE_PATHS.firewall: str(root / "etc/firewall.nft"),
+        NODE_PATHS.route_peers: str(root / "etc/route-peers.nft"),
+        NODE_PATHS.firewall_dir: str(root / "etc"),
         NODE_PATHS.units: str(root / "units"),
         blueprint.store_dir: str(root / "jetstream"),
         blueprint.tls_dir: str(root / "etc/tls"),
@@ -1223,7 +1229,7 @@ def run_bootstrap(
     fail = f'[ "$*" = "enable --now {failing_unit}" ] && exit 1\n' if failing_unit else ""
     stub(stubs, "systemctl", f"{record}{fail}exit 0\n")
     real_nft = shutil.which("nft") if os.geteuid() == 0 else None
-    check = f'[ "$1" = -f ] && exec {real_nft} -c -f "$2"\n' if real_nft else ""
+    check = f'[ "$1 $3" = "-I -f" ] && exec {real_nft} -c -I "$2" -f "$4"\n' if real_nft else ""
     stub(stubs, "nft", f"{record}{check}exit 0\n")
     # systemd-run [--option=value...] python3 -I -c CODE HOST PORT MARKER MESSAGES
     start = (
@@ -1398,7 +1404,8 @@ def test_the_firewall_is_loaded_before_any_download_and_stays_when_the_boot_fail
     before = run.events[:first_download]
     # bootcmd loaded it (checked by the real `nft -c`), and the bootstrap enabled it for
     # later boots, both before the first byte was downloaded.
-    assert before[0] == f"nft -f {firewall}"
+    assert before[0] == f"nft -I {tmp_path / 'etc'} -f {firewall}"
+    assert (tmp_path / "etc/route-peers.nft").read_text() == render_route_peers(blueprint)
     assert "systemctl enable --now morpheus-firewall.service" in before
     # Nothing unloads it afterwards: no flush, no delete, no stop or disable of its unit.
     after = run.events[first_download:]
@@ -1414,9 +1421,10 @@ def test_without_nft_bootcmd_writes_the_firewall_and_leaves_loading_to_the_boots
     blueprint = forest(3)[0]
     user_data = render_user_data(blueprint, now=NOW)
     firewall = tmp_path / "etc/firewall.nft"
+    firewall.parent.mkdir()
     bootcmd = cloud_init_modules(user_data, tmp_path / "cloud-init")["bootcmd"]
     script = tmp_path / "bootcmd.sh"
-    script.write_text(bootcmd.replace(NODE_PATHS.firewall, str(firewall)))
+    script.write_text(bootcmd.replace(NODE_PATHS.firewall_dir, str(firewall.parent)))
     stubs = tmp_path / "stubs"
     stubs.mkdir()
     logged = tmp_path / "logged"
@@ -1429,6 +1437,7 @@ def test_without_nft_bootcmd_writes_the_firewall_and_leaves_loading_to_the_boots
     )
     assert (run.returncode, run.stderr) == (0, "")
     assert firewall.read_text() == render_firewall(blueprint)
+    assert (firewall.parent / "route-peers.nft").read_text() == render_route_peers(blueprint)
     assert "nft is missing: the bootstrap loads the node firewall" in logged.read_text()
     bootstrap = file_text(user_data, NODE_PATHS.bootstrap)
     assert bootstrap.index("systemctl enable --now morpheus-firewall.service") < bootstrap.index(
@@ -1440,12 +1449,12 @@ def test_without_nft_bootcmd_writes_the_firewall_and_leaves_loading_to_the_boots
 def test_a_second_boot_loads_the_firewall_as_it_is_now(
     download_server: DownloadServer, real_wheel: bytes, tmp_path: Path
 ) -> None:
-    """bootcmd writes the firewall once: a node whose rules were changed keeps them."""
+    """bootcmd writes the firewall once: a node whose route peers were changed keeps them."""
     blueprint = bootstrap_blueprint(download_server, real_wheel, real_wheel)
     first = run_bootstrap(blueprint, tmp_path / "first", download_server)
     assert first.bootcmd.returncode == 0
-    firewall = tmp_path / "first/etc/firewall.nft"
-    changed = render_firewall(blueprint.model_copy(update={"route_sources": ("::/0",)}))
+    firewall = tmp_path / "first/etc/route-peers.nft"
+    changed = render_route_peers(blueprint.model_copy(update={"route_sources": ("::/0",)}))
     firewall.write_text(changed)
     again = subprocess.run(
         ["/bin/sh", str(tmp_path / "first/bootcmd.sh")],
@@ -1486,7 +1495,11 @@ def test_firewall_admits_admins_and_peers_and_hides_the_client_port() -> None:
     ruleset = render_firewall(forest(3)[0])
     assert "elements = { 203.0.113.7/32 }" in ruleset
     assert "elements = { 2001:db8:ffff::/64 }" in ruleset
-    assert "elements = { 2001:db8:1::1, 2001:db8:2::1, 2001:db8:3::1 }" in ruleset
+    peers = render_route_peers(forest(3)[0])
+    assert "add element inet morpheus peers_v6 { 2001:db8:1::1, 2001:db8:2::1, 2001:db8:3::1 }" in (
+        peers
+    )
+    assert "::/0" not in peers and "2001:db8" not in ruleset.split("set peers_v4")[1]
     assert "ip6 saddr @admin_v6 tcp dport 22 accept" in ruleset
     assert "ip6 saddr @admin_v6 tcp dport 8222 accept" in ruleset
     assert "ip6 saddr @peers_v6 tcp dport 6222 accept" in ruleset
@@ -1502,10 +1515,17 @@ def test_firewall_ruleset_parses_with_nft(tmp_path: Path) -> None:
     for blueprint in (*forest(1), forest(3)[0], forest(3, admin_sources=())[0], wide):
         ruleset = tmp_path / "firewall.nft"
         ruleset.write_text(render_firewall(blueprint))
-        checked = subprocess.run([nft, "-c", "-f", str(ruleset)], capture_output=True, text=True)
-        if "Operation not permitted" in checked.stderr:
-            missing("nft -c needs CAP_NET_ADMIN (root) here")
-        assert (checked.returncode, checked.stderr) == (0, "")
+        (tmp_path / "route-peers.nft").write_text(render_route_peers(blueprint))
+        # The whole firewall as the node loads it, and the route peers alone, as a change
+        # of the forest loads them.
+        for command in (
+            [nft, "-c", "-I", str(tmp_path), "-f", str(ruleset)],
+            [nft, "-c", "-f", str(tmp_path / "route-peers.nft")],
+        ):
+            checked = subprocess.run(command, capture_output=True, text=True)
+            if "Operation not permitted" in checked.stderr:
+                missing("nft -c needs CAP_NET_ADMIN (root) here")
+            assert (checked.returncode, checked.stderr) == (0, ""), command
 
 
 def test_firewall_needs_peer_addresses() -> None:
@@ -1676,10 +1696,10 @@ def test_mirror_artifact_format_comes_from_its_url() -> None:
 
 def test_route_sources_replace_the_peer_addresses_in_the_firewall() -> None:
     wide = forest(3)[0].model_copy(update={"route_sources": ("::/0",)})
-    ruleset = render_firewall(wide)
-    assert "elements = { ::/0 }" in ruleset
-    assert "2001:db8:2::1" not in ruleset.split("set peers_v6")[1].split("}")[0]
-    assert "ip6 saddr @peers_v6 tcp dport 6222 accept" in ruleset
+    peers = render_route_peers(wide)
+    assert "add element inet morpheus peers_v6 { ::/0 }" in peers
+    assert "2001:db8:2::1" not in peers
+    assert "ip6 saddr @peers_v6 tcp dport 6222 accept" in render_firewall(wide)
 
 
 def test_nats_install_off_uses_the_images_binary() -> None:

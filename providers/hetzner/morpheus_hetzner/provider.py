@@ -190,10 +190,15 @@ class HetznerProvider(Provider):
             "admin_sources": tuple(self.admin_sources()),
             "ssh_port": self.context.ssh_port,
             "host_firewall": True,
-            # Routes are narrowed by the forest's cloud firewall, which follows growth and
-            # moves; a booted node's own rules cannot follow them (no apply_blueprint here),
-            # so they admit route traffic from anywhere and rely on it plus route auth.
-            "route_sources": ("::/0", "0.0.0.0/0") if self.config.enable_ipv4 else ("::/0",),
+            # A provider that reconfigures nodes rewrites each node's route peers whenever
+            # the forest changes, so they name exactly the forest's nodes.  Until then a
+            # booted node's own rules cannot follow growth and moves: they admit routes from
+            # anywhere and rely on the cloud firewall (which follows) plus route TLS and auth.
+            "route_sources": ()
+            if self.can_reconfigure
+            else ("::/0", "0.0.0.0/0")
+            if self.config.enable_ipv4
+            else ("::/0",),
         }
 
     # reservation and create -------------------------------------------------------------

@@ -249,10 +249,13 @@ class LibvirtProvider(Provider):
         plan = self.network_plan
         return {
             "capacity": self.settings.machine.capacity,
-            # Nodes cannot be re-rendered once booted (no apply_blueprint), so a node's own
-            # firewall admits routes from the whole morpheus network, where the nodes a grow
-            # adds will be, rather than from today's peers; route authorization still applies.
-            "route_sources": tuple(str(net) for net in (plan.ipv6, plan.ipv4) if net),
+            # While nodes cannot be re-rendered once booted (no apply_blueprint), a node's
+            # own firewall admits routes from the whole morpheus network, where the nodes a
+            # grow adds will be; route TLS and authorization still apply.  A provider that
+            # reconfigures rewrites the node's route peers instead: exactly the forest's nodes.
+            "route_sources": ()
+            if self.can_reconfigure
+            else tuple(str(net) for net in (plan.ipv6, plan.ipv4) if net),
         }
 
     def create_node(self, blueprint: NodeBlueprint) -> NodeHandle:

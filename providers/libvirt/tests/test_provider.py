@@ -273,12 +273,13 @@ def test_node_firewalls_admit_routes_from_nodes_a_grow_adds_later(
     pool = provider.connection().storagePoolLookupByName(TEST_POOL)
     seed = pool.storageVolLookupByName(volume_names(first.node_id)[1]).path()
     _label, files, _joliet = read_seed(volume_contents.by_path[seed])
-    firewall = delivered_files(files["user-data"])[NODE_PATHS.firewall]
+    delivered = delivered_files(files["user-data"])
+    firewall = delivered[NODE_PATHS.firewall]
     admitted = [
         ipaddress.ip_network(element.strip())
         for name in ("peers_v6", "peers_v4")
         for element in re.search(  # type: ignore[union-attr]
-            rf"set {name} {{[^}}]*elements = {{ ([^}}]*) }}", firewall
+            rf"add element inet morpheus {name} {{ ([^}}]*) }}", delivered[NODE_PATHS.route_peers]
         )[1].split(",")
     ]
     for address in later.addresses:  # the new node's IPv6 and IPv4 addresses
