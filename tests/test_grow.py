@@ -132,7 +132,7 @@ def test_one_node_grows_to_three_keeps_its_data_and_survives_losing_node_one(
     assert again["streams_raised"] == []
     assert again["decision"]["cooldown_remaining_seconds"] > 0
     events = [e["kind"] for e in status(forest_id)["events"]]
-    assert events[-3:] == ["growing", "node-added", "replicas"]
+    assert events[-4:] == ["growing", "converged", "node-added", "replicas"]
 
     # Node 1 dies hard; the other two still hold every message.
     node_dir = next(state_dir.glob(f"local/*/{node_one['id']}"))

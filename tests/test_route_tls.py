@@ -532,7 +532,7 @@ def test_rotate_replaces_password_and_certificates_one_node_at_a_time(
     events = [
         e["kind"] for e in json.loads(morpheus("status", forest_id, "-o", "json").stdout)["events"]
     ]
-    assert events[-2:] == ["rotating", "rotated"]
+    assert events[-3:] == ["rotating", "rotated", "converged"]
 
     # A server holding a certificate of the forest: the old password no longer joins, the new
     # one does.

@@ -33,12 +33,12 @@ def reconcile(
     show_reconcile_plan(plan)
     if dry_run:
         return
-    if plan.changes and not yes:
+    if plan.deletes and not yes:
         confirm("Apply these changes?", "reconcile deletes nodes: pass --yes")
     with out.NodeProgress(enabled=not state.quiet) as progress:
         result = reconcile_forest(context, plan.forest.id, progress)
     show_reconciliation(result)
-    if result.failed:
+    if result.failed or result.behind:
         raise typer.Exit(EXIT_FAILURE)
 
 
@@ -56,6 +56,10 @@ def show_reconcile_plan(plan: ReconcilePlan) -> None:
         console.print(f"  forget {node.name} (gone from {plan.forest.provider})", markup=False)
     for handle in plan.untracked:
         console.print(f"  delete {handle.node_id} (not in the registry)", markup=False)
+    for node in plan.behind:
+        console.print(
+            f"  reconfigure {node.name} (a former change could not reach it)", markup=False
+        )
     if not plan.changes:
         console.print("  nothing to delete; the kept nodes get their configuration again")
 
@@ -64,9 +68,11 @@ def show_reconciliation(result: Reconciliation) -> None:
     console = out.console()
     for what, why in sorted(result.failed.items()):
         out.error(f"could not delete {what}: {why}")
+    for what, why in sorted(result.behind.items()):
+        out.error(f"could not reconfigure {what}: {why}")
     if result.forest_removed:
         console.print(f"Removed {result.plan.forest.id}; nothing left behind.", markup=False)
-    elif not result.failed:
+    elif not (result.failed or result.behind):
         console.print(
             f"Reconciled {result.plan.forest.id}: {len(result.plan.keep)} node(s) ready, "
             f"{len(result.deleted)} deleted.",

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from morpheus.blueprint import Peer
 from morpheus.errors import GrowFailedError, MorpheusError
 from morpheus.growth import (
     GrowthAction,
@@ -115,12 +114,8 @@ def expand(ctx: Context, assessment: Assessment, progress: Progress) -> Expansio
     """Act on an assessment: add nodes if, under the lock, the decision is still to grow."""
     # Imported here: `grow` that only looks (the cron run's usual case) starts without them.
     from morpheus.jetstream import adopt_streams, read_streams
-    from morpheus.services.provision import (
-        check_first_boot,
-        provision_nodes,
-        reconfigure_nodes,
-        remove_nodes,
-    )
+    from morpheus.services.converge import converge
+    from morpheus.services.provision import check_first_boot, provision_nodes, remove_nodes
 
     registry = ctx.registry
     with ctx.registry.forest_lock(
@@ -145,7 +140,6 @@ def expand(ctx: Context, assessment: Assessment, progress: Progress) -> Expansio
         standalone = len(existing) == 1
         streams = read_streams(existing[0].monitor_url or "") if standalone else []
         reconfigure = existing if provider.can_reconfigure else []
-        old_mesh = [Peer(host=n.host or "", port=n.ports.cluster) for n in existing]
         # Recorded before provisioning: an overlapping run now sees the cooldown.
         registry.set_last_expansion(forest.id, now)
         registry.set_forest_status(forest.id, ForestStatus.GROWING)
@@ -169,7 +163,8 @@ def expand(ctx: Context, assessment: Assessment, progress: Progress) -> Expansio
                 platform=[h for h in provider.list_nodes(forest.id) if h.node_id in new_ids],
             )
             if reconfigure:
-                reconfigure_nodes(ctx, provider, forest, reconfigure, old_mesh)
+                # Back to the forest as it was; a node that cannot be reached is recorded.
+                converge(ctx, provider, forest, reconfigure, progress)
             registry.set_forest_status(forest.id, ForestStatus.ACTIVE)
             left = f"; could not delete {', '.join(removal.failed)}" if removal.failed else ""
             registry.add_event(forest.id, "failed", f"growth failed: {reason}{left}", ctx.clock())

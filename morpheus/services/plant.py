@@ -27,8 +27,6 @@ from morpheus.services.provision import (
     check_first_boot,
     provision_nodes,
     record_registry_write,
-    reservation_of,
-    route_tls_for,
 )
 from morpheus.services.teardown import remove_forest
 from morpheus.settings import cloud_provider_name
@@ -300,21 +298,11 @@ def node_user_data(ctx: Context, forest_id: str, node_name: str) -> str:
             f"{forest.id} is a {forest.provider} forest: its nodes do not use cloud-init, so "
             f"they get no user-data; `morpheus status {forest.id}` shows them"
         )
+    from morpheus.services.converge import node_blueprint
+
     peers = route_mesh(registry.active_node_addresses(forest.id), [])
-    now = ctx.clock()
-    reservation = reservation_of(node)
-    blueprint = blueprint_for(
-        ctx.settings,
-        forest,
-        node,
-        reservation,
-        peers or [Peer(host=node.host or "")],
-        registry.route_credentials(forest.id),
-        provider,
-        now,
-        route_tls_for(registry, forest.id, reservation, now),
-    )
-    return render_user_data(blueprint, now=now)
+    blueprint = node_blueprint(ctx, provider, forest, node, peers or [Peer(host=node.host or "")])
+    return render_user_data(blueprint, now=blueprint.rendered_at)
 
 
 def write_user_data(ctx: Context, plant_plan: PlantPlan, directory: Path) -> list[Path]:

@@ -126,9 +126,14 @@ def provision_nodes(
 
     Each new node routes to the forest's active nodes and to every node of this run.  The
     existing nodes in ``reconfigure`` get the new route mesh too (a standalone node becomes a
-    cluster member) and are waited for as well.  Registry rows follow each step, so a crash
-    leaves rows teardown can act on.  Raises on the first failure; the caller rolls back.
+    cluster member) and are waited for as well.  When the provider moved a node (another
+    location, so another address), every node is converged to the final addresses before
+    the wait, so none keeps a route to an address the forest gave up.  Registry rows follow
+    each step, so a crash leaves rows teardown can act on.  Raises on the first failure; the
+    caller rolls back.
     """
+    from morpheus.services.converge import Convergence, converge, record_convergence
+
     registry = ctx.registry
     settings = ctx.settings
     for node in nodes:
@@ -168,7 +173,7 @@ def provision_nodes(
     deadline = time.monotonic() + settings.provisioning.readiness_timeout
     for node in reconfigure:
         progress(node.id, "joining the new route mesh")
-    reconfigure_nodes(ctx, provider, forest, reconfigure, peers)
+    converge(ctx, provider, forest, reconfigure, progress, mesh=peers, strict=True, record=False)
     handles: list[NodeHandle] = []
     for index, (node, blueprint) in enumerate(zip(placed, blueprints, strict=True)):
         node = node.model_copy(update={"status": NodeStatus.CREATING})
@@ -197,6 +202,24 @@ def provision_nodes(
         )
         registry.save_node(placed[index])
         progress(handle.node_id, "running")
+    final = route_mesh(
+        registry.active_node_addresses(forest.id),
+        [Peer(host=node.host or "", port=node.ports.cluster) for node in placed],
+    )
+    moved = final != peers and provider.can_reconfigure
+    if moved:
+        # Rendered before a node moved: every node gets the addresses as they are now.
+        peers = final
+        converge(
+            ctx,
+            provider,
+            forest,
+            [*reconfigure, *placed],
+            progress,
+            mesh=peers,
+            strict=True,
+            record=False,
+        )
     # Reconfigured nodes too: a restarted node that stops at once is reported at once.
     handles_by_node = {
         **{node.id: handle_for(forest, node) for node in reconfigure},
@@ -227,6 +250,11 @@ def provision_nodes(
         node = node.model_copy(update={"status": NodeStatus.ACTIVE})
         registry.save_node(node)
         active.append(node)
+    if reconfigure or moved:
+        # Every node was rendered with, or given, the forest as it is now.
+        record_convergence(
+            ctx, forest, Convergence(applied=[n.id for n in (*reconfigure, *active)])
+        )
     return active
 
 
@@ -242,28 +270,6 @@ def reservation_of(node: Node) -> Reservation:
         ports=node.ports,
         provider_ref=node.provider_id,
     )
-
-
-def reconfigure_nodes(
-    ctx: Context, provider: Provider, forest: Forest, nodes: Sequence[Node], peers: Sequence[Peer]
-) -> None:
-    """Re-render ``nodes`` with the route mesh ``peers`` (one peer: standalone) and apply it."""
-    credentials = ctx.registry.route_credentials(forest.id)
-    for node in nodes:
-        reservation = reservation_of(node)
-        now = ctx.clock()
-        blueprint = blueprint_for(
-            ctx.settings,
-            forest,
-            node,
-            reservation,
-            peers,
-            credentials,
-            provider,
-            now,
-            route_tls_for(ctx.registry, forest.id, reservation, now),
-        )
-        provider.apply_blueprint(handle_for(forest, node), blueprint)
 
 
 def handle_for(forest: Forest, node: Node) -> NodeHandle:

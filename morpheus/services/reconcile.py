@@ -3,24 +3,26 @@
 The recovery after anything was interrupted (a killed `plant`, `grow` or `teardown`, a node
 deleted behind Morpheus' back).  It keeps the active nodes the platform still runs (or can
 restart), deletes everything else that belongs to the forest (unfinished nodes, failed
-nodes, platform nodes with the forest's labels but no row), re-renders the survivors with a
-route mesh of exactly themselves, and waits until they are ready.  A forest with nothing
-left to keep is removed entirely, as teardown would.
+nodes, platform nodes with the forest's labels but no row), converges the survivors to a
+route mesh and node firewall of exactly themselves (``services.converge``; nodes a former
+convergence could not reach are tried again), and waits until they are ready.  A forest
+with nothing left to keep is removed entirely, as teardown would.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from morpheus.blueprint import Peer
 from morpheus.errors import WorkInterruptedError
 from morpheus.models import Forest, ForestStatus, Node, NodeStatus
 from morpheus.provider import NodeHandle, Provider
 from morpheus.readiness import ReadinessTarget, wait_nats_ready
 from morpheus.services import Context, Progress
+from morpheus.services.converge import converge, nodes_behind
 from morpheus.services.drift import Drift, adopted_node, find_drift
-from morpheus.services.provision import handle_for, reconfigure_nodes, remove_nodes
+from morpheus.services.provision import handle_for, remove_nodes
 from morpheus.services.teardown import remove_forest
 
 
@@ -34,10 +36,17 @@ class ReconcilePlan:
     untracked: list[NodeHandle]
     missing: list[Node]
     finish_teardown: bool
+    #: Kept nodes the last convergence could not reach: they get the forest's configuration.
+    behind: list[Node] = field(default_factory=list)
+
+    @property
+    def deletes(self) -> bool:
+        """Whether carrying it out deletes nodes (or the forest)."""
+        return bool(self.remove or self.untracked or self.missing or self.finish_teardown)
 
     @property
     def changes(self) -> bool:
-        return bool(self.remove or self.untracked or self.missing or self.finish_teardown)
+        return self.deletes or bool(self.behind)
 
 
 @dataclass
@@ -46,10 +55,18 @@ class Reconciliation:
     deleted: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     forest_removed: bool = False
+    #: Kept nodes that could not be reached to reconfigure (node id -> why); still behind.
+    behind: dict[str, str] = field(default_factory=dict)
 
 
-def plan_reconcile(forest: Forest, nodes: list[Node], handles: list[NodeHandle]) -> ReconcilePlan:
-    """Sort the forest's nodes into kept, removed, untracked and missing (pure)."""
+def plan_reconcile(
+    forest: Forest,
+    nodes: list[Node],
+    handles: list[NodeHandle],
+    behind: Sequence[Node] = (),
+) -> ReconcilePlan:
+    """Sort the forest's nodes into kept, removed, untracked and missing (pure); ``behind``
+    are the nodes the last convergence could not reach."""
     listed = {handle.node_id: handle for handle in handles}
     recorded = {node.id for node in nodes}
     keep, remove, missing = [], [], []
@@ -67,13 +84,17 @@ def plan_reconcile(forest: Forest, nodes: list[Node], handles: list[NodeHandle])
         untracked=[h for node_id, h in listed.items() if node_id not in recorded],
         missing=missing,
         finish_teardown=forest.status == ForestStatus.DELETING,
+        behind=[node for node in behind if node in keep],
     )
 
 
 def preview(ctx: Context, forest_id: str) -> ReconcilePlan:
     forest = ctx.registry.get_forest(forest_id)
     provider = ctx.provider(forest.provider)
-    return plan_reconcile(forest, ctx.registry.nodes(forest.id), provider.list_nodes(forest.id))
+    nodes = ctx.registry.nodes(forest.id)
+    return plan_reconcile(
+        forest, nodes, provider.list_nodes(forest.id), nodes_behind(ctx, forest.id, nodes)
+    )
 
 
 def reconcile(ctx: Context, forest_id: str, progress: Progress) -> Reconciliation:
@@ -93,7 +114,8 @@ def _reconcile(ctx: Context, forest_id: str, progress: Progress) -> Reconciliati
     provider = ctx.provider(forest.provider)
     with ctx.registry.forest_lock(forest.id, on_wait=ctx.notice) as lock:
         handles = provider.list_nodes(forest.id)
-        plan = plan_reconcile(forest, registry.nodes(forest.id), handles)
+        nodes = registry.nodes(forest.id)
+        plan = plan_reconcile(forest, nodes, handles, nodes_behind(ctx, forest.id, nodes))
         result = Reconciliation(plan)
         if plan.finish_teardown or not (plan.keep):
             removal = remove_forest(ctx, provider, forest.id, progress)
@@ -118,41 +140,44 @@ def _reconcile(ctx: Context, forest_id: str, progress: Progress) -> Reconciliati
             ],
         )
         result.deleted, result.failed = removal.deleted, removal.failed
-        _rejoin(ctx, provider, forest, plan.keep, progress)
+        result.behind = _rejoin(ctx, provider, forest, plan.keep, progress)
         registry.set_forest_status(forest.id, ForestStatus.ACTIVE)
         summary = f"kept {len(plan.keep)} node(s), deleted {len(removal.deleted)}"
         if removal.failed:
             summary += f", could not delete {', '.join(sorted(removal.failed))}"
+        if result.behind:
+            summary += f", could not reconfigure {', '.join(result.behind)}"
         registry.add_event(forest.id, "reconciled", summary, ctx.clock())
         return result
 
 
 def _rejoin(
     ctx: Context, provider: Provider, forest: Forest, keep: list[Node], progress: Progress
-) -> None:
-    """Give the kept nodes a mesh of exactly themselves (restarting stopped ones) and wait."""
+) -> dict[str, str]:
+    """Converge the kept nodes to a mesh of exactly themselves (restarting stopped ones) and
+    wait for those reached; returns the nodes that could not be (node id -> why)."""
     if not provider.can_reconfigure:
-        return
-    mesh = [Peer(host=node.host or "", port=node.ports.cluster) for node in keep]
-    for node in keep:
-        progress(node.id, "reconfiguring")
-    reconfigure_nodes(ctx, provider, forest, keep, mesh)
-    handles = {node.id: handle_for(forest, node) for node in keep}
+        return {}
+    convergence = converge(ctx, provider, forest, keep, progress)
+    reached = [node for node in keep if node.id in convergence.applied]
+    handles = {node.id: handle_for(forest, node) for node in reached}
     wait_nats_ready(
         [
             ReadinessTarget(
                 node_id=node.id,
                 host=node.host or "",
                 monitor_port=node.ports.monitor,
-                expected_peers=len(keep) - 1 if len(keep) >= 2 else 0,
+                # Every kept node is in the mesh, reached or not: those behind still route.
+                expected_peers=len(reached) - 1 if len(reached) >= 2 else 0,
             )
-            for node in keep
+            for node in reached
         ],
         deadline=time.monotonic() + ctx.settings.provisioning.readiness_timeout,
         max_interval=ctx.settings.provisioning.readiness_interval,
         progress=progress,
         boot_failure=lambda node_id: provider.boot_failure(handles[node_id]),
     )
+    return convergence.behind
 
 
 def refresh(ctx: Context, forest: Forest, handles: list[NodeHandle]) -> Drift:

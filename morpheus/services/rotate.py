@@ -25,13 +25,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from morpheus.blueprint import Peer, RouteCredentials, blueprint_for, node_addresses
+from morpheus.blueprint import Peer, RouteCredentials, node_addresses
 from morpheus.errors import ForestStateError, ProviderError, ReadinessError
 from morpheus.models import Forest, Node, NodeStatus
 from morpheus.provider import Provider
 from morpheus.readiness import ReadinessTarget, wait_nats_ready
 from morpheus.services import Context, Progress, no_progress
-from morpheus.services.provision import handle_for, reservation_of, route_tls_for
+from morpheus.services.converge import Convergence, mesh_of, node_blueprint, record_convergence
+from morpheus.services.provision import handle_for, reservation_of
 
 #: How long rotate waits for a forest to show itself healthy before changing anything.
 PRECHECK_SECONDS = 10.0
@@ -78,7 +79,7 @@ def rotate(ctx: Context, forest_id: str, progress: Progress) -> Rotation:
                 f"{forest.id} is not healthy ({exc}); rotate changes one node at a time and "
                 "needs every other node serving: bring it back or run `morpheus reconcile` first"
             ) from None
-        mesh = [Peer(host=node.host or "", port=node.ports.cluster) for node in nodes]
+        mesh = mesh_of(nodes)
         old = registry.route_credentials(forest.id)
         registry.add_event(forest.id, "rotating", "rotating route credentials", ctx.clock())
         for node in nodes:
@@ -98,6 +99,7 @@ def rotate(ctx: Context, forest_id: str, progress: Progress) -> Rotation:
             f"new route password and certificates for {len(nodes)} node(s)",
             ctx.clock(),
         )
+        record_convergence(ctx, forest, Convergence(applied=[node.id for node in nodes]))
     return Rotation(registry.get_forest(forest.id), nodes)
 
 
@@ -114,19 +116,9 @@ def _apply(
     password_required: bool,
 ) -> None:
     """Give one node its new configuration, then wait until every node is ready again."""
-    now = ctx.clock()
-    reservation = reservation_of(node)
-    blueprint = blueprint_for(
-        ctx.settings,
-        forest,
-        node,
-        reservation,
-        mesh,
-        credentials,
-        provider,
-        now,
-        route_tls_for(ctx.registry, forest.id, reservation, now),
-    ).model_copy(update={"route_password_required": password_required})
+    blueprint = node_blueprint(ctx, provider, forest, node, mesh, credentials).model_copy(
+        update={"route_password_required": password_required}
+    )
     provider.apply_blueprint(handle_for(forest, node), blueprint)
     _wait_ready(ctx, nodes, progress, seconds=ctx.settings.provisioning.readiness_timeout)
 
