@@ -282,10 +282,17 @@ class Provider(ABC):
         """Reconfigure a live node: grow (a standalone node joining a cluster, new routes),
         ``reconcile`` and ``rotate`` (new route password and certificate) all come here.
 
-        Write the node's ``nats.conf`` and its route TLS files (``morpheus.render.tls_files``)
-        as a whole, then reload nats-server when only the route list changed, else restart
-        it; keep the JetStream store.  Return once the change is applied: the caller waits
-        for NATS readiness through the monitoring port, the same for every provider.
+        Write the node's ``nats.conf``, its route TLS files and (cloud nodes) its node
+        firewall's route peers as a whole (``morpheus.render.reconfigured_files``), load the
+        route peers (``NODE_PATHS.load_route_peers()``: one nft transaction), then reload
+        nats-server when only the route list changed, else restart it; keep the JetStream
+        store.  A node that cannot be reached must keep its previous files and raise a
+        ``MorpheusError`` naming why, within a deadline: ``services.converge`` reports and
+        records it.  May be called right after ``wait_running`` (a node moved while the
+        forest was planted): wait for the node's first boot to have written its files.
+        Several nodes are reconfigured at once, from worker threads.  Return once the
+        change is applied: the caller waits for NATS readiness through the monitoring port,
+        the same for every provider.
         """
         raise ProviderError(f"the {self.name} provider cannot reconfigure a running node")
 

@@ -316,6 +316,18 @@ def node_files(blueprint: NodeBlueprint, rendered_at: datetime) -> list[NodeFile
     return files
 
 
+def reconfigured_files(blueprint: NodeBlueprint) -> list[NodeFile]:
+    """What ``Provider.apply_blueprint`` writes on a running cloud node: ``nats.conf``, the
+    route TLS files and, with the host firewall, the route peers (load them alone with
+    ``NODE_PATHS.load_route_peers()``).  Everything else a node got at first boot does not
+    change with the forest."""
+    files = [NodeFile(NODE_PATHS.nats_conf, render_nats_conf(blueprint), "0640")]
+    files.extend(tls_files(blueprint))
+    if blueprint.host_firewall:
+        files.append(NodeFile(NODE_PATHS.route_peers, render_route_peers(blueprint), "0644"))
+    return files
+
+
 def pack(text: str) -> str:
     """``text`` as cloud-init's ``gz+b64`` encoding: gzip (no timestamp), then base64."""
     return base64.b64encode(gzip.compress(text.encode("utf-8"), mtime=0)).decode("ascii")
