@@ -23,6 +23,9 @@ from morpheus.blueprint import artifact_format
 from morpheus.errors import TemplateInputError, UserDataError
 from morpheus.models import host_for_url
 from morpheus.nats_release import nats_artifacts
+from morpheus.node_paths import NODE_PATHS as NODE_PATHS
+from morpheus.node_paths import ROUTE_PEERS_NAME as ROUTE_PEERS_NAME
+from morpheus.node_paths import NodePaths as NodePaths
 
 if TYPE_CHECKING:
     import jinja2
@@ -79,69 +82,6 @@ def environment() -> jinja2.Environment:
 def render_nats_conf(blueprint: NodeBlueprint) -> str:
     """The node's nats.conf."""
     return environment().get_template("nats.conf.j2").render(bp=blueprint)
-
-
-#: The route peers file's name, included by the firewall relative to its directory.
-ROUTE_PEERS_NAME = "route-peers.nft"
-
-
-@dataclass(frozen=True)
-class NodePaths:
-    """Where Morpheus puts things on a cloud node; templates and tests read them from here."""
-
-    nats_conf: str = "/etc/nats/nats.conf"
-    nats_binary: str = "/usr/local/bin/nats-server"
-    nimsforest_binary: str = "/opt/nimsforest/bin/nimsforest"
-    firewall_dir: str = "/etc/morpheus"
-    units: str = "/etc/systemd/system"
-    lib_dir: str = "/usr/local/lib/morpheus"
-    state_dir: str = "/var/lib/morpheus"
-    nft: str = "/usr/sbin/nft"
-
-    @property
-    def firewall(self) -> str:
-        """The node firewall, loaded with ``nft -I <firewall_dir> -f`` (it includes the next)."""
-        return f"{self.firewall_dir}/firewall.nft"
-
-    @property
-    def route_peers(self) -> str:
-        """Who may open routes to the node: replaced (and loaded alone) when the forest changes."""
-        return f"{self.firewall_dir}/{ROUTE_PEERS_NAME}"
-
-    def load_firewall(self) -> list[str]:
-        """The command that loads the whole node firewall, route peers included."""
-        return [self.nft, "-I", self.firewall_dir, "-f", self.firewall]
-
-    def load_route_peers(self) -> list[str]:
-        """The command that swaps the route peer sets alone, in one transaction."""
-        return [self.nft, "-f", self.route_peers]
-
-    @property
-    def bootstrap(self) -> str:
-        return f"{self.lib_dir}/bootstrap"
-
-    @property
-    def install_nats(self) -> str:
-        return f"{self.lib_dir}/install-nats"
-
-    @property
-    def fetch_verified(self) -> str:
-        return f"{self.lib_dir}/fetch-verified"
-
-    @property
-    def node_info(self) -> str:
-        return f"{self.state_dir}/node-info.json"
-
-    @property
-    def ready_marker(self) -> str:
-        return f"{self.state_dir}/ready"
-
-    @property
-    def failed_marker(self) -> str:
-        return f"{self.state_dir}/failed"
-
-
-NODE_PATHS = NodePaths()
 
 
 @dataclass(frozen=True)

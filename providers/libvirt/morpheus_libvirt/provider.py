@@ -246,16 +246,11 @@ class LibvirtProvider(Provider):
         ]
 
     def blueprint_fields(self, reservation: Reservation) -> dict[str, object]:
-        plan = self.network_plan
+        nets = (self.network_plan.ipv6, self.network_plan.ipv4)
         return {
             "capacity": self.settings.machine.capacity,
-            # While nodes cannot be re-rendered once booted (no apply_blueprint), a node's
-            # own firewall admits routes from the whole morpheus network, where the nodes a
-            # grow adds will be; route TLS and authorization still apply.  A provider that
-            # reconfigures rewrites the node's route peers instead: exactly the forest's nodes.
-            "route_sources": ()
-            if self.can_reconfigure
-            else tuple(str(net) for net in (plan.ipv6, plan.ipv4) if net),
+            # Unless reconfigured, admit routes from the network where a grow's nodes will be.
+            "route_sources": () if self.can_reconfigure else tuple(str(n) for n in nets if n),
         }
 
     def create_node(self, blueprint: NodeBlueprint) -> NodeHandle:
