@@ -75,10 +75,13 @@ def stubborn_forest(state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
     """A kept forest whose "nats-server" ignores SIGTERM: its teardown waits 10 s on it."""
     stubborn = tmp_path / "bin" / "nats-server"
     stubborn.parent.mkdir()
+    ignoring = tmp_path / "ignoring-sigterm"
+    ignoring.mkdir()
     stubborn.write_text(
         f"#!{sys.executable}\n"
-        "import signal, time\n"
+        "import os, pathlib, signal, time\n"
         "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        f"pathlib.Path({str(ignoring)!r}, str(os.getpid())).touch()\n"
         "time.sleep(300)\n"
     )
     stubborn.chmod(0o755)
@@ -88,6 +91,9 @@ def stubborn_forest(state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert kept.returncode == 1, kept.stderr
     found = re.search(r"plant of (forest-[0-9-]+) failed.*kept for inspection", kept.stderr)
     assert found, kept.stderr
+    # Under load the interpreter may start after plant gave up: until its handler is in
+    # place a SIGTERM would end it at once and the teardown would not wait at all.
+    wait_until(lambda: any(ignoring.iterdir()) or None, 60, "the stub to ignore SIGTERM")
     return found.group(1)
 
 
@@ -110,7 +116,8 @@ def test_an_interrupted_teardown_says_how_to_finish(stubborn_forest: str, state_
 
 def test_ctrl_c_at_a_terminal_asks_once_and_can_keep(state_dir: Path, tmp_path: Path) -> None:
     """At a terminal the first Ctrl-C asks; "n" keeps what was made and exits 130."""
-    Path("config.yaml").write_text("provisioning:\n  readiness_timeout: 60\n")
+    # Long enough that plant is still waiting when the Ctrl-C comes, even under heavy load.
+    Path("config.yaml").write_text("provisioning:\n  readiness_timeout: 240\n")
     silent = tmp_path / "bin" / "nats-server"  # runs, never opens a port: plant waits
     silent.parent.mkdir()
     silent.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(300)\n")

@@ -151,11 +151,21 @@ def test_ctrl_c_asks_once_then_rolls_back_or_keeps(context: Context, rollback: b
         assert not remove_forest(context, local(context), forest.id, no_progress).failed
 
 
-def test_sigint_from_a_script_rolls_back(state_dir: Path) -> None:
+def test_sigint_from_a_script_rolls_back(
+    state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import signal
     import subprocess
     import sys
 
+    # A "nats-server" that never opens a port: plant is still waiting when SIGINT comes,
+    # however loaded the machine (with the real one it could finish first).
+    silent = tmp_path / "bin" / "nats-server"
+    silent.parent.mkdir()
+    silent.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(300)\n")
+    silent.chmod(0o755)
+    monkeypatch.setenv("MORPHEUS_NATS_SERVER", str(silent))
+    Path("config.yaml").write_text("provisioning:\n  readiness_timeout: 240\n")
     with subprocess.Popen(
         [sys.executable, "-m", "morpheus", "plant", "local", "medium"],
         stdout=subprocess.PIPE,
