@@ -32,7 +32,7 @@ from morpheus.fields import Peer, RouteCredentials
 from morpheus.models import Event, Forest, ForestStatus, Node, NodeStatus
 from morpheus.paths import host_identity
 from morpheus.records import event_from, forest_from, node_from
-from morpheus.registry_credentials import CredentialRecords
+from morpheus.registry_credentials import CredentialRecords, codec_for
 from morpheus.safe_text import printable
 from morpheus.secret_codec import SecretCodec
 from morpheus.sqlite_schema import (
@@ -61,8 +61,9 @@ class Registry(CredentialRecords):
         self, store: Store, *, secrets: SecretCodec | None = None, host: str | None = None
     ) -> None:
         self.store = store
-        #: Route passwords and private keys go through it (sealed when a key is set).
-        self.secrets = SecretCodec.without_key() if secrets is None else secrets
+        #: Route passwords and private keys go through it (sealed when a key is set; a
+        #: shared store refuses them without a key).
+        self.secrets = codec_for(store, secrets)
         self._secrets_checked = False
         #: This host, as local forests record it (``morpheus.paths.host_identity``).
         self.host = host

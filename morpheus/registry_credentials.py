@@ -2,6 +2,7 @@
 
 Every secret goes through the registry's ``SecretCodec`` (sealed when a key is set); the
 columns are listed once, in ``morpheus.secret_rows``.  ``Registry`` inherits these methods.
+A store shared by several hosts (PostgreSQL) never takes a secret in plain text.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pydantic import SecretStr
 
 from morpheus.errors import DamagedRegistryError, RegistryError
 from morpheus.fields import RouteCredentials
-from morpheus.secret_codec import SecretCodec
+from morpheus.secret_codec import KeyOrigin, KeySource, SecretCodec, StoredForm, stored_form
 from morpheus.secret_rows import (
     CA_KEY,
     NODE_KEY,
@@ -29,6 +30,15 @@ from morpheus.store import Row, Store, Transaction
 
 if TYPE_CHECKING:
     from morpheus.pki import ForestCA, NodeCertificate
+
+#: Backends whose secrets may be stored plain when no key is set: one host's 0600 file.
+PLAIN_SECRETS_BACKENDS = frozenset({"sqlite"})
+
+
+def codec_for(store: Store, secrets: SecretCodec | None) -> SecretCodec:
+    """``secrets``' key under the store's policy: plain secrets (no key) only in SQLite."""
+    source = KeySource(KeyOrigin.NONE) if secrets is None else secrets.source
+    return SecretCodec(source, plaintext_allowed=store.backend in PLAIN_SECRETS_BACKENDS)
 
 
 class CredentialRecords:
@@ -130,6 +140,13 @@ class CredentialRecords:
         cannot be read with the configured key (grow, reconcile)."""
         self.route_credentials(forest_id)
         self.forest_ca(forest_id)
+
+    def secrets_encrypted(self, forest_id: str) -> bool:
+        """Whether the forest's route password is stored encrypted (known without the key)."""
+        rows = self._rows(
+            "SELECT password FROM route_credentials WHERE forest_id = ?", (forest_id,)
+        )
+        return bool(rows) and stored_form(rows[0][0]) is StoredForm.SEALED
 
     def secret_forms(self) -> SecretCount:
         """How the stored secrets are kept (``registry key check``)."""

@@ -81,7 +81,9 @@ def test_without_the_right_key_a_forest_lists_shows_and_tears_down_but_does_not_
         else:
             monkeypatch.setenv(KEY_ENV, setting)
         assert forest_id in run("list", expect=0)
-        assert "node-3" in run("status", forest_id, expect=0)
+        shown = run("status", forest_id, expect=0)
+        assert "node-3" in shown
+        assert ("no registry key is set here" in shown) == (setting is None)
         assert KEY_ENV in run("grow", forest_id, "--auto", "--threshold", "3", expect=KEY_EXIT)
         assert KEY_ENV in run("rotate", forest_id, expect=KEY_EXIT)
         run("registry", "key", "check", expect=KEY_EXIT)

@@ -9,6 +9,7 @@ from morpheus.errors import MorpheusError
 from morpheus.models import Event, Forest, Node, NodeState
 from morpheus.monitor import MonitorTarget, NodeSample, poll_nodes
 from morpheus.provider import NodeHandle
+from morpheus.secret_codec import KEY_ENV
 from morpheus.services import Context
 from morpheus.services.drift import as_refreshed
 
@@ -62,6 +63,11 @@ def forest_status(ctx: Context, forest_id: str, *, timeout: float = 3.0) -> Fore
                     f"gone, {len(drift.adopted)} found by label; `morpheus reconcile "
                     f"{forest.id}` records and tidies up"
                 )
+    if not ctx.registry.secrets.has_key and ctx.registry.secrets_encrypted(forest.id):
+        notes.append(
+            f"its secrets are encrypted and no registry key is set here: grow, rotate and "
+            f"reconcile need {KEY_ENV} or registry.key_file"
+        )
     targets = [
         MonitorTarget.for_node(node) for node in nodes if node.host is not None and not elsewhere
     ]
