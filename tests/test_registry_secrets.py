@@ -135,20 +135,45 @@ def test_a_registry_with_encrypted_secrets_takes_no_plain_or_foreign_ones(
     assert len(open_registry(codec(key)).list_forests()) == 1  # nothing half-recorded
 
 
+def make_plain(registry_url: str, state_dir: Path, key: str) -> None:
+    """Rewrite every secret in plain text, as a registry from before the key (or a copy made
+    without Morpheus) holds them."""
+    registry = Registry.open(registry_url, state_dir, secrets=codec(key))
+    with closing(registry), registry.store.transaction() as db:
+        for secret in SECRET_COLUMNS:
+            for row_key, stored in db.execute(secret.select_sql()).fetchall():
+                plain = registry.secrets.open(stored, "a secret")
+                db.execute(secret.update_sql(), (plain, row_key))
+
+
+def test_without_a_key_sqlite_keeps_secrets_plain_and_a_shared_registry_refuses_them(
+    open_registry: OpenRegistry, registry_url: str, state_dir: Path
+) -> None:
+    registry = open_registry(codec())
+    if registry.store.backend == "sqlite":
+        _id, credentials, _ca, _keys = plant_record(registry)
+        assert credentials.password.get_secret_value() in raw_secrets(registry_url, state_dir)
+        return
+    with pytest.raises(RegistryKeyError, match=f"shared registry .* set {KEY_ENV}"):
+        plant_record(registry)
+    assert registry.list_forests() == []  # refused before anything was recorded
+
+
 def test_plain_rows_of_an_older_registry_read_with_a_key_and_encrypt_in_place(
     open_registry: OpenRegistry, registry_url: str, state_dir: Path
 ) -> None:
-    forest_id, credentials, ca, _keys = plant_record(open_registry(codec()))
-    password = credentials.password.get_secret_value()
-    assert password in raw_secrets(registry_url, state_dir)  # no key: plain, in the 0600 file
     key = new_key()
+    forest_id, credentials, ca, _keys = plant_record(open_registry(codec(key)))
+    make_plain(registry_url, state_dir, key)
+    password = credentials.password.get_secret_value()
+    assert password in raw_secrets(registry_url, state_dir)
     registry = open_registry(codec(key))
     assert registry.route_credentials(forest_id) == credentials
     assert (registry.secret_forms().plain, registry.secret_forms().sealed) == (4, 0)
     count = registry.encrypt_secrets()
     assert (count.encrypted, count.re_encrypted) == (4, 0)
     assert all(value.startswith(SEALED) for value in raw_secrets(registry_url, state_dir))
-    # Nothing of the old plain text is left on disk: zeroed pages, an emptied log.
+    # Nothing of the old plain text is left in the file: zeroed pages, an emptied log.
     on_disk = registry_bytes(state_dir)
     assert password.encode() not in on_disk and b"PRIVATE KEY" not in on_disk
     assert registry.forest_ca(forest_id) == ca
@@ -170,13 +195,14 @@ def test_a_rotated_key_re_encrypts_everything_and_the_old_key_can_go(
 def test_encrypting_with_a_key_that_opens_nothing_changes_nothing(
     open_registry: OpenRegistry, registry_url: str, state_dir: Path
 ) -> None:
-    plant_record(open_registry(codec()))  # plain rows ...
+    first = new_key()
+    plant_record(open_registry(codec(first)))
+    make_plain(registry_url, state_dir, first)  # plain rows ...
     plant_record(open_registry(codec(new_key())))  # ... then sealed ones (an older key)
     before = raw_secrets(registry_url, state_dir)
     with pytest.raises(RegistryKeyError, match="does not open"):
         open_registry(codec(new_key())).encrypt_secrets()
-    assert (
-        raw_secrets(registry_url, state_dir) == before
-    )  # one transaction: the plain rows stayed too
+    # One transaction: the plain rows stayed plain too.
+    assert raw_secrets(registry_url, state_dir) == before
     with pytest.raises(RegistryKeyError, match="no registry key to encrypt with"):
         open_registry(codec()).encrypt_secrets()
