@@ -22,13 +22,15 @@ from morpheus.blueprint import RouteCredentials
 from morpheus.errors import ForestNotFoundError, RegistryError
 from morpheus.models import ForestStatus, NodeStatus
 from morpheus.registry import SCHEMA_VERSION, Registry
+from morpheus.secret_codec import KeySource, SecretCodec
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
 def registry(registry_url: str, state_dir: Path) -> Iterator[Registry]:
-    with Registry.open(registry_url, state_dir) as opened:
+    secrets = SecretCodec(KeySource.find(None))  # registry_key's, on PostgreSQL
+    with Registry.open(registry_url, state_dir, secrets=secrets) as opened:
         yield opened
 
 
@@ -185,7 +187,8 @@ from datetime import datetime, UTC
 from pathlib import Path
 from morpheus.blueprint import RouteCredentials
 from morpheus.registry import Registry
-registry = Registry.open(sys.argv[3], Path(sys.argv[1]))
+from morpheus.secret_codec import KeySource, SecretCodec
+registry = Registry.open(sys.argv[3], Path(sys.argv[1]), secrets=SecretCodec(KeySource.find(None)))
 now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 shared = sys.argv[2]
 made = []
@@ -221,7 +224,8 @@ _LOCK_HOLDER = """
 import sys, time
 from pathlib import Path
 from morpheus.registry import Registry
-registry = Registry.open(sys.argv[2], Path(sys.argv[1]))
+from morpheus.secret_codec import KeySource, SecretCodec
+registry = Registry.open(sys.argv[2], Path(sys.argv[1]), secrets=SecretCodec(KeySource.find(None)))
 with registry.forest_lock(sys.argv[3]):
     print("held", flush=True)
     time.sleep(600)

@@ -102,14 +102,17 @@ def test_a_bad_url_in_the_environment_is_one_line_and_exit_1(
         assert "Traceback" not in result.stderr
 
 
-def test_list_reads_a_postgresql_registry(
-    postgres_url: str, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+def test_list_reads_a_postgresql_registry_even_without_its_key(
+    postgres_url: str, registry_key: str, state_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from datetime import UTC, datetime
 
     from morpheus.blueprint import RouteCredentials
+    from morpheus.secret_codec import KEY_ENV, KeySource, SecretCodec
 
-    with Registry.open(postgres_url, state_dir) as registry:
+    secrets = SecretCodec(KeySource.find(None, {KEY_ENV: registry_key}))
+    monkeypatch.delenv(KEY_ENV)  # the forest is listed by a host that lacks the key
+    with Registry.open(postgres_url, state_dir, secrets=secrets) as registry:
         forest = registry.create_forest(
             provider="hetzner",
             size="small",

@@ -75,10 +75,25 @@ def postgres_url(postgres_server: PostgresServer) -> str:
     return postgres_server.create_database(f"test_{secrets.token_hex(6)}")
 
 
+@pytest.fixture
+def registry_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new registry key, in ``MORPHEUS_REGISTRY_KEY`` for all the test runs."""
+    from morpheus.secret_codec import KEY_ENV, new_key
+
+    key = new_key()
+    monkeypatch.setenv(KEY_ENV, key)
+    return key
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def registry_url(request: pytest.FixtureRequest, state_dir: Path) -> str:
-    """``registry.url`` of each backend in turn: the contract both must keep."""
+    """``registry.url`` of each backend in turn: the contract both must keep.
+
+    A shared registry stores secrets only encrypted, so with PostgreSQL ``registry_key`` is
+    set (``SecretCodec(KeySource.find(None))`` reads it); SQLite runs without a key.
+    """
     if request.param == "sqlite":
         return f"sqlite://{state_dir / 'registry.sqlite3'}"
+    request.getfixturevalue("registry_key")
     url: str = request.getfixturevalue("postgres_url")
     return url
