@@ -1,8 +1,9 @@
 """A forest's rows, as stored, out of one registry and into another (``registry migrate``).
 
 Rows are copied column by column, secrets as they are stored (sealed stays sealed), so a copy
-loses nothing either backend keeps.  Both registries are at the same schema version (opening
-one migrates it), so the columns match.
+loses nothing either backend keeps; plain secrets of a SQLite registry are sealed on their way
+into a shared one (``morpheus.secret_rows.seal_plain_secrets``).  Both registries are at the
+same schema version (opening one migrates it), so the columns match.
 """
 
 from __future__ import annotations

@@ -130,3 +130,16 @@ def encrypt_secrets(db: Connection, codec: SecretCodec) -> SecretCount:
             else:
                 count.encrypted += 1
     return count
+
+
+def seal_plain_secrets(tables: dict[str, list[dict[str, Any]]], codec: SecretCodec) -> None:
+    """Seal, in place, the plain secrets among rows about to be copied into a registry whose
+    codec does not take plain ones (a shared registry); ``RegistryKeyError`` without a key."""
+    if codec.plaintext_allowed:
+        return
+    for secret in SECRET_COLUMNS:
+        for row in tables.get(secret.table, []):
+            stored = row.get(secret.column)
+            if stored is not None and stored_form(stored) is StoredForm.PLAIN:
+                plain = codec.open(stored, secret.what(row[secret.key]))
+                row[secret.column] = codec.seal(plain)

@@ -206,3 +206,28 @@ def test_encrypting_with_a_key_that_opens_nothing_changes_nothing(
     assert raw_secrets(registry_url, state_dir) == before
     with pytest.raises(RegistryKeyError, match="no registry key to encrypt with"):
         open_registry(codec()).encrypt_secrets()
+
+
+def test_plain_secrets_are_encrypted_on_their_way_into_a_shared_registry(
+    postgres_url: str, state_dir: Path
+) -> None:
+    from morpheus.services.registry_move import migrate_registry
+
+    sqlite_url = f"sqlite://{state_dir / 'registry.sqlite3'}"
+    with closing(Registry.open(sqlite_url, state_dir, secrets=codec())) as source:
+        forest_id, credentials, ca, _keys = plant_record(source)
+    # Without a key the shared registry takes nothing: no plain secret, no half forest.
+    keyless = Registry.open(sqlite_url, state_dir, secrets=codec())
+    with closing(keyless), pytest.raises(RegistryKeyError, match="shared registry"):
+        migrate_registry(keyless, postgres_url, state_dir)
+    with closing(Registry.open(postgres_url, state_dir, secrets=codec())) as target:
+        assert target.forest_ids() == []
+    key = new_key()
+    with closing(Registry.open(sqlite_url, state_dir, secrets=codec(key))) as source:
+        migration = migrate_registry(source, postgres_url, state_dir)
+    assert [moved.copied for moved in migration.forests] == [True]
+    stored = raw_secrets(postgres_url, state_dir)
+    assert len(stored) == 4 and all(value.startswith(SEALED) for value in stored)
+    with closing(Registry.open(postgres_url, state_dir, secrets=codec(key))) as target:
+        assert target.route_credentials(forest_id) == credentials
+        assert target.forest_ca(forest_id) == ca

@@ -16,8 +16,8 @@ from morpheus.provider import load_provider_class
 from morpheus.registry import Registry
 from morpheus.registry_rows import ForestRows, read_forest_rows, write_forest_rows
 from morpheus.registry_url import parse_registry_url
+from morpheus.secret_rows import seal_plain_secrets
 from morpheus.sqlite_schema import SCHEMA_VERSION
-from morpheus.store import Store
 
 
 @dataclass(frozen=True)
@@ -88,11 +88,11 @@ def migrate_registry(
                 rows = read_forest_rows(source.store, forest_id)
                 result.forests.append(_moved(forest_id not in present, rows))
                 continue
-            result.forests.append(_copy(source, target.store, forest_id))
+            result.forests.append(_copy(source, target, forest_id))
     return result
 
 
-def _copy(source: Registry, target: Store, forest_id: str) -> MovedForest:
+def _copy(source: Registry, target: Registry, forest_id: str) -> MovedForest:
     # Under the forest's lock in the source: no plant or grow lands half-way through.
     with source.store.forest_lock(forest_id, 600, None):
         rows = read_forest_rows(source.store, forest_id)
@@ -100,7 +100,9 @@ def _copy(source: Registry, target: Store, forest_id: str) -> MovedForest:
         if forest.get("host") is None and _runs_here(str(forest["provider"])):
             # Recorded before forests named their host: its nodes are this host's.
             forest["host"] = source.host
-        copied = write_forest_rows(target, rows)
+        # Plain secrets of a SQLite registry are sealed on their way into a shared one.
+        seal_plain_secrets(rows.tables, target.secrets)
+        copied = write_forest_rows(target.store, rows)
     return _moved(copied, rows)
 
 
