@@ -22,7 +22,8 @@ from morpheus.blueprint import RouteCredentials
 from morpheus.models import NodeStatus, Ports
 from morpheus.pki import ForestCA
 from morpheus.registry import Registry
-from morpheus.secret_codec import KEY_ENV, new_key
+from morpheus.secret_codec import KEY_ENV, SEALED, KeySource, SecretCodec, new_key
+from morpheus.secret_rows import SECRET_COLUMNS
 from morpheus.sqlite_schema import FOREST_TABLES, GENERATED_COLUMNS
 from morpheus.testing.cli import cli_environment, invoke
 
@@ -196,8 +197,22 @@ def dump(registry: Registry) -> dict[str, list[dict[str, Any]]]:
     return tables
 
 
+def opened(tables: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """``tables`` with every secret as the registry key (``registry_key``) opens it."""
+    codec = SecretCodec(KeySource.find(None))
+    for secret in SECRET_COLUMNS:
+        for row in tables.get(secret.table, []):
+            if row[secret.column] is not None:
+                row[secret.column] = codec.open(row[secret.column], "a secret")
+    return tables
+
+
 def test_migrate_moves_local_and_cloud_forests_to_postgresql_and_back_losslessly(
-    postgres_url: str, state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    postgres_url: str,
+    registry_key: str,
+    state_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with Registry.in_state_dir(state_dir) as sqlite:
         local_id, cloud_id = record_forests(sqlite)
@@ -219,11 +234,18 @@ def test_migrate_moves_local_and_cloud_forests_to_postgresql_and_back_losslessly
     again = invoke("registry", "migrate", "--to", postgres_url)
     assert f"already there: {local_id}" in again.stdout and "0 forest(s) copied" in again.stdout
 
-    # The local forest now names this host (it was this host's); nothing else changed.
+    # The local forest now names this host (it was this host's); the plain secrets of the
+    # SQLite file are encrypted in the shared registry; nothing else changed.
     expected = json.loads(json.dumps(before))
     expected["forests"][0]["host"] = this_host
     with Registry.open(postgres_url, state_dir) as postgres:
-        assert dump(postgres) == expected
+        stored = dump(postgres)
+        assert all(
+            row[secret.column].startswith(SEALED)
+            for secret in SECRET_COLUMNS
+            for row in stored[secret.table]
+        )
+        assert opened(stored) == expected
         assert postgres.get_forest(cloud_id).host is None
 
     # And back, from the PostgreSQL registry in use into a new SQLite file.
@@ -231,8 +253,9 @@ def test_migrate_moves_local_and_cloud_forests_to_postgresql_and_back_losslessly
     back = tmp_path / "elsewhere" / "registry.sqlite3"
     returned = invoke("registry", "migrate", "--to", f"sqlite://{back}")
     assert returned.returncode == 0, returned.stderr
-    with Registry.open(f"sqlite://{back}", state_dir) as copy:
-        assert dump(copy) == expected
+    secrets = SecretCodec(KeySource.find(None))
+    with Registry.open(f"sqlite://{back}", state_dir, secrets=secrets) as copy:
+        assert opened(dump(copy)) == expected
         assert copy.route_credentials(local_id) == _credentials(state_dir, local_id)
         assert [e.kind for e in copy.events(cloud_id)] == ["planting", "planted"]
     assert oct(back.stat().st_mode & 0o777) == "0o600"
