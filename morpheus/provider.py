@@ -288,8 +288,8 @@ class Provider(ABC):
         nats-server when only the route list changed, else restart it; keep the JetStream
         store.  A node that cannot be reached must keep its previous files and raise a
         ``MorpheusError`` naming why, within a deadline: ``services.converge`` reports and
-        records it.  May be called right after ``wait_running`` (a node moved while the
-        forest was planted): wait for the node's first boot to have written its files.
+        records it.  After a plant in which a node moved, it is called once every node's
+        NATS monitoring answers (its first boot is done), before the forest is healthy.
         Several nodes are reconfigured at once, from worker threads.  Return once the
         change is applied: the caller waits for NATS readiness through the monitoring port,
         the same for every provider.

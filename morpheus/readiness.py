@@ -18,9 +18,13 @@ class ReadinessTarget:
     host: str
     monitor_port: int
     expected_peers: int
+    #: Ready once its own NATS server answers, healthy or not (its first boot is done).
+    serving_only: bool = False
 
 
-def describe(sample: NodeSample, expected_peers: int) -> tuple[bool, str]:
+def describe(
+    sample: NodeSample, expected_peers: int, *, serving_only: bool = False
+) -> tuple[bool, str]:
     """Whether the node is ready, and a few words on where it is."""
     if not sample.reachable:
         return False, "waiting for NATS monitoring"
@@ -30,6 +34,8 @@ def describe(sample: NodeSample, expected_peers: int) -> tuple[bool, str]:
             f"{sample.node_name}: another NATS server ({sample.server_name}) answers at "
             f"{sample.url}"
         )
+    if serving_only:
+        return True, "NATS serving"
     if not sample.healthy:
         return False, "NATS starting (healthz not ok yet)"
     peers = sample.peers or 0
@@ -93,7 +99,7 @@ def wait_nats_ready(
                 reason = f"{sample.boot_failure} (reported at {sample.url})"
                 progress(target.node_id, reason)
                 raise ReadinessError(f"{target.node_id}: {reason}")
-            ready, words = describe(sample, target.expected_peers)
+            ready, words = describe(sample, target.expected_peers, serving_only=target.serving_only)
             if said.get(target.node_id) != words:
                 said[target.node_id] = words
                 progress(target.node_id, words)

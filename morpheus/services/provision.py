@@ -206,9 +206,39 @@ def provision_nodes(
         registry.active_node_addresses(forest.id),
         [Peer(host=node.host or "", port=node.ports.cluster) for node in placed],
     )
+    # Reconfigured nodes too: a restarted node that stops at once is reported at once.
+    handles_by_node = {
+        **{node.id: handle_for(forest, node) for node in reconfigure},
+        **{handle.node_id: handle for handle in handles},
+    }
+
+    def boot_failure(node_id: str) -> str | None:
+        handle = handles_by_node.get(node_id)
+        return provider.boot_failure(handle) if handle is not None else None
+
+    def wait(*, serving_only: bool = False) -> None:
+        wait_nats_ready(
+            [
+                ReadinessTarget(
+                    node_id=node.id,
+                    host=node.host or "",
+                    monitor_port=node.ports.monitor,
+                    expected_peers=len(peers) - 1 if len(peers) >= 2 else 0,
+                    serving_only=serving_only,
+                )
+                for node in (*reconfigure, *placed)
+            ],
+            deadline=deadline,
+            max_interval=settings.provisioning.readiness_interval,
+            progress=progress,
+            boot_failure=boot_failure,
+        )
+
     moved = final != peers and provider.can_reconfigure
     if moved:
-        # Rendered before a node moved: every node gets the addresses as they are now.
+        # Rendered before a node moved: once every node's first boot is done (its NATS
+        # answers), every node gets the addresses as they are now.
+        wait(serving_only=True)
         peers = final
         converge(
             ctx,
@@ -220,31 +250,7 @@ def provision_nodes(
             strict=True,
             record=False,
         )
-    # Reconfigured nodes too: a restarted node that stops at once is reported at once.
-    handles_by_node = {
-        **{node.id: handle_for(forest, node) for node in reconfigure},
-        **{handle.node_id: handle for handle in handles},
-    }
-
-    def boot_failure(node_id: str) -> str | None:
-        handle = handles_by_node.get(node_id)
-        return provider.boot_failure(handle) if handle is not None else None
-
-    wait_nats_ready(
-        [
-            ReadinessTarget(
-                node_id=node.id,
-                host=node.host or "",
-                monitor_port=node.ports.monitor,
-                expected_peers=len(peers) - 1 if len(peers) >= 2 else 0,
-            )
-            for node in (*reconfigure, *placed)
-        ],
-        deadline=deadline,
-        max_interval=settings.provisioning.readiness_interval,
-        progress=progress,
-        boot_failure=boot_failure,
-    )
+    wait()
     active = []
     for node in placed:
         node = node.model_copy(update={"status": NodeStatus.ACTIVE})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import time
 from collections.abc import Iterator
 
@@ -546,3 +547,32 @@ def test_forest_ids_come_from_the_servers_labels(
     finally:
         other.cleanup()
     assert other.id not in hetzner.forest_ids()
+
+
+@pytest.mark.parametrize("reconfigures", [False, True], ids=["booted-once", "reconfigured"])
+def test_node_firewalls_admit_routes_from_the_forest_alone_once_nodes_are_reconfigured(
+    fake_hetzner: FakeHetzner, hetzner: HetznerProvider, reconfigures: bool
+) -> None:
+    """Issue 12, failure 4: a node whose rules follow the forest (``apply_blueprint``
+    rewrites its route peers) admits routes from exactly the forest's nodes, never ``::/0``;
+    one booted once relies on the cloud firewall, which names the forest's networks."""
+    provider = hetzner
+    if reconfigures:
+        provider.can_reconfigure = True  # type: ignore[misc]  # the instance, not the class
+    made = ContractForest(provider, Settings())
+    try:
+        handles = plant_running(made, 3)
+        hosts = sorted(h.host for h in handles if h.host)
+        for server in fake_hetzner.servers.values():
+            assert server.user_data is not None
+            peers = delivered_files(server.user_data)[NODE_PATHS.route_peers]
+            admitted = re.search(r"add element inet morpheus peers_v6 \{ ([^}]*) \}", peers)
+            assert admitted is not None, peers
+            expected = hosts if reconfigures else ["::/0"]
+            assert sorted(admitted[1].split(", ")) == expected
+        (firewall,) = fake_hetzner.firewalls.values()
+        routes = next(r for r in firewall.rules if r["port"] == "6222")["source_ips"]
+        networks = {str(ipaddress.IPv6Network(f"{h}/64", strict=False)) for h in hosts}
+        assert set(routes) == networks
+    finally:
+        made.cleanup()
