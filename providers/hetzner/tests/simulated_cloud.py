@@ -91,7 +91,14 @@ class SimulatedCloud:
         for boot in self._boots.values():
             boot.join(timeout=60)
 
-    def check(self) -> None:
+    def check(self, timeout: float = 180) -> None:
+        """Wait until every boot begun is over (cloud-init done: a node can serve NATS before
+        its bootstrap ends), then fail if one went wrong."""
+        deadline = time.monotonic() + timeout
+        for boot in list(self._boots.values()):
+            boot.join(max(0.0, deadline - time.monotonic()))
+            if boot.is_alive():
+                raise AssertionError(f"{boot.name} still booting after {timeout:.0f} s")
         if self.failures:
             raise AssertionError("simulated servers failed to boot: " + "; ".join(self.failures))
 
@@ -193,7 +200,8 @@ class Recorder:
                     data += chunk
             except OSError:
                 pass
-        self.received.append((peer, data))
+            # Recorded before the connection closes: a peer that waits for the close knows.
+            self.received.append((peer, data))
 
     def close(self) -> None:
         self._stopping.set()

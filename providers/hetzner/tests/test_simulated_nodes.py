@@ -371,6 +371,18 @@ def delete_server_in_the_console(lab: Lab, fake: FakeHetzner, name: str) -> None
     wait_for(lambda: fake.server_by_name(name) is None, 30, f"{name} being deleted")
 
 
+#: Run inside a node: reads the recorder's greeting, sends PROBE, waits until it is recorded.
+_PROBE = """
+import socket
+with socket.create_connection(("%s", 6222), timeout=30) as probe:
+    probe.makefile("rb").readline()
+    probe.sendall(b"PROBE")
+    probe.shutdown(socket.SHUT_WR)
+    while probe.recv(4096):
+        pass
+"""
+
+
 def test_a_stranger_on_a_released_address_gets_no_password_and_cannot_join(
     lab: Lab, cloud: SimulatedCloud, config: dict[str, Any], fake_hetzner: FakeHetzner
 ) -> None:
@@ -395,11 +407,7 @@ def test_a_stranger_on_a_released_address_gets_no_password_and_cannot_join(
     recorder = Recorder(stranger).start()
     try:
         # Control: the recorder is reachable from the forest's nodes.
-        cloud.machine(names[0]).run(
-            "/usr/bin/python3", "-c",
-            f"import socket; socket.create_connection(({gone_host!r}, 6222), timeout=10)"
-            ".sendall(b'PROBE')",
-        )  # fmt: skip
+        cloud.machine(names[0]).run("/usr/bin/python3", "-c", _PROBE % gone_host, timeout=60)
         # A route still configured there is redialled every second or so: a few seconds
         # show it (or show that nothing dials any more).
         observed = time.monotonic()
