@@ -21,9 +21,15 @@ from morpheus.errors import ProviderError
 from morpheus.provider import NodeHandle, Reservation
 from morpheus.registry import Registry
 from morpheus.services import Context, no_progress
-from morpheus.services.converge import Convergence, nodes_behind, record_convergence
+from morpheus.services.converge import (
+    Convergence,
+    converge,
+    nodes_behind,
+    record_convergence,
+)
 from morpheus.services.plant import PlantPlan, PlantRequest, plant
 from morpheus.services.reconcile import preview, reconcile
+from morpheus.services.status import forest_status
 from morpheus.services.teardown import teardown
 from morpheus.settings import Settings
 from morpheus.testing.nats import healthz_ok, peers_seen
@@ -220,6 +226,8 @@ def test_a_node_that_cannot_be_reached_is_recorded_and_reconcile_retries_it(
     assert conf.read_text() == before  # nothing half-written
     assert [n.id for n in nodes_behind(context, forest_id, nodes)] == [second.id]
     assert [n.id for n in preview(context, forest_id).behind] == [second.id]
+    notes = forest_status(context, forest_id).notes
+    assert any(note.startswith(f"{second.name} could not be reached") for note in notes), notes
 
     monkeypatch.setattr(Context, "provider", lambda self, name: local)
     again = reconcile(context, forest_id, no_progress)
@@ -248,3 +256,26 @@ def test_the_record_names_each_node_once(context: Context) -> None:
     assert nodes_behind(context, forest.id, nodes) == [eleventh]
     record_convergence(context, forest, Convergence(applied=[n.id for n in nodes]))
     assert nodes_behind(context, forest.id, nodes) == []
+
+
+class Gathering(LocalProvider):
+    """Each reconfiguration waits until three are under way at once."""
+
+    together = threading.Barrier(3, timeout=60)
+
+    def apply_blueprint(self, handle: NodeHandle, blueprint: NodeBlueprint) -> None:
+        self.together.wait()
+        super().apply_blueprint(handle, blueprint)
+
+
+def test_nodes_are_reconfigured_in_parallel(context: Context, state_dir: Path) -> None:
+    """Three nodes converge at once (a barrier of three would time out one at a time)."""
+    local = LocalProvider(LocalSettings(), state_dir / "local")
+    planted = plant(
+        context, PlantPlan(local, "custom", 3, []), PlantRequest("local", nodes=3), no_progress
+    )
+    nodes = context.registry.nodes(planted.forest.id)
+    gathering = Gathering(LocalSettings(), state_dir / "local")
+    result = converge(context, gathering, planted.forest, nodes, no_progress)
+    assert result.applied == [node.id for node in nodes] and result.behind == {}
+    teardown(context, planted.forest.id, no_progress)

@@ -11,6 +11,7 @@ from morpheus.monitor import MonitorTarget, NodeSample, poll_nodes
 from morpheus.provider import NodeHandle
 from morpheus.secret_codec import KEY_ENV
 from morpheus.services import Context
+from morpheus.services.converge import nodes_behind
 from morpheus.services.drift import as_refreshed
 
 
@@ -63,6 +64,13 @@ def forest_status(ctx: Context, forest_id: str, *, timeout: float = 3.0) -> Fore
                     f"gone, {len(drift.adopted)} found by label; `morpheus reconcile "
                     f"{forest.id}` records and tidies up"
                 )
+    behind = nodes_behind(ctx, forest.id, nodes)
+    if behind:
+        notes.append(
+            f"{', '.join(node.name for node in behind)} could not be reached by the last "
+            "change of the forest and may route to, or admit, nodes it no longer has; "
+            f"`morpheus reconcile {forest.id}` tries again"
+        )
     if not ctx.registry.secrets.has_key and ctx.registry.secrets_encrypted(forest.id):
         notes.append(
             f"its secrets are encrypted and no registry key is set here: grow, rotate and "
