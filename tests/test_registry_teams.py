@@ -92,6 +92,8 @@ def test_a_local_forest_is_shown_on_the_other_host_but_changed_only_on_its_own(
             assert "run the command there" in line
         info = run(b, "registry", "info", "-o", "json")
         assert json.loads(info.stdout)["backend"] == "postgresql"
+        assert json.loads(info.stdout)["key"] == KEY_ENV  # named, never shown
+        assert b[KEY_ENV] not in info.stdout
         assert postgres_url.split(":")[2].split("@")[0] not in info.stdout  # the password
     finally:
         torn = run(a, "teardown", forest_id, "--yes")
@@ -292,3 +294,4 @@ def test_registry_info_on_sqlite(state_dir: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "Backend:  sqlite" in result.stdout
     assert f"Location: {state_dir / 'registry.sqlite3'}" in result.stdout
+    assert "Key:      no key" in result.stdout

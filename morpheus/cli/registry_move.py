@@ -35,6 +35,7 @@ def show_info(found: RegistryInfo, output: OutputFormat) -> None:
                 "schema_version": found.schema_version,
                 "forests": found.forests,
                 "host": found.host,
+                "key": found.key,
             },
             output,
         )
@@ -48,6 +49,7 @@ def show_info(found: RegistryInfo, output: OutputFormat) -> None:
     )
     console.print(f"Forests:  {found.forests}", markup=False)
     console.print(f"This host: {found.host}", markup=False)
+    console.print(f"Key:      {found.key} (`morpheus registry key check` tries it)", markup=False)
 
 
 def migrate(

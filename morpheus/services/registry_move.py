@@ -29,6 +29,8 @@ class RegistryInfo:
     schema_version: int
     forests: int
     host: str | None
+    #: Where the registry key comes from ("no key", "MORPHEUS_REGISTRY_KEY", a file).
+    key: str = "no key"
     known_schema: int = SCHEMA_VERSION
 
 
@@ -40,6 +42,7 @@ def registry_info(registry: Registry) -> RegistryInfo:
         schema_version=store.schema_version(),
         forests=len(registry.forest_ids()),
         host=registry.host,
+        key=registry.secrets.source.describe(),
     )
 
 
