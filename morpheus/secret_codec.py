@@ -30,7 +30,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from morpheus.errors import RegistryKeyError
+from morpheus.errors import DamagedRegistryError, RegistryKeyError
 
 if TYPE_CHECKING:
     from cryptography.fernet import MultiFernet
@@ -152,7 +152,8 @@ def _read_key_file(path: Path) -> list[str]:
 
 def stored_form(stored: str) -> StoredForm:
     """Whether a stored value is sealed or plain (without a key)."""
-    return StoredForm.SEALED if stored.startswith(SEALED) else StoredForm.PLAIN
+    sealed = isinstance(stored, str) and stored.startswith(SEALED)
+    return StoredForm.SEALED if sealed else StoredForm.PLAIN
 
 
 class SecretCodec:
@@ -196,6 +197,8 @@ class SecretCodec:
     def open(self, stored: str, what: str) -> str:
         """The secret a stored value holds; ``what`` names it in errors ("the route password
         of forest-1")."""
+        if not isinstance(stored, str):  # a damaged row (a blob where text belongs)
+            raise DamagedRegistryError(f"{what} in the registry is damaged: it is not text")
         if stored.startswith(ESCAPED_PLAIN):
             return stored[len(ESCAPED_PLAIN) :]
         if not stored.startswith(SEALED):

@@ -75,7 +75,8 @@ def test_without_the_right_key_a_forest_lists_shows_and_tears_down_but_does_not_
         return result.stderr
 
     wrong = new_key()
-    for setting in (None, wrong, "not-a-key"):
+    malformed = "malformed-key-Zq9x"
+    for setting in (None, wrong, malformed):
         if setting is None:
             monkeypatch.delenv(KEY_ENV)
         else:
@@ -104,7 +105,7 @@ def test_without_the_right_key_a_forest_lists_shows_and_tears_down_but_does_not_
     assert json.loads(run("list", "-o", "json", expect=0)) == []
 
     for text in outputs:
-        for secret in [key, wrong, *secrets]:
+        for secret in [key, wrong, malformed, *secrets]:
             assert key_line(secret) not in text
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
@@ -186,3 +187,11 @@ def test_a_generated_key_file_is_private_and_never_overwritten(tmp_path: Path) -
     assert sorted(os.listdir(path.parent)) == ["registry.key"]  # no partial file left
     with pytest.raises(RegistryKeyError, match="no key to rotate"):
         write_key_file(tmp_path / "other.key", rotate=True)
+
+
+def test_a_stored_value_that_is_not_text_is_a_damaged_row() -> None:
+    from morpheus.errors import DamagedRegistryError
+
+    blob: Any = b"\x00\x01"
+    with pytest.raises(DamagedRegistryError, match=r"route password of forest-1 .* not text"):
+        codec_with(new_key()).open(blob, "the route password of forest-1")
