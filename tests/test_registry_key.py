@@ -93,19 +93,26 @@ def test_without_the_right_key_a_forest_lists_shows_and_tears_down_but_does_not_
     assert listed[0]["node_count"] == 3  # nothing was planned, added or changed
     assert forest_secrets(state_dir, key, forest_id) == secrets
 
-    monkeypatch.setenv(KEY_ENV, f"{new_key()},{key}")  # rotated: the old key second
+    newer = new_key()
+    monkeypatch.setenv(KEY_ENV, f"{newer},{key}")  # rotated: the old key second
     assert run("registry", "key", "check", expect=0).startswith(f"Key: {KEY_ENV} (2 keys")
-    assert "re-encrypted 5" in run("registry", "encrypt", expect=0)
+    stored = json.loads(run("registry", "key", "check", "-o", "json", expect=0))["secrets"]
+    assert stored["plain"] == 0 and stored["encrypted"] >= len(secrets)
+    assert f"re-encrypted {stored['encrypted']}" in run("registry", "encrypt", expect=0)
     run("grow", forest_id, "--auto", "--threshold", "3", expect=GREW, process=True)
     checked = json.loads(run("registry", "key", "check", "-o", "json", expect=0))
-    assert checked["secrets"] == {"plain": 0, "encrypted": 6, "unreadable": 0}
+    # One more node: one more key, encrypted with the new key.
+    grown = {"plain": 0, "encrypted": stored["encrypted"] + 1, "unreadable": 0}
+    assert checked["secrets"] == grown
+    # The new key alone now opens everything: the old one can go.
+    assert forest_secrets(state_dir, newer, forest_id)[:2] == secrets[:2]
 
     monkeypatch.delenv(KEY_ENV)  # what is billing can always be removed, key or not
     run("teardown", forest_id, "--yes", expect=0, process=True)
     assert json.loads(run("list", "-o", "json", expect=0)) == []
 
     for text in outputs:
-        for secret in [key, wrong, malformed, *secrets]:
+        for secret in [key, wrong, newer, malformed, *secrets]:
             assert key_line(secret) not in text
 
 
