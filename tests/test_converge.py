@@ -21,12 +21,8 @@ from morpheus.errors import ProviderError
 from morpheus.provider import NodeHandle, Reservation
 from morpheus.registry import Registry
 from morpheus.services import Context, no_progress
-from morpheus.services.converge import (
-    Convergence,
-    converge,
-    nodes_behind,
-    record_convergence,
-)
+from morpheus.services.converge import Convergence, converge, record_convergence
+from morpheus.services.convergence_events import nodes_behind
 from morpheus.services.plant import PlantPlan, PlantRequest, plant
 from morpheus.services.reconcile import preview, reconcile
 from morpheus.services.status import forest_status

@@ -24,14 +24,11 @@ from morpheus.errors import MorpheusError
 from morpheus.models import Forest, Node
 from morpheus.provider import Provider
 from morpheus.services import Context, Progress
+from morpheus.services.convergence_events import BEHIND_EVENT, CONVERGED_EVENT
 from morpheus.services.provision import handle_for, reservation_of, route_tls_for
 
 #: How many nodes are reconfigured at once (each is an SSH session on a cloud node).
 MAX_PARALLEL = 8
-
-#: Event kinds: the last of these says whether every node has the forest's configuration.
-CONVERGED_EVENT = "converged"
-BEHIND_EVENT = "behind"
 
 
 @dataclass
@@ -136,12 +133,3 @@ def record_convergence(ctx: Context, forest: Forest, result: Convergence) -> Non
     else:
         message = f"{len(result.applied)} node(s) have the forest's configuration"
         ctx.registry.add_event(forest.id, CONVERGED_EVENT, message, ctx.clock())
-
-
-def nodes_behind(ctx: Context, forest_id: str, nodes: Sequence[Node]) -> list[Node]:
-    """Which of ``nodes`` the forest's last convergence could not reach."""
-    events = ctx.registry.events(forest_id, limit=500)
-    last = next((e for e in reversed(events) if e.kind in (CONVERGED_EVENT, BEHIND_EVENT)), None)
-    if last is None or last.kind == CONVERGED_EVENT:
-        return []
-    return [node for node in nodes if f"{node.id} (" in last.message]

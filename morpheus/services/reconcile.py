@@ -20,7 +20,8 @@ from morpheus.models import Forest, ForestStatus, Node, NodeStatus
 from morpheus.provider import NodeHandle, Provider
 from morpheus.readiness import ReadinessTarget, wait_nats_ready
 from morpheus.services import Context, Progress
-from morpheus.services.converge import converge, nodes_behind
+from morpheus.services.converge import converge
+from morpheus.services.convergence_events import nodes_behind
 from morpheus.services.drift import Drift, adopted_node, find_drift
 from morpheus.services.provision import handle_for, remove_nodes
 from morpheus.services.teardown import remove_forest

@@ -11,7 +11,7 @@ from morpheus.monitor import MonitorTarget, NodeSample, poll_nodes
 from morpheus.provider import NodeHandle
 from morpheus.secret_codec import KEY_ENV
 from morpheus.services import Context
-from morpheus.services.converge import nodes_behind
+from morpheus.services.convergence_events import nodes_behind
 from morpheus.services.drift import as_refreshed
 
 
