@@ -132,6 +132,11 @@ class KeySource:
 def _read_key_file(path: Path) -> list[str]:
     try:
         status = path.stat()
+        if not stat.S_ISREG(status.st_mode):
+            raise RegistryKeyError(
+                f"the registry key file {path} is not a file: point registry.key_file at the "
+                f"file that holds the key ({GENERATE_HINT})"
+            )
         if stat.S_IMODE(status.st_mode) & 0o077:
             raise RegistryKeyError(
                 f"the registry key file {path} can be read by others "

@@ -155,6 +155,8 @@ def test_a_missing_or_empty_key_file_says_how_to_make_one(tmp_path: Path) -> Non
     missing = tmp_path / "nope.key"
     with pytest.raises(RegistryKeyError, match=r"does not exist.*registry key generate --file"):
         SecretCodec(KeySource.find(missing, {})).seal(SECRET)
+    with pytest.raises(RegistryKeyError, match=r"is not a file: point registry\.key_file"):
+        SecretCodec(KeySource.find(tmp_path, {})).seal(SECRET)  # a directory: no chmod advice
     empty = private_file(tmp_path / "empty.key", "# nothing yet\n")
     with pytest.raises(RegistryKeyError, match="holds no key"):
         SecretCodec(KeySource.find(empty, {})).seal(SECRET)
