@@ -136,3 +136,17 @@ def test_list_reads_a_postgresql_registry_even_without_its_key(
     assert result.returncode == 0, result.stderr
     assert forest.id in result.stdout
     assert not (state_dir / "registry.sqlite3").exists()
+
+
+def test_config_check_and_registry_info_mask_the_password(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    password = urlsplit(postgres_url).password or ""
+    monkeypatch.setenv("MORPHEUS_REGISTRY__URL", postgres_url)
+    checked = invoke("config", "check", "-o", "json")
+    assert checked.returncode == 0, checked.stderr
+    assert "morpheus:***@127.0.0.1" in checked.stdout and password not in checked.stdout
+    info = invoke("registry", "info")
+    assert info.returncode == 0, info.stderr
+    assert "Backend:  postgresql" in info.stdout and password not in info.stdout
+    assert "Location: postgresql://morpheus:***@127.0.0.1" in info.stdout

@@ -80,6 +80,9 @@ def rebuild_registry(settings: Settings, state_dir: Path, now: datetime) -> Rebu
                 if not handles:
                     continue
                 forest, nodes = _records(provider.name, forest_id, handles, now)
+                if not provider.costs_money:
+                    # Found in this host's state directory: its nodes are this host's.
+                    forest = forest.model_copy(update={"host": registry.host})
                 if registry.import_forest(
                     forest,
                     RouteCredentials.generate(),
