@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from morpheus.errors import DamagedRegistryError, RegistryError
+from morpheus.errors import ConfigError, DamagedRegistryError, RegistryError
 from morpheus.registry_url import masked_url
 from morpheus.sqlite_schema import SCHEMA_VERSION, migration_steps, newer_schema_error
 from morpheus.store import ForestLock, Store, busy_message, waiting_notice
@@ -115,8 +115,13 @@ def postgres_errors(url: str) -> Iterator[None]:
 
 
 def connect(url: str, purpose: str) -> psycopg.Connection[Any]:
-    import psycopg
-
+    try:
+        import psycopg
+    except ImportError:
+        raise ConfigError(
+            f"registry.url names a PostgreSQL registry ({masked_url(url)}) but its driver is "
+            "not installed: install morpheus[postgres] (pip install 'morpheus[postgres]')"
+        ) from None
     with postgres_errors(url):
         return psycopg.connect(
             url,

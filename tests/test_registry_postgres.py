@@ -3,6 +3,7 @@ schema, and `list` reading it.  The shared contract is tests/test_registry.py.""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -150,3 +151,15 @@ def test_config_check_and_registry_info_mask_the_password(
     assert info.returncode == 0, info.stderr
     assert "Backend:  postgresql" in info.stdout and password not in info.stdout
     assert "Location: postgresql://morpheus:***@127.0.0.1" in info.stdout
+
+
+def test_a_postgresql_url_without_the_driver_says_what_to_install(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as where morpheus[postgres] is not
+    monkeypatch.setenv("MORPHEUS_REGISTRY__URL", "postgresql://u:s3cret@127.0.0.1:1/m")
+    for command in (["list"], ["registry", "info"]):
+        result = invoke(*command)
+        assert result.returncode == 1, result
+        assert "install morpheus[postgres]" in result.stderr and "s3cret" not in result.stderr
+        assert "Traceback" not in result.stderr
