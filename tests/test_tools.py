@@ -29,6 +29,33 @@ def test_a_missing_tool_fails_where_tools_are_required(monkeypatch: pytest.Monke
         tools.cloud_init()
 
 
+def test_no_postgresql_server_skips_naming_the_helper_and_fails_in_ci(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from morpheus.testing import postgres
+
+    monkeypatch.setattr(postgres, "server_binaries", lambda: None)
+    monkeypatch.delenv(tools.REQUIRE_VARIABLE, raising=False)
+    with pytest.raises(
+        pytest.skip.Exception,
+        match=r"initdb, pg_ctl\) is not installed .* run "
+        "scripts/test-tools",
+    ):
+        postgres.start_postgres()
+    monkeypatch.setenv(tools.REQUIRE_VARIABLE, "1")
+    with pytest.raises(pytest.fail.Exception, match="MORPHEUS_REQUIRE_TOOLS is set"):
+        postgres.start_postgres()
+
+
+def test_the_postgresql_binaries_are_found_where_debian_puts_them() -> None:
+    from morpheus.testing import postgres
+
+    found = postgres.server_binaries()
+    if found is None:
+        tools.missing("PostgreSQL (initdb, pg_ctl) is not installed")
+    assert (found / "initdb").is_file() and (found / "pg_ctl").is_file()
+
+
 def test_the_run_variables_survive_test_isolation(tmp_path: Path) -> None:
     """CI's MORPHEUS_REQUIRE_TOOLS reaches each test; operator MORPHEUS_ variables do not."""
     probe = tmp_path / "test_probe.py"
