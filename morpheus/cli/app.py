@@ -12,28 +12,18 @@ Exit codes: 0 success; 1 failure (config, provider, registry, readiness); 2 usag
 from __future__ import annotations
 
 import contextlib
+import importlib
 import sys
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import typer.core
+import typer.main
+from typer._click import Command
 
-from morpheus.cli import (
-    check,
-    grow,
-    import_registry,
-    plant,
-    providers,
-    reconcile,
-    rotate,
-    status,
-    teardown,
-    user_data,
-)
-from morpheus.cli import list as list_command
-from morpheus.cli.config import config_app
 from morpheus.cli.options import OutputFormat, complete_forest_id
-from morpheus.cli.registry import registry_app
 from morpheus.cli.session import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -43,9 +33,92 @@ from morpheus.cli.session import (
     end_terminal_line,
 )
 
-__all__ = ["OutputFormat", "app", "complete_forest_id", "main"]
+__all__ = ["COMMANDS", "OutputFormat", "app", "complete_forest_id", "main"]
+
+#: Every command, in the order ``--help`` lists them: its name and where its function (or,
+#: for a command group, its Typer app) lives. A command's module is imported, and its
+#: Click command built from the function's signature, only when that command is looked up:
+#: ``morpheus grow`` builds ``grow`` alone (building all of them costs about as much as
+#: importing Typer), ``--help`` and completion build every one.
+COMMANDS: dict[str, str] = {
+    "plant": "morpheus.cli.plant:plant",
+    "list": "morpheus.cli.list:list_forests",
+    "status": "morpheus.cli.status:status",
+    "teardown": "morpheus.cli.teardown:teardown",
+    "reconcile": "morpheus.cli.reconcile:reconcile",
+    "import-registry": "morpheus.cli.import_registry:import_registry",
+    "user-data": "morpheus.cli.user_data:user_data",
+    "grow": "morpheus.cli.grow:grow",
+    "rotate": "morpheus.cli.rotate:rotate",
+    "providers": "morpheus.cli.providers:providers",
+    "check": "morpheus.cli.check:check",
+    "config": "morpheus.cli.config:config_app",
+    "registry": "morpheus.cli.registry:registry_app",
+}
+
+
+def _build(name: str) -> Command:
+    """The Click command of one entry of ``COMMANDS``, built as ``app.command()`` or
+    ``app.add_typer()`` would build it inside the app (same help, markup and exceptions)."""
+    module, _, attribute = COMMANDS[name].partition(":")
+    target = getattr(importlib.import_module(module), attribute)
+    holder = typer.Typer(
+        rich_markup_mode=None, pretty_exceptions_enable=False, add_completion=False
+    )
+    if isinstance(target, typer.Typer):
+        holder.add_typer(target, name=name)
+        group = typer.main.get_command(holder)
+        assert isinstance(group, typer.core.TyperGroup)
+        built = group.commands[name]
+    else:
+        holder.command(name=name)(target)
+        built = typer.main.get_command(holder)
+    return built
+
+
+class _CommandTable(MutableMapping[str, Command]):
+    """The root group's commands: every name of ``COMMANDS`` is listed, a command is built
+    the first time it is looked up (so Click's lookups, listings and suggestions all work)."""
+
+    def __init__(self) -> None:
+        self._built: dict[str, Command] = {}
+
+    def __getitem__(self, name: str) -> Command:
+        if name not in self._built:
+            if name not in COMMANDS:
+                raise KeyError(name)
+            self._built[name] = _build(name)
+        return self._built[name]
+
+    def __setitem__(self, name: str, command: Command) -> None:
+        self._built[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        raise TypeError("commands cannot be removed")
+
+    def __iter__(self) -> Iterator[str]:
+        yield from COMMANDS
+        yield from (name for name in self._built if name not in COMMANDS)
+
+    def __len__(self) -> int:
+        return len(COMMANDS.keys() | self._built.keys())
+
+    def __contains__(self, name: object) -> bool:
+        return name in COMMANDS or name in self._built
+
+
+class _Root(typer.core.TyperGroup):
+    """The ``morpheus`` group, with the commands of ``COMMANDS`` built on demand."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        table = _CommandTable()
+        table.update(self.commands)
+        self.commands = table
+
 
 app = typer.Typer(
+    cls=_Root,
     name="morpheus",
     help="Plant and tend forests of clustered NATS + NimsForest nodes.",
     no_args_is_help=True,
@@ -53,8 +126,6 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.add_typer(config_app, name="config")
-app.add_typer(registry_app, name="registry")
 
 
 def _version(value: bool) -> None:
@@ -89,19 +160,6 @@ def root(
     """Plant and tend forests of clustered NATS + NimsForest nodes."""
     ctx.obj = State(config, quiet)
     ctx.call_on_close(ctx.obj.close)
-
-
-app.command()(plant.plant)
-app.command(name="list")(list_command.list_forests)
-app.command()(status.status)
-app.command()(teardown.teardown)
-app.command()(reconcile.reconcile)
-app.command(name="import-registry")(import_registry.import_registry)
-app.command(name="user-data")(user_data.user_data)
-app.command()(grow.grow)
-app.command()(rotate.rotate)
-app.command()(providers.providers)
-app.command()(check.check)
 
 
 def main() -> None:

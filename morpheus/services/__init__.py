@@ -6,11 +6,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from morpheus.provider import Provider, load_provider_class
 from morpheus.registry import Registry, utcnow
 from morpheus.secret_codec import KeySource, SecretCodec
-from morpheus.settings import Settings
+
+if TYPE_CHECKING:
+    from morpheus.provider import Provider
+    from morpheus.settings import Settings
 
 #: ``progress(node_id, words)``: a node's state changed; the CLI shows it live.
 Progress = Callable[[str, str], None]
@@ -56,4 +59,8 @@ class Context:
 
     def provider(self, name: str) -> Provider:
         """The named provider, loaded through its entry point and configured."""
+        # Imported here: commands that only read the registry and poll nodes (`grow` that
+        # only looks, `status`) start without the plugin contract and entry-point discovery.
+        from morpheus.provider import load_provider_class
+
         return load_provider_class(name).from_settings(self.settings, self.state_dir)

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from morpheus.errors import GrowFailedError, MorpheusError
+from morpheus.fields import Peer
 from morpheus.growth import (
     GrowthAction,
     GrowthDecision,
@@ -26,12 +27,12 @@ from morpheus.growth import (
 )
 from morpheus.models import Forest, ForestStatus, Node, NodeStatus, host_for_url
 from morpheus.monitor import ForestLoad, MonitorTarget, NodeSample, aggregate, poll_nodes
-from morpheus.provider import Provider, load_provider_class
 from morpheus.services import Context, Progress
-from morpheus.settings import GrowthSettings
 
 if TYPE_CHECKING:
     from morpheus.jetstream import RaisedStream
+    from morpheus.provider import Provider
+    from morpheus.settings import GrowthSettings
 
 #: How long a second ``grow`` waits for the first to finish before giving up.
 LOCK_TIMEOUT_SECONDS = 900.0
@@ -80,6 +81,8 @@ def _targets(nodes: list[Node]) -> list[MonitorTarget]:
 
 
 def _can_reconfigure(provider_name: str) -> bool:
+    from morpheus.provider import load_provider_class
+
     try:
         return load_provider_class(provider_name).can_reconfigure
     except MorpheusError:
