@@ -9,13 +9,14 @@ import re
 import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from morpheus.config_search import config_search_path
 from morpheus.errors import ConfigError
 from morpheus.validation import printable
+
+if TYPE_CHECKING:
+    import yaml
 
 #: Values a config file may expand to (YAML aliases can multiply a small file without end).
 MAX_CONFIG_VALUES = 100_000
@@ -98,6 +99,8 @@ def _line_map(
     A node reached again through an alias is not walked again (``seen``): that keeps the
     walk linear in the file's size and ends it for an anchor that contains itself.
     """
+    import yaml
+
     seen = set() if seen is None else seen
     if id(node) in seen:
         return
@@ -127,6 +130,9 @@ CONFIG_SIZE_LIMIT = 1024 * 1024
 
 def parse_config_file(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     """The file's data as written (``${VAR}`` not expanded), and the line of every key."""
+    # Imported here: with no config file (defaults and MORPHEUS_* variables) nothing is parsed.
+    import yaml
+
     try:
         if path.stat().st_size > CONFIG_SIZE_LIMIT:
             raise ConfigError(

@@ -8,11 +8,12 @@ from the environment.  ``load_settings`` also reports where every value came fro
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import (
     BaseModel,
@@ -22,12 +23,6 @@ from pydantic import (
     ValidationError,
     field_validator,
     model_validator,
-)
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    SettingsError,
 )
 
 from morpheus.config_file import (
@@ -47,6 +42,9 @@ from morpheus.validation import (
     problem_key,
     validate_token,
 )
+
+if TYPE_CHECKING:
+    from pydantic_settings import BaseSettings
 
 ENV_PREFIX = "MORPHEUS_"
 DEFAULT_NATS_VERSION = "2.15.1"
@@ -221,12 +219,14 @@ class SecretSettings(Section):
     )
 
 
-class Settings(BaseSettings):
-    """Every setting of Morpheus; ``providers.<name>`` is validated by that provider."""
+class Settings(BaseModel):
+    """Every setting of Morpheus; ``providers.<name>`` is validated by that provider.
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", case_sensitive=False
-    )
+    ``load_settings`` builds it from the config file with the ``MORPHEUS_SECTION__KEY``
+    environment variables on top.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
 
     infrastructure: InfrastructureSettings = Field(default_factory=InfrastructureSettings)
     integration: IntegrationSettings = Field(default_factory=IntegrationSettings)
@@ -239,17 +239,52 @@ class Settings(BaseSettings):
         description="One table per provider plugin, validated by that plugin.",
     )
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The file's content arrives as init kwargs; the environment overrides it.
-        return (env_settings, init_settings)
+
+@functools.cache
+def _environment_model() -> type[BaseSettings]:
+    """``Settings`` as pydantic-settings reads it from ``MORPHEUS_SECTION__KEY`` variables."""
+    from pydantic_settings import BaseSettings, SettingsConfigDict
+
+    class EnvironmentSettings(BaseSettings, Settings):
+        model_config = SettingsConfigDict(
+            env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", case_sensitive=False
+        )
+
+    return EnvironmentSettings
+
+
+def _environment_values() -> dict[str, Any]:
+    """The settings this process's ``MORPHEUS_SECTION__KEY`` variables give (JSON for lists
+    and sections), read by pydantic-settings' environment source.
+
+    pydantic-settings is imported only when such a variable is set: most runs (cron's
+    ``grow --auto`` among them) have none, and loading it costs more than the rest of
+    reading the settings.
+    """
+    sections = {(ENV_PREFIX + name).upper() for name in Settings.model_fields}
+    if not any(name.upper().partition("__")[0] in sections for name in os.environ):
+        return {}
+    from pydantic_settings import EnvSettingsSource, SettingsError
+
+    try:
+        return EnvSettingsSource(_environment_model())()
+    except SettingsError as exc:
+        reason = " ".join(str(exc).split())
+        raise ConfigError(
+            f"a MORPHEUS_* environment variable cannot be read ({reason}); one for a list or "
+            "a section must hold JSON, e.g. MORPHEUS_INFRASTRUCTURE__ADMIN_SOURCES='[\"::1\"]'"
+        ) from None
+
+
+def _overlay(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``top``'s values on top, tables merged key by key."""
+    merged = dict(base)
+    for key, value in top.items():
+        below = merged.get(key)
+        merged[key] = (
+            _overlay(below, value) if isinstance(below, dict) and isinstance(value, dict) else value
+        )
+    return merged
 
 
 @dataclass(frozen=True)
@@ -320,15 +355,9 @@ def load_settings(
             if isinstance(value, str):
                 file_secrets[key] = validate_token(value, f"secrets.{key}")
     try:
-        settings = Settings(**data)
+        settings = Settings.model_validate(_overlay(data, _environment_values()))
     except ValidationError as exc:
         raise ConfigError(_describe_validation_error(exc, path, lines, env)) from None
-    except SettingsError as exc:
-        reason = " ".join(str(exc).split())
-        raise ConfigError(
-            f"a MORPHEUS_* environment variable cannot be read ({reason}); one for a list or "
-            "a section must hold JSON, e.g. MORPHEUS_INFRASTRUCTURE__ADMIN_SOURCES='[\"::1\"]'"
-        ) from None
     sources: dict[str, str] = {}
     upper_env = {name.upper() for name in env}
     for key in _leaf_keys(settings):

@@ -72,6 +72,20 @@ def test_environment_overrides_file_and_sources_are_reported(
     assert loaded.sources["growth.cooldown_minutes"] == "default"
 
 
+def test_environment_names_any_case_and_lists_as_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path / "config.yaml", "infrastructure:\n  local_provider: local\n")
+    monkeypatch.setenv("morpheus_infrastructure__admin_sources", '["2001:db8::/64"]')
+    monkeypatch.setenv("MORPHEUS_REGISTRY_KEY", "not a setting: read by the registry")
+    loaded = load_settings()
+    assert loaded.settings.infrastructure.admin_sources == ["2001:db8::/64"]
+    assert loaded.settings.infrastructure.local_provider == "local"
+    assert loaded.sources["infrastructure.admin_sources"] == (
+        "env MORPHEUS_INFRASTRUCTURE__ADMIN_SOURCES"
+    )
+
+
 def test_variables_are_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write(tmp_path / "config.yaml", "integration:\n  registry_url: https://${REG_HOST}/nodes\n")
     monkeypatch.setenv("REG_HOST", "registry.example")
