@@ -38,6 +38,9 @@ class State:
             loaded = load_settings(self.config)
             show_warnings(loaded.warnings)
             self._context = Context.open(loaded.settings, state_dir(), notice=self.notice)
+            from morpheus.cli import resume_collector
+
+            resume_collector()
         return self._context
 
     def close(self) -> None:
