@@ -155,12 +155,14 @@ def decide(
     last_expansion: datetime | None,
     now: datetime,
     can_reconfigure: bool = True,
+    dry_run: bool = False,
 ) -> GrowthDecision:
     """Decide whether a forest of ``node_count`` nodes under ``load`` should grow now.
 
     ``node_count`` is the number of nodes the forest has (what ``max_nodes`` limits);
     ``load`` is what polling them found; ``can_reconfigure`` is the forest's provider's
     (see ``Provider.can_reconfigure``), which only a one-node forest's growth needs.
+    ``dry_run`` only words the message: growth a dry run finds "would add" nodes.
     """
     cpu_over = _over(load.cpu_percent, policy.threshold_cpu)
     memory_over = _over(load.memory_percent, policy.threshold_memory)
@@ -247,7 +249,8 @@ def decide(
 
     add = target - node_count
     quorum = f" (to {QUORUM_NODES}, for a JetStream quorum)" if node_count < 2 else ""
-    return outcome(GrowthAction.GROW, reason, f"{why}: adding {_nodes(add)}{quorum}.", add)
+    adds = "would add" if dry_run else "adding"
+    return outcome(GrowthAction.GROW, reason, f"{why}: {adds} {_nodes(add)}{quorum}.", add)
 
 
 def _below_message(load: ForestLoad, policy: GrowthPolicy) -> str:

@@ -133,6 +133,14 @@ def test_max_nodes_and_quorum(
     )
 
 
+def test_a_dry_run_says_it_would_add() -> None:
+    hot = load(HOT, nodes=3)
+    dry = decide(hot, GrowthPolicy(), node_count=3, last_expansion=None, now=NOW, dry_run=True)
+    assert "would add 1 node" in dry.message
+    assert "adding" not in dry.message
+    assert "adding 1 node" in run(hot, node_count=3).message
+
+
 def test_one_node_forest_says_why_it_adds_two() -> None:
     decision = run(load(HOT, nodes=1))
     assert "adding 2 nodes" in decision.message

@@ -73,7 +73,7 @@ def grow(
     context = state.context()
     forest_id = forest if forest is not None else _choose_forest(context)
     policy = policy_from(context.settings.growth, threshold)
-    assessment = assess(context, forest_id, policy, per_node_timeout=timeout)
+    assessment = assess(context, forest_id, policy, per_node_timeout=timeout, dry_run=dry_run)
     json_output = output != OutputFormat.table
     if not json_output:
         show_assessment(assessment)

@@ -91,9 +91,15 @@ def _can_reconfigure(provider_name: str) -> bool:
 
 
 def assess(
-    ctx: Context, forest_id: str, policy: GrowthPolicy, *, per_node_timeout: float = 2.0
+    ctx: Context,
+    forest_id: str,
+    policy: GrowthPolicy,
+    *,
+    per_node_timeout: float = 2.0,
+    dry_run: bool = False,
 ) -> Assessment:
-    """Poll every active node of the forest and decide; changes nothing."""
+    """Poll every active node of the forest and decide; changes nothing (``dry_run`` only
+    words the decision: "would add")."""
     forest = ctx.registry.get_forest(forest_id)
     # Another host's local nodes are not reachable from here: say so before polling them.
     ctx.registry.check_changeable(forest.id, forest.host)
@@ -108,6 +114,7 @@ def assess(
         last_expansion=forest.last_expansion,
         now=now,
         can_reconfigure=len(nodes) != 1 or _can_reconfigure(forest.provider),
+        dry_run=dry_run,
     )
     verdicts = [judge_node(sample, policy) for sample in samples]
     return Assessment(forest, nodes, samples, verdicts, load, policy, decision, now)
