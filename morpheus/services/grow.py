@@ -16,7 +16,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from morpheus.errors import GrowFailedError, MorpheusError
-from morpheus.fields import Peer
 from morpheus.growth import (
     GrowthAction,
     GrowthDecision,
