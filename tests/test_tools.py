@@ -38,7 +38,7 @@ def test_no_postgresql_server_skips_naming_the_helper_and_fails_in_ci(
     monkeypatch.delenv(tools.REQUIRE_VARIABLE, raising=False)
     with pytest.raises(
         pytest.skip.Exception,
-        match=r"initdb, pg_ctl\) is not installed .* run "
+        match=r"initdb, postgres\) is not installed .* run "
         "scripts/test-tools",
     ):
         postgres.start_postgres()
@@ -52,8 +52,8 @@ def test_the_postgresql_binaries_are_found_where_debian_puts_them() -> None:
 
     found = postgres.server_binaries()
     if found is None:
-        tools.missing("PostgreSQL (initdb, pg_ctl) is not installed")
-    assert (found / "initdb").is_file() and (found / "pg_ctl").is_file()
+        tools.missing("PostgreSQL (initdb, postgres) is not installed")
+    assert (found / "initdb").is_file() and (found / "postgres").is_file()
 
 
 def test_the_run_variables_survive_test_isolation(tmp_path: Path) -> None:

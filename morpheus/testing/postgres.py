@@ -1,7 +1,8 @@
 """A real, throwaway PostgreSQL server for tests: made with initdb in a temporary directory.
 
 The server listens on 127.0.0.1 (a free port) and on a Unix socket in its own directory,
-with password authentication over TCP, and is stopped and removed afterwards.  PostgreSQL
+with password authentication over TCP, and is stopped and removed afterwards; it is the test
+process's child and ends with it even when that process is killed.  PostgreSQL
 refuses to run as root: as root (CI) it runs as the ``postgres`` user that Debian's package
 creates, else as ``nobody``.  The binaries are found on PATH or in Debian's
 ``/usr/lib/postgresql/<version>/bin``; where there are none the tests skip, naming
@@ -15,9 +16,12 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,12 +34,15 @@ SUPERUSER = "morpheus"
 
 
 def server_binaries() -> Path | None:
-    """The directory holding ``initdb`` and ``pg_ctl`` (the newest Debian version first)."""
-    on_path = shutil.which("pg_ctl")
-    if on_path and shutil.which("initdb"):
-        return Path(on_path).parent
+    """The directory holding ``initdb`` and ``postgres`` (the newest Debian version first)."""
+    on_path = shutil.which("initdb")
+    if on_path:
+        # Often a link (Debian's wrapper, or one into the versioned directory).
+        directory = Path(on_path).resolve().parent
+        if (directory / "postgres").is_file():
+            return directory
     found = sorted(
-        (Path(d) for d in glob.glob(DEBIAN_BINARIES) if (Path(d) / "initdb").is_file()),
+        (Path(d) for d in glob.glob(DEBIAN_BINARIES) if (Path(d) / "postgres").is_file()),
         key=lambda d: int(d.parent.name) if d.parent.name.isdigit() else 0,
         reverse=True,
     )
@@ -79,19 +86,23 @@ class PostgresServer:
         secret = f":{self.password}" if password else ""
         return f"postgresql://{SUPERUSER}{secret}@127.0.0.1:{self.port}/{database}"
 
-    def _run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        options: dict[str, Any] = {}
+    def _options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "cwd": self.root,
+            "env": {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C"},
+        }
         if self.user is not None:
-            options = {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
+            options |= {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
+        return options
+
+    def _run(self, *command: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(self.binaries / command[0]), *command[1:]],
             capture_output=True,
             text=True,
-            check=check,
+            check=True,
             timeout=120,
-            cwd=self.root,
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C"},
-            **options,
+            **self._options(),
         )
 
     def start(self) -> None:
@@ -124,16 +135,44 @@ class PostgresServer:
                 "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
                 "max_connections = 200\nshared_buffers = 16MB\n"
             )
-        started = self._run(
-            "pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-t", "60",
-            "start", check=False,
-        )  # fmt: skip
-        if started.returncode != 0:
-            log = (self.root / "log").read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"PostgreSQL did not start: {started.stderr}\n{log}")
+        # The server is this process's child, not a daemon (pg_ctl's): a test run killed
+        # outright takes it along (the parent-death signal is SIGQUIT: immediate shutdown).
+        log = (self.root / "log").open("wb")
+        self._process = subprocess.Popen(
+            [str(self.binaries / "postgres"), "-D", str(self.data)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            # Runs after the switch to the server user, so the signal stays set.
+            preexec_fn=_die_with_parent_hook(),
+            **self._options(),
+        )
+        log.close()
+        deadline = time.monotonic() + 60
+        while not self._accepts_connections():
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                text = (self.root / "log").read_text(errors="replace")[-2000:]
+                self.stop()
+                raise RuntimeError(f"PostgreSQL did not start within 60 s:\n{text}")
+            time.sleep(0.1)
+
+    def _accepts_connections(self) -> bool:
+        import psycopg
+
+        try:
+            psycopg.connect(self.url(), connect_timeout=2).close()
+        except psycopg.OperationalError:
+            return False
+        return True
 
     def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop", check=False)
+        process = getattr(self, "_process", None)
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGQUIT)  # immediate shutdown
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=30)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def create_database(self, name: str) -> str:
@@ -151,12 +190,28 @@ class PostgresServer:
         return psycopg.connect(self.url(database), autocommit=True)
 
 
+def _die_with_parent_hook() -> Callable[[], None]:
+    """What the server's process runs before exec: SIGQUIT to it when the test process dies.
+
+    libc is loaded here, in the parent: the child only calls it.
+    """
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    pr_set_pdeathsig, sigquit = 1, int(signal.SIGQUIT)
+
+    def hook() -> None:
+        prctl(pr_set_pdeathsig, sigquit)
+
+    return hook
+
+
 def start_postgres() -> PostgresServer:
     """A fresh server, started; skip (or fail in CI) where PostgreSQL is not installed."""
     binaries = server_binaries()
     if binaries is None:
         missing(
-            f"PostgreSQL (initdb, pg_ctl) is not installed (looked on PATH and {DEBIAN_BINARIES})"
+            f"PostgreSQL (initdb, postgres) is not installed (looked on PATH and {DEBIAN_BINARIES})"
         )
     root = Path(tempfile.mkdtemp(prefix="morpheus-pg-"))
     for attempt in range(3):
