@@ -36,6 +36,7 @@ from morpheus.fields import RouteCredentials as RouteCredentials
 from morpheus.fields import SafePath as SafePath
 from morpheus.fields import Sha256 as Sha256
 from morpheus.fields import Size as Size
+from morpheus.fields import SshPublicKey as SshPublicKey
 from morpheus.fields import size_bytes as size_bytes
 from morpheus.fields import size_text as size_text
 from morpheus.models import Capacity, Ports, host_for_url
@@ -62,6 +63,24 @@ class RouteTls(Frozen):
     ca_cert: Pem
     cert: Pem
     key: Annotated[SecretStr, AfterValidator(_check_pem_key)]
+
+
+class NodeAccess(Frozen):
+    """How Morpheus reaches a booted node over SSH (``morpheus.remote``).
+
+    The node's host key is made by Morpheus and pinned: its private half exists only while
+    the node's first-boot user-data is rendered (never recorded), its public half is recorded
+    and is the only key a connection accepts.  The forest's client key is authorized on the
+    node for one command, the reconfiguration helper; its private half is needed only to
+    connect, so a blueprint rendered into user-data never carries it.
+    """
+
+    host_key: SshPublicKey
+    host_private_key: Annotated[SecretStr, AfterValidator(_check_pem_key)] | None = None
+    client_key: SshPublicKey
+    client_private_key: Annotated[SecretStr, AfterValidator(_check_pem_key)] | None = None
+    #: Who the client key logs in as: root, since the helper writes /etc and reloads units.
+    user: Name = "root"
 
 
 class JetStreamLimits(Frozen):
@@ -144,6 +163,8 @@ class NodeBlueprint(Frozen):
     #: Mutual-TLS routes (None: plain routes, for forests recorded before the forest CA).
     tls: RouteTls | None = None
     tls_dir: SafePath = "/etc/nats/tls"
+    #: The SSH channel (providers that reconfigure booted nodes over SSH; None elsewhere).
+    access: NodeAccess | None = None
     jetstream: JetStreamLimits = Field(default_factory=JetStreamLimits)
     store_dir: SafePath = "/var/lib/nats/jetstream"
     nats: NatsInstall
@@ -303,6 +324,7 @@ def blueprint_for(
     provider: Provider,
     now: datetime,
     tls: RouteTls | None = None,
+    access: NodeAccess | None = None,
 ) -> NodeBlueprint:
     """The blueprint of one node from the forest, its reservation and the route mesh."""
     fields = forest_fields(settings, forest.id, forest.run_id, forest.cluster_name, now)
@@ -316,6 +338,7 @@ def blueprint_for(
             "peers": tuple(peers),
             "credentials": credentials,
             "tls": tls,
+            "access": access,
             "labels": labels_for(forest.id, node.id, forest.run_id),
         }
     )

@@ -98,6 +98,10 @@ def size_text(size: int) -> str:
     return f"{size} bytes"
 
 
+#: An OpenSSH public key line, type and key only (``ssh-ed25519 AAAA…``): no options, no comment.
+SshPublicKey = Annotated[str, StringConstraints(pattern=r"^ssh-ed25519 [A-Za-z0-9+/]{68}$")]
+
+
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -20,6 +20,9 @@ class NodePaths:
     lib_dir: str = "/usr/local/lib/morpheus"
     state_dir: str = "/var/lib/morpheus"
     nft: str = "/usr/sbin/nft"
+    sshd_drop_in: str = "/etc/ssh/sshd_config.d/morpheus.conf"
+    #: One file per user name (sshd's %u): keys Morpheus authorizes, for one command each.
+    authorized_keys_dir: str = "/etc/ssh/morpheus_authorized_keys"
 
     @property
     def firewall(self) -> str:
@@ -50,6 +53,11 @@ class NodePaths:
     @property
     def fetch_verified(self) -> str:
         return f"{self.lib_dir}/fetch-verified"
+
+    @property
+    def reconfigure(self) -> str:
+        """The helper Morpheus runs over SSH to change a booted node (``morpheus.reconfigure``)."""
+        return f"{self.lib_dir}/reconfigure"
 
     @property
     def node_info(self) -> str:

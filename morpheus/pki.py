@@ -24,6 +24,7 @@ from morpheus.blueprint import Frozen, Pem, RouteTls
 if TYPE_CHECKING:
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 #: How long a forest's CA and its node certificates are valid.  Long, on purpose: a cloud node
 #: cannot be given a new certificate until the SSH node channel exists, and an expired one
@@ -186,3 +187,45 @@ def _key_pem(key: EllipticCurvePrivateKey) -> str:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     ).decode()
+
+
+class SshKeyPair(Frozen):
+    """An ed25519 SSH key: a node's host key (made here, handed over in user-data, its public
+    half pinned) or a forest's client key (authorized on its nodes for one command)."""
+
+    public: str
+    private: SecretStr
+
+    @classmethod
+    def generate(cls) -> SshKeyPair:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        key = Ed25519PrivateKey.generate()
+        private = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        ).decode()
+        return cls(public=_ssh_public(key), private=SecretStr(private))
+
+    @classmethod
+    def from_private(cls, private: str) -> SshKeyPair:
+        """The pair of a recorded private key; ``ValueError`` when it is not an ed25519 key."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        key = serialization.load_ssh_private_key(private.encode(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError("not an ed25519 key")
+        return cls(public=_ssh_public(key), private=SecretStr(private))
+
+
+def _ssh_public(key: Ed25519PrivateKey) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )

@@ -255,6 +255,7 @@ class Registry(CredentialRecords):
                 raise RegistryError(f"forest {forest_id} still has {left} node(s) recorded")
             db.execute("DELETE FROM events WHERE forest_id = ?", (forest_id,))
             db.execute("DELETE FROM node_credentials WHERE forest_id = ?", (forest_id,))
+            db.execute("DELETE FROM ssh_host_keys WHERE forest_id = ?", (forest_id,))
             db.execute("DELETE FROM route_credentials WHERE forest_id = ?", (forest_id,))
             db.execute("DELETE FROM forests WHERE id = ?", (forest_id,))
 

@@ -21,6 +21,7 @@ from morpheus.secret_rows import (
     CA_KEY,
     NODE_KEY,
     ROUTE_PASSWORD,
+    SSH_CLIENT_KEY,
     SecretCount,
     check_writable,
     count_secrets,
@@ -29,7 +30,7 @@ from morpheus.secret_rows import (
 from morpheus.store import Row, Store, Transaction
 
 if TYPE_CHECKING:
-    from morpheus.pki import ForestCA, NodeCertificate
+    from morpheus.pki import ForestCA, NodeCertificate, SshKeyPair
 
 #: Backends whose secrets may be stored plain when no key is set: one host's 0600 file.
 PLAIN_SECRETS_BACKENDS = frozenset({"sqlite"})
@@ -123,6 +124,52 @@ class CredentialRecords:
                     key,
                     json.dumps(list(certificate.addresses)),
                 ),
+            )
+
+    # the SSH node channel (morpheus.remote) -------------------------------------------
+
+    def ssh_client_key(self, forest_id: str) -> SshKeyPair | None:
+        """The forest's SSH client key; None until one is made."""
+        from morpheus.pki import SshKeyPair
+
+        rows = self._rows(
+            "SELECT ssh_client_key FROM route_credentials WHERE forest_id = ?", (forest_id,)
+        )
+        if not rows or rows[0][0] is None:
+            return None
+        private = self.secrets.open(rows[0][0], SSH_CLIENT_KEY.what(forest_id))
+        try:
+            return SshKeyPair.from_private(private)
+        except ValueError:
+            raise DamagedRegistryError(
+                f"the SSH client key of {forest_id} in the registry is damaged"
+            ) from None
+
+    def save_ssh_client_key(self, forest_id: str, key: SshKeyPair) -> None:
+        """Keep the forest's SSH client key beside its route password (a secret like it)."""
+        with self._write() as db:
+            private = self._sealer(db).seal(key.private.get_secret_value())
+            cursor = db.execute(
+                "UPDATE route_credentials SET ssh_client_key = ? WHERE forest_id = ?",
+                (private, forest_id),
+            )
+            if cursor.rowcount != 1:
+                raise RegistryError(f"forest {forest_id} has no route credentials recorded")
+
+    def ssh_host_key(self, node_id: str) -> str | None:
+        """The public half of the node's pinned SSH host key (the private half is on the
+        node only), or None."""
+        rows = self._rows("SELECT public_key FROM ssh_host_keys WHERE node_id = ?", (node_id,))
+        return str(rows[0][0]) if rows else None
+
+    def save_ssh_host_key(self, forest_id: str, node_id: str, public_key: str) -> None:
+        """Pin a node's SSH host key (replacing any it had: a node created anew)."""
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO ssh_host_keys (node_id, forest_id, public_key) VALUES (?,?,?)"
+                " ON CONFLICT (node_id) DO UPDATE SET"
+                " forest_id = excluded.forest_id, public_key = excluded.public_key",
+                (node_id, forest_id, public_key),
             )
 
     # secrets at rest -----------------------------------------------------------------

@@ -231,13 +231,13 @@ def node_files(blueprint: NodeBlueprint, rendered_at: datetime) -> list[NodeFile
         nimsforest_format = artifact_format(app.download_url)
         formats.add(nimsforest_format)
         report_urls = list(dict.fromkeys(u for u in (app.registry_url, app.callback_url) if u))
+    probe_url = f"http://{_local_address(blueprint.monitor_listen)}:{blueprint.ports.monitor}/varz"
     context = {
         "artifacts": artifacts,
         "formats": formats,
         "nimsforest_format": nimsforest_format,
         "report_urls": report_urls,
-        "probe_url": f"http://{_local_address(blueprint.monitor_listen)}"
-        f":{blueprint.ports.monitor}/varz",
+        "probe_url": probe_url,
     }
     files = [
         # Group nats is granted read access by the bootstrap once that group exists.
@@ -251,6 +251,7 @@ def node_files(blueprint: NodeBlueprint, rendered_at: datetime) -> list[NodeFile
         files.append(NodeFile(paths.firewall, render_firewall(blueprint), "0644"))
         files.append(NodeFile(paths.route_peers, render_route_peers(blueprint), "0644"))
     files.extend(tls_files(blueprint))
+    files.extend(access_files(blueprint, probe_url))
     for unit, text in render_unit_files(blueprint).items():
         files.append(NodeFile(f"{paths.units}/{unit}", text))
     return files
@@ -291,6 +292,41 @@ def tls_files(blueprint: NodeBlueprint) -> list[NodeFile]:
     ]
 
 
+def access_files(blueprint: NodeBlueprint, probe_url: str) -> list[NodeFile]:
+    """The SSH channel's node side: the helper, the sshd drop-in and the authorized key."""
+    access = blueprint.access
+    if access is None:
+        return []
+    paths = NODE_PATHS
+    # restrict: no pty, no forwarding, no agent, no X11; command: the helper and nothing else.
+    key_line = (
+        f'restrict,command="{paths.reconfigure}" {access.client_key} '
+        f"morpheus-{blueprint.forest_id}\n"
+    )
+    return [
+        NodeFile(
+            paths.reconfigure,
+            _render("reconfigure.sh.j2", blueprint, probe_url=probe_url),
+            "0755",
+        ),
+        NodeFile(paths.sshd_drop_in, _render("sshd-morpheus.conf.j2", blueprint)),
+        NodeFile(f"{paths.authorized_keys_dir}/{access.user}", key_line),
+    ]
+
+
+def reconfiguration_files(blueprint: NodeBlueprint) -> dict[str, str]:
+    """What ``apply`` sends the node's helper, by the name the helper knows each file by."""
+    files = {"nats.conf": render_nats_conf(blueprint)}
+    tls = blueprint.tls
+    if tls is not None and blueprint.clustered:
+        files["forest-ca.pem"] = tls.ca_cert
+        files["node.pem"] = tls.cert
+        files["node-key.pem"] = tls.key.get_secret_value()
+    if blueprint.host_firewall:
+        files["firewall.nft"] = render_firewall(blueprint)
+    return files
+
+
 def render_user_data(blueprint: NodeBlueprint, *, now: datetime | None = None) -> str:
     """The node's ``#cloud-config`` user-data, checked the way a cloud will check it.
 
@@ -317,9 +353,17 @@ def render_user_data(blueprint: NodeBlueprint, *, now: datetime | None = None) -
         packed = [pack(firewall.content), pack(peers.content)]
         bootcmd = ["sh", "-c", script, "morpheus-firewall", *packed]
     template = environment().get_template("cloud-init.yaml.j2")
+    access = blueprint.access
+    host_key = None
+    if access is not None and access.host_private_key is not None:
+        host_key = {
+            "private": access.host_private_key.get_secret_value(),
+            "public": access.host_key,
+        }
     text = template.render(
         bp=blueprint,
         paths=NODE_PATHS,
+        host_key=host_key,
         files=[(file, pack(file.content)) for file in written],
         bootcmd=json.dumps(bootcmd) if bootcmd else None,
         rendered_at=_utc(rendered_at),

@@ -59,8 +59,9 @@ SECRET_COLUMNS = (
     SecretColumn("route_credentials", "forest_id", "password", "route password"),
     SecretColumn("route_credentials", "forest_id", "ca_key", "route CA key"),
     SecretColumn("node_credentials", "node_id", "key", "route certificate key"),
+    SecretColumn("route_credentials", "forest_id", "ssh_client_key", "SSH client key"),
 )
-ROUTE_PASSWORD, CA_KEY, NODE_KEY = SECRET_COLUMNS
+ROUTE_PASSWORD, CA_KEY, NODE_KEY, SSH_CLIENT_KEY = SECRET_COLUMNS
 
 
 @dataclass

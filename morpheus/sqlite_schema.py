@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from morpheus.secret_codec import SecretCodec
     from morpheus.store import Transaction
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = """
 CREATE TABLE forests (
@@ -87,6 +87,16 @@ CREATE TABLE node_credentials (
     3: """
 ALTER TABLE forests ADD COLUMN host TEXT;
 """,
+    # The SSH node channel: the forest's client key (private, like the route password) and
+    # each node's pinned host key (public half only: the private half lives on the node).
+    4: """
+ALTER TABLE route_credentials ADD COLUMN ssh_client_key TEXT;
+CREATE TABLE ssh_host_keys (
+    node_id TEXT PRIMARY KEY REFERENCES nodes(id) ON DELETE CASCADE,
+    forest_id TEXT NOT NULL REFERENCES forests(id),
+    public_key TEXT NOT NULL
+);
+""",
 }
 
 
@@ -97,6 +107,7 @@ FOREST_TABLES = (
     ("nodes", "forest_id"),
     ("route_credentials", "forest_id"),
     ("node_credentials", "forest_id"),
+    ("ssh_host_keys", "forest_id"),
     ("events", "forest_id"),
 )
 #: Columns the target numbers itself (an event's id; the order is kept).

@@ -37,6 +37,7 @@ import yaml
 from pydantic import SecretStr, ValidationError
 
 from morpheus.blueprint import (
+    NodeAccess,
     NatsArtifact,
     NatsInstall,
     NimsForestApp,
@@ -60,7 +61,7 @@ from morpheus.nats_release import (
     fetch_pypi_artifacts,
     nats_artifacts,
 )
-from morpheus.pki import ForestCA, certificate_names
+from morpheus.pki import ForestCA, SshKeyPair, certificate_names
 from morpheus.readiness import ReadinessTarget, wait_nats_ready
 from morpheus.render import (
     NODE_PATHS,
@@ -88,6 +89,11 @@ from morpheus.testing.tools import cloud_init, missing, require_tool
 REPO = Path(__file__).resolve().parents[1]
 NOW = datetime(2025, 5, 6, 7, 8, 9, tzinfo=UTC)
 VERSION = DEFAULT_NATS_VERSION
+#: Every cloud node gets its own SSH host key and the forest's client key (one pair each here).
+HOST_KEY, CLIENT_KEY = SshKeyPair.generate(), SshKeyPair.generate()
+ACCESS = NodeAccess(
+    host_key=HOST_KEY.public, host_private_key=HOST_KEY.private, client_key=CLIENT_KEY.public
+)
 
 
 # -- building forests ------------------------------------------------------------------------
@@ -125,6 +131,7 @@ def forest(
         "nats": NatsInstall(version=VERSION),
         "admin_sources": ("203.0.113.7/32", "2001:db8:ffff::/64"),
         "capacity": Capacity(cores=2, memory_bytes=4 << 30, disk_bytes=40 << 30),
+        "access": ACCESS,
     }
     blueprints = []
     for index in range(first, first + size):
@@ -398,6 +405,10 @@ def test_files_are_written_with_explicit_owner_and_mode() -> None:
         "/etc/nats/tls/forest-ca.pem": "0644",
         "/etc/nats/tls/node.pem": "0644",
         "/etc/nats/tls/node-key.pem": "0600",  # the bootstrap hands it to user nats
+        # The SSH channel: the helper Morpheus's key may run, and that key (public).
+        "/usr/local/lib/morpheus/reconfigure": "0755",
+        "/etc/ssh/sshd_config.d/morpheus.conf": "0644",
+        "/etc/ssh/morpheus_authorized_keys/root": "0644",
     }
     assert yaml.safe_load(user_data)["runcmd"] == [[NODE_PATHS.bootstrap]]  # no shell code
 
@@ -983,6 +994,7 @@ def test_every_shell_snippet_passes_bash_n_and_shellcheck(
         NODE_PATHS.bootstrap,
         NODE_PATHS.install_nats,
         NODE_PATHS.fetch_verified,
+        NODE_PATHS.reconfigure,
     } <= set(snippets)
     assert blueprint.host_firewall == ({"bootcmd", "bootcmd-morpheus-firewall"} <= set(snippets))
     for name, text in snippets.items():
@@ -1206,6 +1218,8 @@ def run_bootstrap(
         NODE_PATHS.route_peers: str(root / "etc/route-peers.nft"),
         NODE_PATHS.firewall_dir: str(root / "etc"),
         NODE_PATHS.units: str(root / "units"),
+        NODE_PATHS.sshd_drop_in: str(root / "etc/sshd-morpheus.conf"),
+        NODE_PATHS.authorized_keys_dir: str(root / "etc/authorized_keys"),
         blueprint.store_dir: str(root / "jetstream"),
         blueprint.tls_dir: str(root / "etc/tls"),
         f"http://[::1]:{blueprint.ports.monitor}/varz": monitor.url("/varz"),

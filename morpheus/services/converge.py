@@ -25,7 +25,12 @@ from morpheus.models import Forest, Node
 from morpheus.provider import Provider
 from morpheus.services import Context, Progress
 from morpheus.services.convergence_events import BEHIND_EVENT, CONVERGED_EVENT
-from morpheus.services.provision import handle_for, reservation_of, route_tls_for
+from morpheus.services.provision import (
+    handle_for,
+    node_access_for,
+    reservation_of,
+    route_tls_for,
+)
 
 #: How many nodes are reconfigured at once (each is an SSH session on a cloud node).
 MAX_PARALLEL = 8
@@ -67,6 +72,7 @@ def node_blueprint(
         provider,
         now,
         route_tls_for(ctx.registry, forest.id, reservation, now),
+        node_access_for(ctx.registry, provider, forest.id, node.id, new=False),
     )
 
 

@@ -25,6 +25,7 @@ from morpheus.provider import ForestPlan, PlanLine, Provider, Reservation, insta
 from morpheus.services import Context, Progress
 from morpheus.services.provision import (
     check_first_boot,
+    preview_access,
     provision_nodes,
     record_registry_write,
 )
@@ -276,6 +277,7 @@ def preview_blueprints(ctx: Context, plant_plan: PlantPlan) -> list[NodeBlueprin
             plant_plan.provider,
             now,
             ca.issue(node.id, node_addresses(reservation), now).route_tls(ca),
+            preview_access(plant_plan.provider),
         )
         for node, reservation in zip(nodes, reservations, strict=True)
     ]

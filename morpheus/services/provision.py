@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from morpheus.blueprint import (
+    NodeAccess,
     NodeBlueprint,
     Peer,
     RouteCredentials,
@@ -45,6 +46,48 @@ def route_tls_for(
     return certificate.route_tls(ca)
 
 
+def node_access_for(
+    registry: Registry, provider: Provider, forest_id: str, node_id: str, *, new: bool
+) -> NodeAccess | None:
+    """The SSH channel of a node whose provider boots it from user-data, else None.
+
+    ``new``: the node is about to be created, so it gets a new host key, its public half
+    pinned in the registry first and its private half only in this blueprint (the user-data).
+    Otherwise the pinned key and the forest's client key, to connect (None when the node
+    was made before Morpheus pinned host keys: the provider then says it cannot reach it).
+    """
+    if not provider.renders_user_data:
+        return None
+    from morpheus.pki import SshKeyPair
+
+    client = registry.ssh_client_key(forest_id)
+    if client is None:
+        client = SshKeyPair.generate()
+        registry.save_ssh_client_key(forest_id, client)
+    if new:
+        host = SshKeyPair.generate()
+        registry.save_ssh_host_key(forest_id, node_id, host.public)
+        return NodeAccess(
+            host_key=host.public, host_private_key=host.private, client_key=client.public
+        )
+    pinned = registry.ssh_host_key(node_id)
+    if pinned is None:
+        return None
+    return NodeAccess(host_key=pinned, client_key=client.public, client_private_key=client.private)
+
+
+def preview_access(provider: Provider) -> NodeAccess | None:
+    """Throw-away SSH keys of the size a node gets, for user-data that is only shown."""
+    return _throwaway_access() if provider.renders_user_data else None
+
+
+def _throwaway_access() -> NodeAccess:
+    from morpheus.pki import SshKeyPair
+
+    host, client = SshKeyPair.generate(), SshKeyPair.generate()
+    return NodeAccess(host_key=host.public, host_private_key=host.private, client_key=client.public)
+
+
 def _unlikely_address(index: int) -> str:
     """An IPv6 address of the longest text form whose groups look random, as gzip sees them.
 
@@ -75,6 +118,7 @@ def widest_blueprint(settings: Settings, node_count: int, now: datetime) -> Node
             "peers": peers if node_count > 1 else (),
             "credentials": RouteCredentials.generate(),
             "tls": _widest_tls(forest_id, node_id, peers[-1].host, now),
+            "access": _throwaway_access(),
             "labels": labels_for(forest_id, node_id, "run-ffffffff"),
             "admin_sources": tuple(settings.infrastructure.admin_sources)
             or ("2001:db8:ffff:ffff::/64", "203.0.113.255/32"),
@@ -167,6 +211,7 @@ def provision_nodes(
             provider,
             now,
             route_tls_for(registry, forest.id, reservation, now),
+            node_access_for(registry, provider, forest.id, node.id, new=True),
         )
         for node, reservation in zip(placed, reservations, strict=True)
     ]
