@@ -37,10 +37,10 @@ import yaml
 from pydantic import SecretStr, ValidationError
 
 from morpheus.blueprint import (
-    NodeAccess,
     NatsArtifact,
     NatsInstall,
     NimsForestApp,
+    NodeAccess,
     NodeBlueprint,
     Peer,
     RouteCredentials,

@@ -15,6 +15,7 @@ import typer.main
 from pydantic import BaseModel
 
 from morpheus.cli.app import app
+from morpheus.limits import MAX_FOREST_NODES
 from morpheus.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,7 +69,7 @@ def test_configuration_reference_shows_types_defaults_and_rules(generator: Modul
     page = generator.configuration_reference()
     assert "| `providers.hetzner.locations` | list of string | `[fsn1, nbg1, hel1]` |" in page
     assert "| `growth.max_nodes` | integer | `10` |" in page
-    assert "at least 1; at most 300" in page
+    assert f"at least 1; at most {MAX_FOREST_NODES}" in page
     assert "| `providers.hetzner.token` | secret string or null | `null` |" in page
     assert "`MORPHEUS_PROVIDERS__HETZNER__TOKEN`, `HCLOUD_TOKEN`, `HETZNER_API_TOKEN`" in page
 

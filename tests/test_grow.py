@@ -215,22 +215,27 @@ def test_unreachable_nodes_are_shown_and_block_when_most_are(state_dir: Path) ->
 
 
 def test_a_lone_node_its_provider_cannot_reconfigure_is_blocked_with_the_reason(
-    state_dir: Path,
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from morpheus_hetzner.provider import HetznerProvider
+
     forest_id = plant("small")["forest"]["id"]
 
     def provider_of_forest(name: str) -> None:
         with sqlite3.connect(state_dir / "registry.sqlite3") as db:
             db.execute("UPDATE forests SET provider = ? WHERE id = ?", (name, forest_id))
 
-    # The Hetzner provider cannot reconfigure a booted node; the forest's node stays the real
-    # local nats-server, so the figures are real and nothing may be created anywhere.
+    # A provider that cannot reconfigure a booted node (every built-in one can now: Hetzner
+    # is told it cannot, in this process); the forest's node stays the real local
+    # nats-server, so the figures are real and nothing may be created anywhere.
+    monkeypatch.setattr(HetznerProvider, "can_reconfigure", False)
     provider_of_forest("hetzner")
     try:
-        code, report = grow_json("--auto", "--threshold", "3")
-        interactive = morpheus("grow", "--threshold", "3")
+        run = invoke("grow", "--auto", "--threshold", "3", "--output", "json")
+        interactive = invoke("grow", "--threshold", "3")
     finally:
         provider_of_forest("local")
+    code, report = run.returncode, json.loads(run.stdout)
     assert code == BLOCKED
     assert report["decision"]["action"] == "blocked"
     assert report["decision"]["reason"] == "cannot_reconfigure"

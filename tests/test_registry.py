@@ -88,6 +88,8 @@ def test_a_schema_1_registry_is_migrated_and_its_forests_keep_plain_routes(
         assert registry.forest_ca("forest-1") is None  # recorded before TLS: plain routes
         assert registry.route_credentials("forest-1").password.get_secret_value() == "pw"
         assert registry.node_certificate("forest-1-node-1") is None
+        assert registry.ssh_client_key("forest-1") is None  # made when first needed
+        assert registry.ssh_host_key("forest-1-node-1") is None
     with sqlite3.connect(state_dir / "registry.sqlite3") as db:
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
 
@@ -117,6 +119,32 @@ def test_forest_ca_and_node_keys_are_kept_and_go_with_their_rows(registry: Regis
     registry.delete_node(second.id)
     registry.delete_forest(forest_id)
     assert registry.node_certificate(second.id) is None
+
+
+def test_ssh_keys_are_kept_public_half_only_for_hosts(registry: Registry) -> None:
+    from morpheus.pki import SshKeyPair
+
+    forest_id = registry.create_forest(
+        provider="hetzner",
+        size="small",
+        location=None,
+        run_id="run-1",
+        credentials=RouteCredentials.generate(),
+        now=NOW,
+    ).id
+    client, host = SshKeyPair.generate(), SshKeyPair.generate()
+    registry.save_ssh_client_key(forest_id, client)
+    assert registry.ssh_client_key(forest_id) == client
+    (node,) = registry.plan_nodes(forest_id, 1, NOW)
+    registry.save_ssh_host_key(forest_id, node.id, host.public)
+    assert registry.ssh_host_key(node.id) == host.public
+    with sqlite3.connect(registry.path) as db:
+        stored = " ".join(str(row) for row in db.execute("SELECT * FROM ssh_host_keys"))
+    assert host.private.get_secret_value() not in stored
+    registry.delete_node(node.id)
+    assert registry.ssh_host_key(node.id) is None
+    registry.delete_forest(forest_id)
+    assert registry.ssh_client_key(forest_id) is None
 
 
 def test_garbage_file_is_a_registry_error(state_dir: Path) -> None:

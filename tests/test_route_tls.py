@@ -572,19 +572,13 @@ def test_rotate_refuses_what_it_cannot_rotate_safely(state_dir: Path) -> None:
         os.kill(pid, 9)
     unhealthy = rotate()
     with sqlite3.connect(state_dir / "registry.sqlite3") as db:
-        db.execute("UPDATE forests SET provider = 'hetzner' WHERE id = ?", (forest_id,))
-    cloud = rotate()
-    with sqlite3.connect(state_dir / "registry.sqlite3") as db:
-        db.execute("UPDATE forests SET provider = 'local' WHERE id = ?", (forest_id,))
         db.execute("UPDATE route_credentials SET ca_cert = NULL, ca_key = NULL")
     legacy = rotate()
     assert unhealthy.returncode == 1
     assert f"{forest_id} is not healthy" in unhealthy.stderr
     assert "run `morpheus reconcile` first" in unhealthy.stderr
-    assert cloud.returncode == 1
-    assert "the hetzner provider cannot reconfigure running nodes yet" in cloud.stderr
     assert legacy.returncode == 1
     assert "has no route CA" in legacy.stderr
-    for result in (unhealthy, cloud, legacy):
+    for result in (unhealthy, legacy):
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert [conf.read_text() for conf in confs] == before  # nothing was changed

@@ -20,7 +20,13 @@ from morpheus.blueprint import (
     node_addresses,
     route_mesh,
 )
-from morpheus.errors import ForestStateError, MorpheusError, RegistryError, UserDataError
+from morpheus.errors import (
+    ForestStateError,
+    MorpheusError,
+    ProviderError,
+    RegistryError,
+    UserDataError,
+)
 from morpheus.models import Forest, Node, NodeState, NodeStatus, Removal
 from morpheus.provider import NodeHandle, Provider, Reservation
 from morpheus.readiness import ReadinessTarget, wait_nats_ready

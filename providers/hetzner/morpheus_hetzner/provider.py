@@ -40,10 +40,10 @@ from morpheus.provider import (
     ForestPlan,
     NodeHandle,
     PlanLine,
-    Provider,
     Reservation,
 )
 from morpheus.provider_config import ProviderContext
+from morpheus.reconfigure import ReconfiguredOverSsh
 from morpheus.render import render_user_data
 from morpheus.validation import validate_token
 from morpheus_hetzner.actions import ActionWatcher
@@ -65,7 +65,7 @@ from morpheus_hetzner.ssh_keys import ProjectKey
 from morpheus_hetzner.workers import Workers
 
 
-class HetznerProvider(Provider):
+class HetznerProvider(ReconfiguredOverSsh):
     """Forests on Hetzner Cloud through the hcloud library.
 
     A facade: each concern is a module that takes the API object (``catalogue``,
@@ -75,9 +75,7 @@ class HetznerProvider(Provider):
 
     name: ClassVar[str] = "hetzner"
     costs_money: ClassVar[bool] = True
-    can_reconfigure: ClassVar[bool] = False
     settings_model: ClassVar[type[BaseModel]] = HetznerSettings
-    renders_user_data: ClassVar[bool] = True
     ipv4_setting: ClassVar[str | None] = "providers.hetzner.enable_ipv4: true"
     environment: ClassVar[Mapping[str, tuple[str, ...]]] = {"token": TOKEN_VARIABLES}
 

@@ -24,8 +24,9 @@ from pydantic import BaseModel
 
 from morpheus.errors import PreflightError, ProviderError
 from morpheus.models import NodeState
-from morpheus.provider import ForestPlan, NodeHandle, PlanLine, Provider, Reservation
+from morpheus.provider import ForestPlan, NodeHandle, PlanLine, Reservation
 from morpheus.provider_config import ProviderContext
+from morpheus.reconfigure import ReconfiguredOverSsh
 from morpheus.ssh_keys import find_public_key
 from morpheus.waiting import poll_until
 from morpheus_libvirt.addresses import NetworkPlan, addresses_of, plan_addresses
@@ -91,13 +92,12 @@ def operator_public_keys(key_path: Path | None, home: Path) -> tuple[str, ...]:
     return () if found is None else (found[1],)
 
 
-class LibvirtProvider(Provider):
+class LibvirtProvider(ReconfiguredOverSsh):
     """Nodes as KVM/QEMU virtual machines on one libvirt host (local or remote URI)."""
 
     name: ClassVar[str] = "libvirt"
     costs_money: ClassVar[bool] = False
     settings_model: ClassVar[type[BaseModel]] = LibvirtSettings
-    renders_user_data: ClassVar[bool] = True
     ipv4_setting: ClassVar[str | None] = "providers.libvirt.ipv4_subnet"
 
     def __init__(

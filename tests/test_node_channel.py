@@ -1,0 +1,367 @@
+"""The SSH node channel against real OpenSSH sshd and nats-server in network namespaces.
+
+Each simulated node (``morpheus.testing.netns``) gets exactly the files its user-data gives it
+(the reconfiguration helper, the sshd drop-in, the forest's authorized key, nats.conf, the
+route TLS files) and the host key Morpheus made; Morpheus connects over IPv6 on a veth pair.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+
+import httpx
+import pytest
+
+from morpheus.blueprint import (
+    NodeAccess,
+    NodeBlueprint,
+    Peer,
+    RouteCredentials,
+    RouteTls,
+    build_blueprint,
+)
+from morpheus.errors import ProviderError
+from morpheus.models import NodeState
+from morpheus.pki import ForestCA, SshKeyPair
+from morpheus.provider import NodeHandle
+from morpheus.reconfigure import apply_blueprint, apply_blueprints, archive, check_served
+from morpheus.remote import (
+    Deadlines,
+    NodeChannelError,
+    NodeCommand,
+    NodeEndpoint,
+    _network_problem,
+    run_commands,
+)
+from morpheus.render import NODE_PATHS, node_files
+from morpheus.testing.nats import nats_server_binary, wait_until
+from morpheus.testing.netns import SimulatedNode, simulated_node, ula_prefix
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+#: The files of a node's user-data that the channel and nats-server need in a simulation.
+CHANNEL_FILES = {
+    NODE_PATHS.reconfigure,
+    NODE_PATHS.sshd_drop_in,
+    f"{NODE_PATHS.authorized_keys_dir}/root",
+    NODE_PATHS.nats_conf,
+    NODE_PATHS.firewall,
+}
+
+
+@dataclass
+class Forest:
+    """One forest's keys and CA, and the blueprints of its first node."""
+
+    prefix: str
+    host_key: SshKeyPair
+    client_key: SshKeyPair
+    ca: ForestCA
+    credentials: RouteCredentials
+
+    @property
+    def address(self) -> str:
+        return f"{self.prefix}::2"
+
+    @cached_property
+    def tls(self) -> RouteTls:
+        """Node 1's route TLS files, issued once as the registry keeps them."""
+        return self.ca.issue("forest-1-node-1", [self.address], NOW).route_tls(self.ca)
+
+    def blueprint(self, peers: int, **overrides: object) -> NodeBlueprint:
+        """Node 1 with ``peers`` route peers (1: standalone), its SSH access for connecting."""
+        others = [f"{self.prefix}::{i + 2}" for i in range(peers)]
+        fields: dict[str, object] = {
+            "forest_id": "forest-1",
+            "run_id": "run-1",
+            "node_id": "forest-1-node-1",
+            "node_name": "node-1",
+            "index": 1,
+            "cluster_name": "forest-1",
+            "host": self.address,
+            "peers": tuple(Peer(host=h) for h in others) if peers > 1 else (),
+            "credentials": self.credentials,
+            "tls": self.tls,
+            "nats": {"version": "2.15.1", "install": False},
+            "jetstream": {"max_memory": "64M", "max_file": "256M"},
+            "admin_sources": (f"{self.prefix}::1/128",),
+            "rendered_at": NOW,
+            "access": NodeAccess(
+                host_key=self.host_key.public,
+                host_private_key=self.host_key.private,
+                client_key=self.client_key.public,
+                client_private_key=self.client_key.private,
+            ),
+        }
+        fields.update(overrides)
+        return build_blueprint(**fields)
+
+    def handle(self) -> NodeHandle:
+        return NodeHandle(
+            provider_id="1",
+            node_id="forest-1-node-1",
+            forest_id="forest-1",
+            run_id="run-1",
+            index=1,
+            host=self.address,
+            addresses=[self.address],
+            state=NodeState.RUNNING,
+        )
+
+
+@pytest.fixture
+def forest() -> Forest:
+    return Forest(
+        prefix=ula_prefix(),
+        host_key=SshKeyPair.generate(),
+        client_key=SshKeyPair.generate(),
+        ca=ForestCA.generate("forest-1", NOW),
+        credentials=RouteCredentials.generate(),
+    )
+
+
+def first_boot_files(blueprint: NodeBlueprint) -> dict[str, str]:
+    """What the node's user-data wrote that the channel and nats-server use."""
+    files = {f.path: f.content for f in node_files(blueprint, NOW)}
+    return {path: text for path, text in files.items() if path in CHANNEL_FILES or "/tls/" in path}
+
+
+@pytest.fixture
+def standalone(forest: Forest, tmp_path: Path) -> Iterator[SimulatedNode]:
+    """Node 1 of a one-node forest, booted: sshd and a standalone nats-server."""
+    blueprint = forest.blueprint(1)
+    with simulated_node(
+        tmp_path,
+        first_boot_files(blueprint),
+        host_key=(forest.host_key.private.get_secret_value(), forest.host_key.public),
+        nats_server=nats_server_binary(),
+        prefix=forest.prefix,
+    ) as node:
+        node.wait_port(8222)
+        yield node
+
+
+def varz(node: SimulatedNode) -> dict[str, object]:
+    return dict(httpx.get(f"{node.monitor_url()}/varz", timeout=5).json())
+
+
+def status(forest: Forest, key: SshKeyPair | None = None, **deadlines: float) -> NodeCommand:
+    endpoint = NodeEndpoint(
+        node_id="forest-1-node-1",
+        addresses=(forest.address,),
+        port=22,
+        host_key=(key or forest.host_key).public,
+    )
+    return NodeCommand(endpoint, "status", forest.client_key.private)
+
+
+@pytest.mark.slow
+def test_pinned_host_key_connects_and_the_helper_reports_nats(
+    forest: Forest, standalone: SimulatedNode
+) -> None:
+    (result,) = run_commands([status(forest)])
+    assert result.error is None, result.error
+    report = json.loads(result.stdout)
+    assert report["action"] == "unchanged"
+    assert report["varz"]["server_name"] == "forest-1-node-1"
+
+
+@pytest.mark.slow
+def test_a_wrong_host_key_is_refused_with_one_line(
+    forest: Forest, standalone: SimulatedNode
+) -> None:
+    (result,) = run_commands([status(forest, key=SshKeyPair.generate())])
+    assert isinstance(result.error, NodeChannelError)
+    message = str(result.error)
+    assert "\n" not in message
+    assert message == (
+        f"forest-1-node-1: {forest.address} does not show the SSH host key Morpheus pinned "
+        "for this node; refusing to connect (another machine may hold the address)"
+    )
+
+
+@pytest.mark.slow
+def test_a_key_the_node_does_not_authorize_is_refused_with_one_line(
+    forest: Forest, standalone: SimulatedNode
+) -> None:
+    command = status(forest)
+    stranger = NodeCommand(command.endpoint, "status", SshKeyPair.generate().private)
+    (result,) = run_commands([stranger])
+    assert isinstance(result.error, NodeChannelError)
+    assert "refused the forest's SSH key" in str(result.error)
+    assert "\n" not in str(result.error)
+
+
+@pytest.mark.slow
+def test_the_authorized_key_runs_the_helper_only(forest: Forest, standalone: SimulatedNode) -> None:
+    command = status(forest)
+    (result,) = run_commands([NodeCommand(command.endpoint, "cat /etc/shadow", command.client_key)])
+    assert isinstance(result.error, NodeChannelError)
+    assert str(result.error) == (
+        "forest-1-node-1: `cat /etc/shadow` failed: "
+        "morpheus-reconfigure: unknown request: use apply or status"
+    )
+
+
+@pytest.mark.slow
+def test_a_closed_port_and_a_filtered_port_give_one_line_within_the_deadline(
+    forest: Forest, tmp_path: Path
+) -> None:
+    # The node's own rendered firewall, admitting SSH from another network only: port 22
+    # drops this machine's packets, as a Hetzner node does for a host outside admin_sources.
+    blueprint = forest.blueprint(1, admin_sources=("2001:db8:ffff::/64",))
+    with simulated_node(
+        tmp_path,
+        first_boot_files(blueprint),
+        host_key=(forest.host_key.private.get_secret_value(), forest.host_key.public),
+        firewall=True,
+        prefix=forest.prefix,
+    ) as node:
+        wait_until(lambda: ":22 " in node.run("ss", "-Hltn").stdout, 30, "sshd listening")
+        assert node.run("nft", "list", "table", "inet", "morpheus").returncode == 0
+        started = time.monotonic()
+        (filtered,) = run_commands([status(forest)], deadlines=Deadlines(connect=2))
+        took = time.monotonic() - started
+        closed = NodeCommand(
+            NodeEndpoint("forest-1-node-1", (forest.address,), 2222, forest.host_key.public),
+            "status",
+            forest.client_key.private,
+        )
+        node.run("nft", "delete", "table", "inet", "morpheus")
+        (refused,) = run_commands([closed], deadlines=Deadlines(connect=2))
+    assert str(filtered.error) == (
+        f"forest-1-node-1: no SSH answer from {forest.address} port 22 within 2 s "
+        "(dropped on the way: is this machine in infrastructure.admin_sources?)"
+    )
+    assert took < 10
+    assert str(refused.error) == (
+        f"forest-1-node-1: {forest.address} refused port 2222 "
+        "(sshd is not running there, or not yet)"
+    )
+
+
+def test_no_route_names_the_address_family() -> None:
+    problem = _network_problem("2001:db8::1", 22, OSError(errno.ENETUNREACH, "unreachable"))
+    assert problem == "no route to 2001:db8::1 from this machine (no IPv6 route here?)"
+
+
+@pytest.mark.slow
+def test_apply_reloads_new_routes_atomically_and_nats_serves_them(
+    forest: Forest, tmp_path: Path
+) -> None:
+    """A clustered node gets a third route: files renamed into place, a reload, not a restart."""
+    before = forest.blueprint(2)
+    with simulated_node(
+        tmp_path,
+        first_boot_files(before),
+        host_key=(forest.host_key.private.get_secret_value(), forest.host_key.public),
+        nats_server=nats_server_binary(),
+        prefix=forest.prefix,
+    ) as node:
+        node.wait_port(8222)
+        started = varz(node)["start"]
+        conf = node.path(NODE_PATHS.nats_conf)
+        inode = conf.stat().st_ino
+        after = forest.blueprint(3)
+        outcome = apply_blueprints([(forest.handle(), after)])
+        assert outcome == {"forest-1-node-1": None}
+        served = varz(node)
+        assert served["start"] == started  # the same process: reloaded
+        urls = set(served["cluster"]["urls"])  # type: ignore[index]
+        assert urls == {f"[{forest.prefix}::{i}]:6222" for i in (2, 3, 4)}
+        assert conf.stat().st_ino != inode  # a new file renamed over the old one
+        assert oct(conf.stat().st_mode & 0o777) == "0o640"
+        assert not list(conf.parent.glob("*.new"))
+        # The same blueprint again changes nothing.
+        apply_blueprint(forest.handle(), after)
+        assert varz(node)["config_load_time"] == served["config_load_time"]
+
+
+@pytest.mark.slow
+def test_a_standalone_node_joins_a_cluster_by_a_restart_keeping_its_store(
+    forest: Forest, standalone: SimulatedNode
+) -> None:
+    store = standalone.path("/var/lib/nats/jetstream")
+    started = varz(standalone)["start"]
+    apply_blueprint(forest.handle(), forest.blueprint(3))
+    served = varz(standalone)
+    assert served["start"] != started  # restarted: a reload cannot add a cluster block
+    assert served["cluster"]["tls_verify"] is True  # type: ignore[index]
+    key = standalone.path("/etc/nats/tls/node-key.pem")
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    assert store.is_dir()
+
+
+@pytest.mark.slow
+def test_nodes_are_changed_in_parallel_and_each_failure_is_its_own_line(
+    forest: Forest, standalone: SimulatedNode
+) -> None:
+    stranger = forest.handle().model_copy(
+        update={"node_id": "forest-1-node-9", "host": f"{forest.prefix}::99", "addresses": []}
+    )
+    unknown = forest.blueprint(1).model_copy(
+        update={"node_id": "forest-1-node-9", "host": f"{forest.prefix}::99"}
+    )
+    outcome = apply_blueprints(
+        [(forest.handle(), forest.blueprint(1)), (stranger, unknown)],
+        deadlines=Deadlines(connect=3),
+    )
+    assert outcome["forest-1-node-1"] is None
+    error = str(outcome["forest-1-node-9"])
+    assert error.startswith("forest-1-node-9: ") and "\n" not in error
+
+
+def test_a_node_made_before_host_keys_were_pinned_is_refused_before_connecting(
+    forest: Forest,
+) -> None:
+    outcome = apply_blueprints([(forest.handle(), forest.blueprint(1, access=None))])
+    assert str(outcome["forest-1-node-1"]) == (
+        "forest-1-node-1: no SSH host key is recorded for this node (it was made before "
+        "Morpheus pinned host keys), so it cannot be reconfigured: replace it"
+    )
+
+
+def test_the_served_routes_must_be_the_blueprints(forest: Forest) -> None:
+    blueprint = forest.blueprint(3)
+    report = {
+        "action": "reloaded",
+        "changed": ["nats.conf"],
+        "varz": {
+            "server_name": "forest-1-node-1",
+            "cluster": {"urls": [f"[{forest.prefix}::2]:6222", "[2001:db8::7]:6222"]},
+        },
+    }
+    with pytest.raises(ProviderError, match=r"serves routes to .*2001:db8::7") as caught:
+        check_served(blueprint, json.dumps(report))
+    assert "\n" not in str(caught.value)
+
+
+def test_the_archive_holds_the_files_by_the_names_the_helper_knows() -> None:
+    import io
+    import tarfile
+
+    data = archive({"nats.conf": "a\n", "node-key.pem": "k\n"})
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        assert sorted(tar.getnames()) == ["nats.conf", "node-key.pem"]
+        assert all(member.mode == 0o600 for member in tar.getmembers())
+
+
+def test_asyncssh_is_not_imported_by_the_cli_or_the_providers() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, morpheus.cli, morpheus.reconfigure, morpheus_hetzner.provider, "
+        "morpheus_libvirt.provider; print('asyncssh' in sys.modules)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy()
+    )
+    assert run.stdout.strip() == "False", run.stderr
