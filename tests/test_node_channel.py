@@ -43,7 +43,7 @@ from morpheus.remote import (
 )
 from morpheus.render import NODE_PATHS, node_files
 from morpheus.testing.nats import nats_server_binary, wait_until
-from morpheus.testing.netns import SimulatedNode, simulated_node, ula_prefix
+from morpheus.testing.sshd_node import SimulatedNode, simulated_node, ula_prefix
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 #: The files of a node's user-data that the channel and nats-server need in a simulation.
