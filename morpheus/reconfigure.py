@@ -32,7 +32,7 @@ from morpheus.remote import (
     NodeEndpoint,
     run_commands,
 )
-from morpheus.render import NODE_PATHS, reconfiguration_files
+from morpheus.render import NODE_PATHS, render_firewall, render_nats_conf
 from morpheus.safe_text import printable
 
 
@@ -139,6 +139,19 @@ def check_served(blueprint: NodeBlueprint, stdout: str) -> dict[str, Any]:
             f"not the {_listed(expected)} it was given"
         )
     return dict(report)
+
+
+def reconfiguration_files(blueprint: NodeBlueprint) -> dict[str, str]:
+    """What ``apply`` sends the node's helper, by the name the helper knows each file by."""
+    files = {"nats.conf": render_nats_conf(blueprint)}
+    tls = blueprint.tls
+    if tls is not None and blueprint.clustered:
+        files["forest-ca.pem"] = tls.ca_cert
+        files["node.pem"] = tls.cert
+        files["node-key.pem"] = tls.key.get_secret_value()
+    if blueprint.host_firewall:
+        files["firewall.nft"] = render_firewall(blueprint)
+    return files
 
 
 def _routes(urls: Sequence[object]) -> set[str]:

@@ -1,8 +1,10 @@
 """The SSH node channel against real OpenSSH sshd and nats-server in network namespaces.
 
-Each simulated node (``morpheus.testing.netns``) gets exactly the files its user-data gives it
-(the reconfiguration helper, the sshd drop-in, the forest's authorized key, nats.conf, the
-route TLS files) and the host key Morpheus made; Morpheus connects over IPv6 on a veth pair.
+Each simulated machine (``morpheus.testing.netns``) gets exactly the files its user-data gives
+it (the reconfiguration helper, the sshd drop-in, the forest's authorized key, nats.conf, the
+route TLS files, the node firewall) and the host key Morpheus made, then what its bootstrap
+leaves (``morpheus.testing.node_services``); Morpheus connects from the lab's operator
+namespace over IPv6, as from an operator's machine.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
+from ipaddress import IPv6Interface
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -41,9 +45,11 @@ from morpheus.remote import (
     _network_problem,
     run_commands,
 )
-from morpheus.render import NODE_PATHS, node_files
+from morpheus.render import NODE_PATHS, node_files, render_nats_conf
 from morpheus.testing.nats import nats_server_binary, wait_until
-from morpheus.testing.sshd_node import SimulatedNode, simulated_node, ula_prefix
+from morpheus.testing.netns import OPERATOR_V6, Lab, Machine, require_lab
+from morpheus.testing.node_services import install_node_services, start_nats
+from morpheus.testing.sshd import start_sshd
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 #: The files of a node's user-data that the channel and nats-server need in a simulation.
@@ -60,15 +66,13 @@ CHANNEL_FILES = {
 class Forest:
     """One forest's keys and CA, and the blueprints of its first node."""
 
-    prefix: str
     host_key: SshKeyPair
     client_key: SshKeyPair
     ca: ForestCA
     credentials: RouteCredentials
 
-    @property
-    def address(self) -> str:
-        return f"{self.prefix}::2"
+    #: Hetzner style: the ::1 of the node's own /64.
+    address: str = "2001:db8:1::1"
 
     @cached_property
     def tls(self) -> RouteTls:
@@ -77,7 +81,7 @@ class Forest:
 
     def blueprint(self, peers: int, **overrides: object) -> NodeBlueprint:
         """Node 1 with ``peers`` route peers (1: standalone), its SSH access for connecting."""
-        others = [f"{self.prefix}::{i + 2}" for i in range(peers)]
+        others = [f"2001:db8:{i + 1}::1" for i in range(peers)]
         fields: dict[str, object] = {
             "forest_id": "forest-1",
             "run_id": "run-1",
@@ -91,7 +95,7 @@ class Forest:
             "tls": self.tls,
             "nats": {"version": "2.15.1", "install": False},
             "jetstream": {"max_memory": "64M", "max_file": "256M"},
-            "admin_sources": (f"{self.prefix}::1/128",),
+            "admin_sources": (f"{OPERATOR_V6.ip}/128",),
             "rendered_at": NOW,
             "access": NodeAccess(
                 host_key=self.host_key.public,
@@ -119,7 +123,6 @@ class Forest:
 @pytest.fixture
 def forest() -> Forest:
     return Forest(
-        prefix=ula_prefix(),
         host_key=SshKeyPair.generate(),
         client_key=SshKeyPair.generate(),
         ca=ForestCA.generate("forest-1", NOW),
@@ -127,29 +130,51 @@ def forest() -> Forest:
     )
 
 
-def first_boot_files(blueprint: NodeBlueprint) -> dict[str, str]:
-    """What the node's user-data wrote that the channel and nats-server use."""
-    files = {f.path: f.content for f in node_files(blueprint, NOW)}
-    return {path: text for path, text in files.items() if path in CHANNEL_FILES or "/tls/" in path}
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    require_lab()
+    lab = Lab(tmp_path / "lab").open()
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+def boot(lab: Lab, forest: Forest, blueprint: NodeBlueprint, *, firewall: bool = False) -> Machine:
+    """Node 1 as its user-data and bootstrap leave it: files, host key, sshd, nats-server."""
+    machine = lab.machine("node-1", ipv6=[IPv6Interface(f"{forest.address}/64")])
+    for file in node_files(blueprint, NOW):
+        if file.path in CHANNEL_FILES or "/tls/" in file.path:
+            machine.write_file(file.path, file.content.encode(), int(file.permissions, 8))
+    key = "/etc/ssh/ssh_host_ed25519_key"
+    machine.write_file(key, forest.host_key.private.get_secret_value().encode(), 0o600)
+    machine.write_file(f"{key}.pub", f"{forest.host_key.public}\n".encode(), 0o644)
+    if firewall:
+        machine.run("nft", "-f", NODE_PATHS.firewall)
+    install_node_services(machine, nats_server_binary())
+    start_sshd(machine, authorized_keys=[])  # no project key: only the forest's, for the helper
+    start_nats(machine)
+    local = ["sh", "-c", "curl -fsS http://[::1]:8222/varz >/dev/null && echo up || true"]
+    wait_until(lambda: machine.run(*local).strip() or None, 30, "nats-server")
+    return machine
 
 
 @pytest.fixture
-def standalone(forest: Forest, tmp_path: Path) -> Iterator[SimulatedNode]:
+def standalone(lab: Lab, forest: Forest) -> Machine:
     """Node 1 of a one-node forest, booted: sshd and a standalone nats-server."""
-    blueprint = forest.blueprint(1)
-    with simulated_node(
-        tmp_path,
-        first_boot_files(blueprint),
-        host_key=(forest.host_key.private.get_secret_value(), forest.host_key.public),
-        nats_server=nats_server_binary(),
-        prefix=forest.prefix,
-    ) as node:
-        node.wait_port(8222)
-        yield node
+    return boot(lab, forest, forest.blueprint(1))
 
 
-def varz(node: SimulatedNode) -> dict[str, object]:
-    return dict(httpx.get(f"{node.monitor_url()}/varz", timeout=5).json())
+def varz(lab: Lab, machine: Machine) -> dict[str, Any]:
+    """The machine's /varz as the operator reads it ({} while it does not answer)."""
+
+    def get() -> dict[str, Any]:
+        try:
+            return dict(httpx.get(f"http://[{machine.host}]:8222/varz", timeout=5).json())
+        except httpx.HTTPError:
+            return {}
+
+    return lab.call(get)
 
 
 def status(forest: Forest, key: SshKeyPair | None = None, **deadlines: float) -> NodeCommand:
@@ -164,9 +189,9 @@ def status(forest: Forest, key: SshKeyPair | None = None, **deadlines: float) ->
 
 @pytest.mark.slow
 def test_pinned_host_key_connects_and_the_helper_reports_nats(
-    forest: Forest, standalone: SimulatedNode
+    lab: Lab, forest: Forest, standalone: Machine
 ) -> None:
-    (result,) = run_commands([status(forest)])
+    (result,) = lab.call(lambda: run_commands([status(forest)]))
     assert result.error is None, result.error
     report = json.loads(result.stdout)
     assert report["action"] == "unchanged"
@@ -175,13 +200,11 @@ def test_pinned_host_key_connects_and_the_helper_reports_nats(
 
 @pytest.mark.slow
 def test_a_wrong_host_key_is_refused_with_one_line(
-    forest: Forest, standalone: SimulatedNode
+    lab: Lab, forest: Forest, standalone: Machine
 ) -> None:
-    (result,) = run_commands([status(forest, key=SshKeyPair.generate())])
+    (result,) = lab.call(lambda: run_commands([status(forest, key=SshKeyPair.generate())]))
     assert isinstance(result.error, NodeChannelError)
-    message = str(result.error)
-    assert "\n" not in message
-    assert message == (
+    assert str(result.error) == (
         f"forest-1-node-1: {forest.address} does not show the SSH host key Morpheus pinned "
         "for this node; refusing to connect (another machine may hold the address)"
     )
@@ -189,20 +212,25 @@ def test_a_wrong_host_key_is_refused_with_one_line(
 
 @pytest.mark.slow
 def test_a_key_the_node_does_not_authorize_is_refused_with_one_line(
-    forest: Forest, standalone: SimulatedNode
+    lab: Lab, forest: Forest, standalone: Machine
 ) -> None:
     command = status(forest)
     stranger = NodeCommand(command.endpoint, "status", SshKeyPair.generate().private)
-    (result,) = run_commands([stranger])
+    (result,) = lab.call(lambda: run_commands([stranger]))
     assert isinstance(result.error, NodeChannelError)
-    assert "refused the forest's SSH key" in str(result.error)
-    assert "\n" not in str(result.error)
+    assert str(result.error) == (
+        f"forest-1-node-1: {forest.address} refused the forest's SSH key (a node made before "
+        "Morpheus could reconfigure nodes has none: replace it)"
+    )
 
 
 @pytest.mark.slow
-def test_the_authorized_key_runs_the_helper_only(forest: Forest, standalone: SimulatedNode) -> None:
+def test_the_authorized_key_runs_the_helper_only(
+    lab: Lab, forest: Forest, standalone: Machine
+) -> None:
     command = status(forest)
-    (result,) = run_commands([NodeCommand(command.endpoint, "cat /etc/shadow", command.client_key)])
+    shell = NodeCommand(command.endpoint, "cat /etc/shadow", command.client_key)
+    (result,) = lab.call(lambda: run_commands([shell]))
     assert isinstance(result.error, NodeChannelError)
     assert str(result.error) == (
         "forest-1-node-1: `cat /etc/shadow` failed: "
@@ -211,31 +239,24 @@ def test_the_authorized_key_runs_the_helper_only(forest: Forest, standalone: Sim
 
 
 @pytest.mark.slow
-def test_a_closed_port_and_a_filtered_port_give_one_line_within_the_deadline(
-    forest: Forest, tmp_path: Path
+def test_a_filtered_port_and_a_closed_port_give_one_line_within_the_deadline(
+    lab: Lab, forest: Forest
 ) -> None:
     # The node's own rendered firewall, admitting SSH from another network only: port 22
-    # drops this machine's packets, as a Hetzner node does for a host outside admin_sources.
+    # drops the operator's packets, as a Hetzner node does for a host outside admin_sources.
     blueprint = forest.blueprint(1, admin_sources=("2001:db8:ffff::/64",))
-    with simulated_node(
-        tmp_path,
-        first_boot_files(blueprint),
-        host_key=(forest.host_key.private.get_secret_value(), forest.host_key.public),
-        firewall=True,
-        prefix=forest.prefix,
-    ) as node:
-        wait_until(lambda: ":22 " in node.run("ss", "-Hltn").stdout, 30, "sshd listening")
-        assert node.run("nft", "list", "table", "inet", "morpheus").returncode == 0
-        started = time.monotonic()
-        (filtered,) = run_commands([status(forest)], deadlines=Deadlines(connect=2))
-        took = time.monotonic() - started
-        closed = NodeCommand(
-            NodeEndpoint("forest-1-node-1", (forest.address,), 2222, forest.host_key.public),
-            "status",
-            forest.client_key.private,
-        )
-        node.run("nft", "delete", "table", "inet", "morpheus")
-        (refused,) = run_commands([closed], deadlines=Deadlines(connect=2))
+    machine = boot(lab, forest, blueprint, firewall=True)
+    assert "SSH" in machine.run("nft", "list", "table", "inet", "morpheus")
+    started = time.monotonic()
+    (filtered,) = lab.call(lambda: run_commands([status(forest)], deadlines=Deadlines(connect=2)))
+    took = time.monotonic() - started
+    machine.run("nft", "delete", "table", "inet", "morpheus")
+    closed = NodeCommand(
+        NodeEndpoint("forest-1-node-1", (forest.address,), 2222, forest.host_key.public),
+        "status",
+        forest.client_key.private,
+    )
+    (refused,) = lab.call(lambda: run_commands([closed], deadlines=Deadlines(connect=2)))
     assert str(filtered.error) == (
         f"forest-1-node-1: no SSH answer from {forest.address} port 22 within 2 s "
         "(dropped on the way: is this machine in infrastructure.admin_sources?)"
@@ -253,65 +274,59 @@ def test_no_route_names_the_address_family() -> None:
 
 
 @pytest.mark.slow
-def test_apply_reloads_new_routes_atomically_and_nats_serves_them(
-    forest: Forest, tmp_path: Path
-) -> None:
+def test_apply_reloads_new_routes_atomically_and_nats_serves_them(lab: Lab, forest: Forest) -> None:
     """A clustered node gets a third route: files renamed into place, a reload, not a restart."""
-    before = forest.blueprint(2)
-    with simulated_node(
-        tmp_path,
-        first_boot_files(before),
-        host_key=(forest.host_key.private.get_secret_value(), forest.host_key.public),
-        nats_server=nats_server_binary(),
-        prefix=forest.prefix,
-    ) as node:
-        node.wait_port(8222)
-        started = varz(node)["start"]
-        conf = node.path(NODE_PATHS.nats_conf)
-        inode = conf.stat().st_ino
-        after = forest.blueprint(3)
-        outcome = apply_blueprints([(forest.handle(), after)])
-        assert outcome == {"forest-1-node-1": None}
-        served = varz(node)
-        assert served["start"] == started  # the same process: reloaded
-        urls = set(served["cluster"]["urls"])  # type: ignore[index]
-        assert urls == {f"[{forest.prefix}::{i}]:6222" for i in (2, 3, 4)}
-        assert conf.stat().st_ino != inode  # a new file renamed over the old one
-        assert oct(conf.stat().st_mode & 0o777) == "0o640"
-        assert not list(conf.parent.glob("*.new"))
-        # The same blueprint again changes nothing.
-        apply_blueprint(forest.handle(), after)
-        assert varz(node)["config_load_time"] == served["config_load_time"]
+    machine = boot(lab, forest, forest.blueprint(2))
+    started = varz(lab, machine)["start"]
+    inode = machine.run("stat", "-c", "%i", NODE_PATHS.nats_conf)
+    after = forest.blueprint(3)
+    outcome = lab.call(lambda: apply_blueprints([(forest.handle(), after)]))
+    assert outcome == {"forest-1-node-1": None}
+    served = varz(lab, machine)
+    assert served["start"] == started  # the same process: reloaded
+    assert set(served["cluster"]["urls"]) == {f"[2001:db8:{i}::1]:6222" for i in (1, 2, 3)}
+    assert machine.run("stat", "-c", "%i %a %U:%G", NODE_PATHS.nats_conf).split() != [inode]
+    assert machine.run("stat", "-c", "%a %U:%G", NODE_PATHS.nats_conf).split() == [
+        "640",
+        "root:nats",
+    ]
+    assert machine.read_file(NODE_PATHS.nats_conf).decode() == render_nats_conf(after)
+    assert machine.run("find", "/etc/nats", "-name", "*.new") == ""
+    # The same blueprint again changes nothing.
+    lab.call(lambda: apply_blueprint(forest.handle(), after))
+    assert varz(lab, machine)["config_load_time"] == served["config_load_time"]
 
 
 @pytest.mark.slow
 def test_a_standalone_node_joins_a_cluster_by_a_restart_keeping_its_store(
-    forest: Forest, standalone: SimulatedNode
+    lab: Lab, forest: Forest, standalone: Machine
 ) -> None:
-    store = standalone.path("/var/lib/nats/jetstream")
-    started = varz(standalone)["start"]
-    apply_blueprint(forest.handle(), forest.blueprint(3))
-    served = varz(standalone)
+    standalone.run("touch", "/var/lib/nats/jetstream/kept")
+    started = varz(lab, standalone)["start"]
+    lab.call(lambda: apply_blueprint(forest.handle(), forest.blueprint(3)))
+    served = varz(lab, standalone)
     assert served["start"] != started  # restarted: a reload cannot add a cluster block
-    assert served["cluster"]["tls_verify"] is True  # type: ignore[index]
-    key = standalone.path("/etc/nats/tls/node-key.pem")
-    assert oct(key.stat().st_mode & 0o777) == "0o600"
-    assert store.is_dir()
+    assert served["cluster"]["tls_verify"] is True
+    key = standalone.run("stat", "-c", "%a %U", "/etc/nats/tls/node-key.pem").split()
+    assert key == ["600", "nats"]
+    assert standalone.run("ls", "/var/lib/nats/jetstream").split().count("kept") == 1
 
 
 @pytest.mark.slow
 def test_nodes_are_changed_in_parallel_and_each_failure_is_its_own_line(
-    forest: Forest, standalone: SimulatedNode
+    lab: Lab, forest: Forest, standalone: Machine
 ) -> None:
     stranger = forest.handle().model_copy(
-        update={"node_id": "forest-1-node-9", "host": f"{forest.prefix}::99", "addresses": []}
+        update={"node_id": "forest-1-node-9", "host": "2001:db8:1::99", "addresses": []}
     )
     unknown = forest.blueprint(1).model_copy(
-        update={"node_id": "forest-1-node-9", "host": f"{forest.prefix}::99"}
+        update={"node_id": "forest-1-node-9", "host": "2001:db8:1::99"}
     )
-    outcome = apply_blueprints(
-        [(forest.handle(), forest.blueprint(1)), (stranger, unknown)],
-        deadlines=Deadlines(connect=3),
+    outcome = lab.call(
+        lambda: apply_blueprints(
+            [(forest.handle(), forest.blueprint(1)), (stranger, unknown)],
+            deadlines=Deadlines(connect=3),
+        )
     )
     assert outcome["forest-1-node-1"] is None
     error = str(outcome["forest-1-node-9"])
@@ -335,7 +350,7 @@ def test_the_served_routes_must_be_the_blueprints(forest: Forest) -> None:
         "changed": ["nats.conf"],
         "varz": {
             "server_name": "forest-1-node-1",
-            "cluster": {"urls": [f"[{forest.prefix}::2]:6222", "[2001:db8::7]:6222"]},
+            "cluster": {"urls": ["[2001:db8:1::1]:6222", "[2001:db8::7]:6222"]},
         },
     }
     with pytest.raises(ProviderError, match=r"serves routes to .*2001:db8::7") as caught:
