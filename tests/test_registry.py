@@ -138,8 +138,8 @@ def test_ssh_keys_are_kept_public_half_only_for_hosts(registry: Registry) -> Non
     (node,) = registry.plan_nodes(forest_id, 1, NOW)
     registry.save_ssh_host_key(forest_id, node.id, host.public)
     assert registry.ssh_host_key(node.id) == host.public
-    with sqlite3.connect(registry.path) as db:
-        stored = " ".join(str(row) for row in db.execute("SELECT * FROM ssh_host_keys"))
+    stored = " ".join(str(tuple(row)) for row in registry.store.read("SELECT * FROM ssh_host_keys"))
+    assert host.public in stored
     assert host.private.get_secret_value() not in stored
     registry.delete_node(node.id)
     assert registry.ssh_host_key(node.id) is None
