@@ -296,24 +296,6 @@ class Provider(ABC):
         """
         raise ProviderError(f"the {self.name} provider cannot reconfigure a running node")
 
-    def apply_blueprints(
-        self, changes: Sequence[tuple[NodeHandle, NodeBlueprint]]
-    ) -> dict[str, MorpheusError | None]:
-        """Reconfigure several live nodes: each node's error (None: applied), by node id.
-
-        One at a time through ``apply_blueprint`` unless the provider does better: cloud and
-        VM nodes are changed in parallel, a bounded number at a time (``morpheus.reconfigure``).
-        """
-        outcome: dict[str, MorpheusError | None] = {}
-        for handle, blueprint in changes:
-            try:
-                self.apply_blueprint(handle, blueprint)
-            except MorpheusError as exc:
-                outcome[handle.node_id] = exc
-            else:
-                outcome[handle.node_id] = None
-        return outcome
-
 
 @dataclass(frozen=True)
 class ProviderInfo:

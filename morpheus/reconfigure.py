@@ -18,6 +18,7 @@ import ipaddress
 import json
 import tarfile
 from collections.abc import Sequence
+from pathlib import PurePosixPath
 from typing import Any, ClassVar
 
 from morpheus.blueprint import NodeBlueprint
@@ -32,7 +33,7 @@ from morpheus.remote import (
     NodeEndpoint,
     run_commands,
 )
-from morpheus.render import NODE_PATHS, render_firewall, render_nats_conf
+from morpheus.render import NODE_PATHS, reconfigured_files
 from morpheus.safe_text import printable
 
 
@@ -142,16 +143,8 @@ def check_served(blueprint: NodeBlueprint, stdout: str) -> dict[str, Any]:
 
 
 def reconfiguration_files(blueprint: NodeBlueprint) -> dict[str, str]:
-    """What ``apply`` sends the node's helper, by the name the helper knows each file by."""
-    files = {"nats.conf": render_nats_conf(blueprint)}
-    tls = blueprint.tls
-    if tls is not None and blueprint.clustered:
-        files["forest-ca.pem"] = tls.ca_cert
-        files["node.pem"] = tls.cert
-        files["node-key.pem"] = tls.key.get_secret_value()
-    if blueprint.host_firewall:
-        files["firewall.nft"] = render_firewall(blueprint)
-    return files
+    """What ``apply`` sends the node's helper (``render.reconfigured_files``), by file name."""
+    return {PurePosixPath(f.path).name: f.content for f in reconfigured_files(blueprint)}
 
 
 def _routes(urls: Sequence[object]) -> set[str]:
@@ -174,8 +167,9 @@ def _listed(routes: set[str]) -> str:
 class ReconfiguredOverSsh(Provider):
     """A provider whose nodes boot from the core's user-data and are changed over SSH.
 
-    Subclass it instead of ``Provider``: ``apply_blueprint`` and ``apply_blueprints`` come
-    from this module, and ``can_reconfigure`` is true.
+    Subclass it instead of ``Provider``: ``apply_blueprint`` comes from this module (safe to
+    call from several threads at once: ``services.converge`` does), and ``can_reconfigure``
+    is true.
     """
 
     can_reconfigure: ClassVar[bool] = True
@@ -183,8 +177,3 @@ class ReconfiguredOverSsh(Provider):
 
     def apply_blueprint(self, handle: NodeHandle, blueprint: NodeBlueprint) -> None:
         apply_blueprint(handle, blueprint)
-
-    def apply_blueprints(
-        self, changes: Sequence[tuple[NodeHandle, NodeBlueprint]]
-    ) -> dict[str, MorpheusError | None]:
-        return apply_blueprints(changes)

@@ -314,19 +314,6 @@ def access_files(blueprint: NodeBlueprint, probe_url: str) -> list[NodeFile]:
     ]
 
 
-def reconfiguration_files(blueprint: NodeBlueprint) -> dict[str, str]:
-    """What ``apply`` sends the node's helper, by the name the helper knows each file by."""
-    files = {"nats.conf": render_nats_conf(blueprint)}
-    tls = blueprint.tls
-    if tls is not None and blueprint.clustered:
-        files["forest-ca.pem"] = tls.ca_cert
-        files["node.pem"] = tls.cert
-        files["node-key.pem"] = tls.key.get_secret_value()
-    if blueprint.host_firewall:
-        files["firewall.nft"] = render_firewall(blueprint)
-    return files
-
-
 def render_user_data(blueprint: NodeBlueprint, *, now: datetime | None = None) -> str:
     """The node's ``#cloud-config`` user-data, checked the way a cloud will check it.
 

@@ -1,10 +1,9 @@
 """The SSH node channel against real OpenSSH sshd and nats-server in network namespaces.
 
-Each simulated machine (``morpheus.testing.netns``) gets exactly the files its user-data gives
-it (the reconfiguration helper, the sshd drop-in, the forest's authorized key, nats.conf, the
-route TLS files, the node firewall) and the host key Morpheus made, then what its bootstrap
-leaves (``morpheus.testing.node_services``); Morpheus connects from the lab's operator
-namespace over IPv6, as from an operator's machine.
+Each simulated machine (``morpheus.testing.netns``) boots from its rendered user-data
+(``morpheus.testing.first_boot``: the node firewall, the files, the host key Morpheus made,
+sshd with the node's drop-ins, the real bootstrap); Morpheus connects from the lab's
+operator namespace over IPv6, as from an operator's machine.
 """
 
 from __future__ import annotations
@@ -45,21 +44,11 @@ from morpheus.remote import (
     _network_problem,
     run_commands,
 )
-from morpheus.render import NODE_PATHS, node_files, render_nats_conf
-from morpheus.testing.nats import nats_server_binary, wait_until
+from morpheus.render import NODE_PATHS, render_nats_conf, render_user_data
+from morpheus.testing.first_boot import first_boot
 from morpheus.testing.netns import OPERATOR_V6, Lab, Machine, require_lab
-from morpheus.testing.node_services import install_node_services, start_nats
-from morpheus.testing.sshd import start_sshd
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
-#: The files of a node's user-data that the channel and nats-server need in a simulation.
-CHANNEL_FILES = {
-    NODE_PATHS.reconfigure,
-    NODE_PATHS.sshd_drop_in,
-    f"{NODE_PATHS.authorized_keys_dir}/root",
-    NODE_PATHS.nats_conf,
-    NODE_PATHS.firewall,
-}
 
 
 @dataclass
@@ -140,22 +129,11 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         lab.close()
 
 
-def boot(lab: Lab, forest: Forest, blueprint: NodeBlueprint, *, firewall: bool = False) -> Machine:
-    """Node 1 as its user-data and bootstrap leave it: files, host key, sshd, nats-server."""
+def boot(lab: Lab, forest: Forest, blueprint: NodeBlueprint) -> Machine:
+    """Node 1 booted from its rendered user-data (``morpheus.testing.first_boot``): the
+    firewall, the files, the host key, sshd with no other key, the real bootstrap."""
     machine = lab.machine("node-1", ipv6=[IPv6Interface(f"{forest.address}/64")])
-    for file in node_files(blueprint, NOW):
-        if file.path in CHANNEL_FILES or "/tls/" in file.path:
-            machine.write_file(file.path, file.content.encode(), int(file.permissions, 8))
-    key = "/etc/ssh/ssh_host_ed25519_key"
-    machine.write_file(key, forest.host_key.private.get_secret_value().encode(), 0o600)
-    machine.write_file(f"{key}.pub", f"{forest.host_key.public}\n".encode(), 0o644)
-    if firewall:
-        machine.run("nft", "-f", NODE_PATHS.firewall)
-    install_node_services(machine, nats_server_binary())
-    start_sshd(machine, authorized_keys=[])  # no project key: only the forest's, for the helper
-    start_nats(machine)
-    local = ["sh", "-c", "curl -fsS http://[::1]:8222/varz >/dev/null && echo up || true"]
-    wait_until(lambda: machine.run(*local).strip() or None, 30, "nats-server")
+    first_boot(machine, render_user_data(blueprint, now=NOW), authorized_keys=[])
     return machine
 
 
@@ -245,7 +223,7 @@ def test_a_filtered_port_and_a_closed_port_give_one_line_within_the_deadline(
     # The node's own rendered firewall, admitting SSH from another network only: port 22
     # drops the operator's packets, as a Hetzner node does for a host outside admin_sources.
     blueprint = forest.blueprint(1, admin_sources=("2001:db8:ffff::/64",))
-    machine = boot(lab, forest, blueprint, firewall=True)
+    machine = boot(lab, forest, blueprint)
     assert "SSH" in machine.run("nft", "list", "table", "inet", "morpheus")
     started = time.monotonic()
     (filtered,) = lab.call(lambda: run_commands([status(forest)], deadlines=Deadlines(connect=2)))

@@ -23,7 +23,6 @@ from morpheus.blueprint import (
 from morpheus.errors import (
     ForestStateError,
     MorpheusError,
-    ProviderError,
     RegistryError,
     UserDataError,
 )
