@@ -303,12 +303,9 @@ def access_files(blueprint: NodeBlueprint, probe_url: str) -> list[NodeFile]:
         f'restrict,command="{paths.reconfigure}" {access.client_key} '
         f"morpheus-{blueprint.forest_id}\n"
     )
+    helper = _render("reconfigure.sh.j2", blueprint, probe_url=probe_url)
     return [
-        NodeFile(
-            paths.reconfigure,
-            _render("reconfigure.sh.j2", blueprint, probe_url=probe_url),
-            "0755",
-        ),
+        NodeFile(paths.reconfigure, helper, "0755"),
         NodeFile(paths.sshd_drop_in, _render("sshd-morpheus.conf.j2", blueprint)),
         NodeFile(f"{paths.authorized_keys_dir}/{access.user}", key_line),
     ]
@@ -340,17 +337,9 @@ def render_user_data(blueprint: NodeBlueprint, *, now: datetime | None = None) -
         packed = [pack(firewall.content), pack(peers.content)]
         bootcmd = ["sh", "-c", script, "morpheus-firewall", *packed]
     template = environment().get_template("cloud-init.yaml.j2")
-    access = blueprint.access
-    host_key = None
-    if access is not None and access.host_private_key is not None:
-        host_key = {
-            "private": access.host_private_key.get_secret_value(),
-            "public": access.host_key,
-        }
     text = template.render(
         bp=blueprint,
         paths=NODE_PATHS,
-        host_key=host_key,
         files=[(file, pack(file.content)) for file in written],
         bootcmd=json.dumps(bootcmd) if bootcmd else None,
         rendered_at=_utc(rendered_at),

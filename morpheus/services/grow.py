@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from morpheus.errors import GrowFailedError, MorpheusError
+from morpheus.errors import GrowFailedError, JetStreamMigrationError, MorpheusError
 from morpheus.growth import (
     GrowthAction,
     GrowthDecision,
@@ -148,6 +148,14 @@ def expand(ctx: Context, assessment: Assessment, progress: Progress) -> Expansio
         check_first_boot(ctx.settings, provider, len(existing) + decision.nodes_to_add, now)
         standalone = len(existing) == 1
         streams = read_streams(existing[0].monitor_url or "") if standalone else []
+        if streams and not provider.reaches_client_port:
+            raise JetStreamMigrationError(
+                f"{existing[0].id} keeps {len(streams)} stream(s) "
+                f"({', '.join(stream.name for stream in streams)}) that it declares again as it "
+                f"joins a cluster, through its NATS client port, which a {provider.name} node "
+                "serves on localhost only: not grown, nothing was changed; plant a forest of 3 "
+                "or more nodes for streams that must grow with it"
+            )
         reconfigure = existing if provider.can_reconfigure else []
         # Recorded before provisioning: an overlapping run now sees the cooldown.
         registry.set_last_expansion(forest.id, now)

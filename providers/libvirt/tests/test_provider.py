@@ -265,27 +265,28 @@ def test_user_data_is_the_core_renderer_output(
             del base
 
 
-def test_node_firewalls_admit_routes_from_nodes_a_grow_adds_later(
+def test_node_firewalls_admit_routes_from_exactly_the_forests_nodes(
     provider: LibvirtProvider, forest: ContractForest, volume_contents: VolumeContents
 ) -> None:
-    first, *_ = forest.plant(3)
+    """Booted VMs are reconfigured over SSH when the forest changes, so a node's route peers
+    name the forest's nodes and nothing wider (a grow's nodes are added by convergence)."""
+    planted = forest.plant(3)
     (later,) = provider.reserve_addresses(forest.id, forest.run_id, [f"{forest.id}-node-4"])
     pool = provider.connection().storagePoolLookupByName(TEST_POOL)
-    seed = pool.storageVolLookupByName(volume_names(first.node_id)[1]).path()
+    seed = pool.storageVolLookupByName(volume_names(planted[0].node_id)[1]).path()
     _label, files, _joliet = read_seed(volume_contents.by_path[seed])
     delivered = delivered_files(files["user-data"])
-    firewall = delivered[NODE_PATHS.firewall]
-    admitted = [
-        ipaddress.ip_network(element.strip())
-        for name in ("peers_v6", "peers_v4")
-        for element in re.search(  # type: ignore[union-attr]
-            rf"add element inet morpheus {name} {{ ([^}}]*) }}", delivered[NODE_PATHS.route_peers]
-        )[1].split(",")
-    ]
-    for address in later.addresses:  # the new node's IPv6 and IPv4 addresses
-        assert any(ipaddress.ip_address(address) in network for network in admitted), address
-    assert re.search(r"ip6 saddr @peers_v6 tcp dport \d+ accept", firewall)
-    assert re.search(r"ip saddr @peers_v4 tcp dport \d+ accept", firewall)
+    admitted = {
+        ipaddress.ip_address(element.strip())
+        for match in re.finditer(
+            r"add element inet morpheus peers_v[46] \{ ([^}]*) \}",
+            delivered[NODE_PATHS.route_peers],
+        )
+        for element in match[1].split(",")
+    }
+    assert admitted == {ipaddress.ip_address(node.host) for node in planted if node.host}
+    assert not any(ipaddress.ip_address(address) in admitted for address in later.addresses)
+    assert re.search(r"ip6 saddr @peers_v6 tcp dport \d+ accept", delivered[NODE_PATHS.firewall])
 
 
 def test_delete_removes_domain_and_volumes_and_is_idempotent(
