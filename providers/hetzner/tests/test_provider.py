@@ -557,8 +557,9 @@ def test_node_firewalls_admit_routes_from_the_forest_alone_once_nodes_are_reconf
     rewrites its route peers) admits routes from exactly the forest's nodes, never ``::/0``;
     one booted once relies on the cloud firewall, which names the forest's networks."""
     provider = hetzner
-    if reconfigures:
-        provider.can_reconfigure = True  # type: ignore[misc]  # the instance, not the class
+    # Hetzner reconfigures over SSH; "booted-once" is how it rendered nodes before (and how a
+    # provider that cannot reconfigure does), told so on the instance, not the class.
+    provider.can_reconfigure = reconfigures  # type: ignore[misc]
     made = ContractForest(provider, Settings())
     try:
         handles = plant_running(made, 3)

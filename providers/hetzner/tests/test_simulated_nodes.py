@@ -236,11 +236,6 @@ def test_a_node_whose_bootstrap_failed_says_why_and_plant_stops_at_once(
     assert fake_hetzner.servers == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12 (failure 2): a node rendered before the others moved keeps routes to "
-    "their released addresses, and a moved node's certificate still names its old address",
-)
 def test_a_forest_whose_every_node_moved_location_still_meshes(
     lab: Lab, cloud: SimulatedCloud, config: dict[str, Any], fake_hetzner: FakeHetzner
 ) -> None:
