@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -226,3 +228,61 @@ def _text(data: object) -> str:
     if isinstance(data, bytes):
         return data.decode("utf-8", errors="replace")
     return "" if data is None else str(data)
+
+
+@contextmanager
+def client_tunnel(
+    endpoint: NodeEndpoint,
+    client_key: SecretStr,
+    remote_port: int,
+    *,
+    deadlines: Deadlines | None = None,
+) -> Iterator[int]:
+    """A port on 127.0.0.1 of this machine that leads to ``127.0.0.1:remote_port`` on the
+    node, for as long as the block runs (a NATS client port a node serves on localhost only).
+
+    The forest's key may open that one port forward and nothing else (``permitopen`` on the
+    node).  The connection runs on an event loop of its own thread, so the block may use
+    ``asyncio.run`` itself.  Failing to connect raises ``NodeChannelError`` (one line).
+    """
+    limits = deadlines or Deadlines()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="morpheus-tunnel", daemon=True)
+    thread.start()
+
+    async def open_tunnel() -> tuple[asyncssh.SSHClientConnection, int]:
+        connection = await _connect(endpoint, client_key, limits.connect)
+        try:
+            listener = await asyncio.wait_for(
+                connection.forward_local_port("127.0.0.1", 0, "127.0.0.1", remote_port),
+                limits.connect,
+            )
+        except TimeoutError:
+            connection.close()
+            raise NodeChannelError(
+                f"{endpoint.node_id}: no tunnel to its port {remote_port} within "
+                f"{limits.connect:.0f} s"
+            ) from None
+        except _ssh_errors() as exc:
+            connection.close()
+            raise NodeChannelError(
+                f"{endpoint.node_id}: the node refused a tunnel to its port {remote_port}: "
+                f"{_reason(exc)}"
+            ) from None
+        return connection, listener.get_port()
+
+    async def close_tunnel(connection: asyncssh.SSHClientConnection) -> None:
+        connection.close()
+        await connection.wait_closed()
+
+    try:
+        connection, port = asyncio.run_coroutine_threadsafe(open_tunnel(), loop).result()
+        try:
+            yield port
+        finally:
+            closing = asyncio.run_coroutine_threadsafe(close_tunnel(connection), loop)
+            closing.result(timeout=limits.connect)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()

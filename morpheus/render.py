@@ -298,10 +298,12 @@ def access_files(blueprint: NodeBlueprint, probe_url: str) -> list[NodeFile]:
     if access is None:
         return []
     paths = NODE_PATHS
-    # restrict: no pty, no forwarding, no agent, no X11; command: the helper and nothing else.
+    # restrict: no pty, agent or X11; one port forward, to the NATS client port (served on
+    # the node's loopback only); command: the helper and nothing else.
+    client = f"{_local_address(blueprint.client_listen)}:{blueprint.ports.client}"
     key_line = (
-        f'restrict,command="{paths.reconfigure}" {access.client_key} '
-        f"morpheus-{blueprint.forest_id}\n"
+        f'restrict,port-forwarding,permitopen="{client}",command="{paths.reconfigure}" '
+        f"{access.client_key} morpheus-{blueprint.forest_id}\n"
     )
     helper = _render("reconfigure.sh.j2", blueprint, probe_url=probe_url)
     return [

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from morpheus.remote import (
     NodeCommand,
     NodeEndpoint,
     _network_problem,
+    client_tunnel,
     run_commands,
 )
 from morpheus.render import NODE_PATHS, render_nats_conf, render_user_data
@@ -358,3 +360,28 @@ def test_asyncssh_is_not_imported_by_the_cli_or_the_providers() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy()
     )
     assert run.stdout.strip() == "False", run.stderr
+
+
+def _first_bytes(port: int) -> bytes:
+    """What a server behind ``port`` on this machine sends first (b"" when it closes)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.settimeout(10)
+        try:
+            return connection.recv(64)
+        except (ConnectionResetError, TimeoutError):
+            return b""
+
+
+@pytest.mark.slow
+def test_the_forest_key_tunnels_to_the_nats_client_port_and_nowhere_else(
+    lab: Lab, forest: Forest, standalone: Machine
+) -> None:
+    """Growth reaches a cloud node's streams through its loopback-only client port."""
+    endpoint = status(forest).endpoint
+
+    def through(remote_port: int) -> bytes:
+        with client_tunnel(endpoint, forest.client_key.private, remote_port) as port:
+            return _first_bytes(port)
+
+    assert lab.call(lambda: through(4222)).startswith(b"INFO {")
+    assert lab.call(lambda: through(8222)) == b""  # permitopen: the client port only

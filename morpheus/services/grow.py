@@ -24,7 +24,7 @@ from morpheus.growth import (
     decide,
     judge_node,
 )
-from morpheus.models import Forest, ForestStatus, Node, NodeStatus, host_for_url
+from morpheus.models import Forest, ForestStatus, Node, NodeStatus
 from morpheus.monitor import ForestLoad, MonitorTarget, NodeSample, aggregate, poll_nodes
 from morpheus.services import Context, Progress
 
@@ -123,6 +123,7 @@ def expand(ctx: Context, assessment: Assessment, progress: Progress) -> Expansio
     """Act on an assessment: add nodes if, under the lock, the decision is still to grow."""
     # Imported here: `grow` that only looks (the cron run's usual case) starts without them.
     from morpheus.jetstream import adopt_streams, read_streams
+    from morpheus.services.client_tunnels import can_reach_clients, client_urls
     from morpheus.services.converge import converge
     from morpheus.services.provision import check_first_boot, provision_nodes, remove_nodes
 
@@ -148,13 +149,13 @@ def expand(ctx: Context, assessment: Assessment, progress: Progress) -> Expansio
         check_first_boot(ctx.settings, provider, len(existing) + decision.nodes_to_add, now)
         standalone = len(existing) == 1
         streams = read_streams(existing[0].monitor_url or "") if standalone else []
-        if streams and not provider.reaches_client_port:
+        if streams and not can_reach_clients(provider):
             raise JetStreamMigrationError(
                 f"{existing[0].id} keeps {len(streams)} stream(s) "
                 f"({', '.join(stream.name for stream in streams)}) that it declares again as it "
-                f"joins a cluster, through its NATS client port, which a {provider.name} node "
-                "serves on localhost only: not grown, nothing was changed; plant a forest of 3 "
-                "or more nodes for streams that must grow with it"
+                f"joins a cluster, through its NATS client port, which this machine cannot "
+                f"reach on a {provider.name} node: not grown, nothing was changed; plant a "
+                "forest of 3 or more nodes for streams that must grow with it"
             )
         reconfigure = existing if provider.can_reconfigure else []
         # Recorded before provisioning: an overlapping run now sees the cooldown.
@@ -166,8 +167,8 @@ def expand(ctx: Context, assessment: Assessment, progress: Progress) -> Expansio
             added = provision_nodes(ctx, provider, forest, new, progress, reconfigure=reconfigure)
             if streams:
                 node_one = existing[0]
-                client_url = f"nats://{host_for_url(node_one.host or '')}:{node_one.ports.client}"
-                asyncio.run(adopt_streams(client_url, streams, f"node:{node_one.id}"))
+                with client_urls(ctx, provider, forest, [node_one]) as (client_url,):
+                    asyncio.run(adopt_streams(client_url, streams, f"node:{node_one.id}"))
         except (MorpheusError, KeyboardInterrupt) as exc:
             reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
             new_ids = {n.id for n in new}
@@ -211,21 +212,22 @@ def _raise_single_replicas(
     The nodes are already added: a failure here is a warning, never a rollback.
     """
     from morpheus.jetstream import raise_replicas
+    from morpheus.services.client_tunnels import can_reach_clients, client_urls
 
     growth = ctx.settings.growth
     replicas = min(growth.stream_replicas, len(nodes))
     if not growth.raise_stream_replicas or len(nodes) < 3:
         return
-    if not provider.reaches_client_port:
+    if not can_reach_clients(provider):
         expansion.warnings.append(
-            f"streams kept on one node were not raised to {replicas} replicas: the "
-            f"{provider.name} provider's nodes serve NATS clients on localhost only"
+            f"streams kept on one node were not raised to {replicas} replicas: this machine "
+            f"cannot open NATS client connections to the {provider.name} provider's nodes"
         )
         return
-    urls = [f"nats://{host_for_url(n.host or '')}:{n.ports.client}" for n in nodes if n.host]
     deadline = time.monotonic() + ctx.settings.provisioning.readiness_timeout
     try:
-        expansion.raised = asyncio.run(raise_replicas(urls, replicas, deadline))
+        with client_urls(ctx, provider, forest, [n for n in nodes if n.host]) as urls:
+            expansion.raised = asyncio.run(raise_replicas(urls, replicas, deadline))
     except MorpheusError as exc:
         expansion.warnings.append(f"streams kept on one node were not all raised: {exc}")
         ctx.registry.add_event(forest.id, "replicas", expansion.warnings[-1], ctx.clock())

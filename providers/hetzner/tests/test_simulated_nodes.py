@@ -468,12 +468,6 @@ def read_stream(machine: Machine) -> dict[str, int] | None:
         return None  # no JetStream leader for the stream yet
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12 (failure 1, last part): node 1 would join the cluster over SSH, but its "
-    "streams are declared again through its NATS client port, which a cloud node serves on "
-    "localhost only, so grow refuses (needs a tunnel through the SSH node channel)",
-)
 def test_a_one_node_forest_grows_to_three_over_tls_keeping_its_streams(
     lab: Lab, cloud: SimulatedCloud, config: dict[str, Any], fake_hetzner: FakeHetzner
 ) -> None:
