@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,5,20,50", help="node counts, comma-separated")
     args = parser.parse_args()
     sizes = [int(n) for n in args.sizes.split(",")]
-    provision.wait_nats_ready = skip_readiness  # type: ignore[assignment]
+    provision.wait_nats_ready = skip_readiness  # type: ignore[attr-defined]
     runs: dict[int, list[Run]] = {n: [] for n in sizes}
     with tempfile.TemporaryDirectory() as scratch, FakeHetzner(rate_limit=RATE_LIMIT) as fake:
         home = Path(scratch) / "home"

@@ -15,6 +15,7 @@ import tempfile
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CAMPAIGNS = [
@@ -41,7 +42,7 @@ def main() -> int:
         everything = [json.loads(line) for line in lines_in]
     rows = [row for row in everything if "operation" in row]
     matrix = [row for row in everything if "matrix" in row]
-    by_operation: dict[str, list[dict[str, object]]] = defaultdict(list)
+    by_operation: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_operation[str(row["operation"])].append(row)
     lines = [
@@ -61,7 +62,7 @@ def main() -> int:
         "|---|---|---|",
     ]
     for operation, items in sorted(by_operation.items()):
-        left = sum(sum(int(v) for v in dict(item["left"]).values()) for item in items)  # type: ignore[arg-type]
+        left = sum(sum(int(v) for v in item["left"].values()) for item in items)
         lines.append(f"| {operation} | {len(items)} | {left} |")
     lines += [
         "",
