@@ -37,6 +37,20 @@ NATS_CONF = "/etc/nats/nats.conf"
 NATS_LOG = "/var/log/nats.service.log"
 #: The fake's actions take 1/100 of their real time (as in conftest.py).
 TIME_SCALE = 0.01
+#: Run inside a node with the venv's Python: 100 messages (~7 MB) into stream ORDERS on the
+#: node's own client port. They also put nats-server's memory at ~2 % of a 2 GB server (cpx11),
+#: so `grow --threshold 1` grows a one-node forest.
+WRITE_STREAM = """
+import asyncio, nats
+async def main():
+    client = await nats.connect("nats://127.0.0.1:4222")
+    stream = client.jetstream()
+    await stream.add_stream(name="ORDERS", subjects=["orders.>"])
+    for number in range(100):
+        await stream.publish(f"orders.{number}", str(number).encode() * 50_000)
+    await client.close()
+asyncio.run(main())
+"""
 
 
 def cli_config(fake: FakeHetzner, readiness_timeout: float) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from fakeapi import FakeHetzner
 from simulated_cloud import (
     NATS_CONF,
     TIME_SCALE,
+    WRITE_STREAM,
     Recorder,
     SimulatedCloud,
     cli_config,
@@ -36,7 +37,7 @@ from simulated_cloud import run_morpheus as morpheus
 
 from morpheus.pki import ForestCA
 from morpheus.testing.nats import nats_server_binary
-from morpheus.testing.netns import Lab, LabError, Machine, call_in, require_lab
+from morpheus.testing.netns import OPERATOR_V6, Lab, LabError, Machine, call_in, require_lab
 from morpheus.testing.sshd import HOST_KEY
 
 #: Raft elections on a loaded machine can take several seconds: readiness gets a real bound.
@@ -438,18 +439,6 @@ def test_a_stranger_on_a_released_address_gets_no_password_and_cannot_join(
 
 # -- growth from one node ---------------------------------------------------------------------
 
-#: Run inside a node with the venv's Python: JetStream on the node's own client port.
-_WRITE_STREAM = """
-import asyncio, nats
-async def main():
-    client = await nats.connect("nats://127.0.0.1:4222")
-    stream = client.jetstream()
-    await stream.add_stream(name="ORDERS", subjects=["orders.>"])
-    for number in range(100):
-        await stream.publish(f"orders.{number}", str(number).encode() * 50_000)
-    await client.close()
-asyncio.run(main())
-"""
 _READ_STREAM = """
 import asyncio, json, nats
 async def main():
@@ -471,14 +460,14 @@ def read_stream(machine: Machine) -> dict[str, int] | None:
 def test_a_one_node_forest_grows_to_three_over_tls_keeping_its_streams(
     lab: Lab, cloud: SimulatedCloud, config: dict[str, Any], fake_hetzner: FakeHetzner
 ) -> None:
-    # 2 GB servers: with the stream's ~15 MB written, nats-server's memory is above 1 % of
-    # it (~2 %), so `--threshold 1` grows.
-    config["providers"]["hetzner"]["server_type"] = "cpx11"
+    """The seed's central flow on Hetzner: plant small, grow (bench/grow_simulated.py times
+    the same flow and counts its API requests)."""
+    config["providers"]["hetzner"]["server_type"] = "cpx11"  # 2 GB: see WRITE_STREAM
     planted = plant(cloud, config, "small")
     cloud.check()
     (first,) = node_names(fake_hetzner)
     first_server = fake_hetzner.server_by_name(first)
-    cloud.machine(first).run(sys.executable, "-c", _WRITE_STREAM, timeout=60)
+    cloud.machine(first).run(sys.executable, "-c", WRITE_STREAM, timeout=120)
     fake_hetzner.clear_requests()
 
     started = time.monotonic()
@@ -491,11 +480,15 @@ def test_a_one_node_forest_grows_to_three_over_tls_keeping_its_streams(
     cloud.check()
     names = node_names(fake_hetzner)
     assert len(names) == 3 and first in names
-    # Node 1 is the same server, reconfigured in place (over SSH), not replaced.
+    # Node 1 is the same server, reconfigured in place over SSH (its pinned host key, the
+    # forest's key), not replaced: its routes and its firewall name the three nodes.
     assert fake_hetzner.server_by_name(first) == first_server
+    assert f"Accepted publickey for root from {OPERATOR_V6.ip}" in cloud.machine(first).log("sshd")
     hosts = {cloud.machine(name).host for name in names}
     assert route_hosts(cloud.machine(first).read_file(NATS_CONF).decode()) == hosts
     assert_tls_mesh(cloud, names)
+    for name in names:
+        assert admits_exactly(firewall_peers(cloud.machine(name)), hosts), name
     # Its stream was raised to three replicas: with node 1 stopped, the others have all 100.
     cloud.machine(first).run("systemctl", "stop", "nats.service")
     other = cloud.machine(names[1] if names[0] == first else names[0])
