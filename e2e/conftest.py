@@ -86,9 +86,14 @@ def plants(cli: Cli, vm_host: VmHost, console_watch: ConsoleWatch) -> Iterator[d
         for name, nodes, args, env in order:
             started[name] = Plant(cli, "libvirt", *args, "--yes", timeout=2700, **env)
             expected += nodes
-            deadline = time.monotonic() + 300
+            # Generous: on a loaded host a plant's start (pre-flight, certificates, seed
+            # ISOs, volumes) has taken over 300 s.
+            deadline = time.monotonic() + 900
             while _defined_domains(uri) < expected and started[name].process.poll() is None:
-                assert time.monotonic() < deadline, f"plant {name}: no VMs defined in 300 s"
+                said = "".join(line for _when, line in started[name].lines)
+                assert time.monotonic() < deadline, (
+                    f"plant {name}: its VMs not all defined in 900 s; it said:\n{said}"
+                )
                 time.sleep(1)
         yield started
     finally:
