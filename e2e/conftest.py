@@ -78,7 +78,13 @@ def plants(cli: Cli, vm_host: VmHost, console_watch: ConsoleWatch) -> Iterator[d
         ("one", 1, ("small", "-o", "json"), {}),
         ("three", 3, ("medium", "-o", "json"), {}),
         # The bootstrap must refuse this download (wrong digest) and plant must say so.
-        ("broken", 1, ("small",), {"MORPHEUS_INTEGRATION__NATS_SHA256": "0" * 64}),
+        # Kept after the failure, so that the test can read the node's own report.
+        (
+            "broken",
+            1,
+            ("small", "--keep-on-failure"),
+            {"MORPHEUS_INTEGRATION__NATS_SHA256": "0" * 64},
+        ),
     ]
     started: dict[str, Plant] = {}
     try:
