@@ -151,9 +151,14 @@ class Plant:
         return self._finished
 
     def stop(self) -> None:
+        """Kill the plant if it still runs, and close its output (pytest fails on open files)."""
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        self._reader.join(timeout=10)
+        if self.process.stderr is not None:
+            self.process.stderr.close()
+        self._stdout.close()
 
 
 def ssh(host: VmHost, address: str, command: str, timeout: float = 60) -> str:
