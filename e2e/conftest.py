@@ -4,8 +4,7 @@ The tests plant real forests of QEMU/KVM guests.  They need root and a prepared 
 
     e2e/vm-host up && uv run pytest -m vm e2e; e2e/vm-host down
 
-(the VM stage of `.ci/run` on branch `issue-13-ci` does exactly that, with the teardown in a
-trap).  Without a prepared host they
+(`.ci/run` does exactly that, with the teardown in a trap).  Without a prepared host they
 skip locally and fail in CI (``MORPHEUS_REQUIRE_TOOLS=1``, as for every other system tool).
 """
 
