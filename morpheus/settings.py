@@ -35,6 +35,7 @@ from morpheus.config_file import (
 from morpheus.errors import ConfigError, MorpheusError
 from morpheus.fields import HttpUrl, Size
 from morpheus.limits import MAX_FOREST_NODES
+from morpheus.settings_environment import environment_values, overlay
 from morpheus.validation import (
     UNKNOWN_KEY,
     describe_validation_error,
@@ -253,40 +254,6 @@ def _environment_model() -> type[BaseSettings]:
     return EnvironmentSettings
 
 
-def _environment_values() -> dict[str, Any]:
-    """The settings this process's ``MORPHEUS_SECTION__KEY`` variables give (JSON for lists
-    and sections), read by pydantic-settings' environment source.
-
-    pydantic-settings is imported only when such a variable is set: most runs (cron's
-    ``grow --auto`` among them) have none, and loading it costs more than the rest of
-    reading the settings.
-    """
-    sections = {(ENV_PREFIX + name).upper() for name in Settings.model_fields}
-    if not any(name.upper().partition("__")[0] in sections for name in os.environ):
-        return {}
-    from pydantic_settings import EnvSettingsSource, SettingsError
-
-    try:
-        return EnvSettingsSource(_environment_model())()
-    except SettingsError as exc:
-        reason = " ".join(str(exc).split())
-        raise ConfigError(
-            f"a MORPHEUS_* environment variable cannot be read ({reason}); one for a list or "
-            "a section must hold JSON, e.g. MORPHEUS_INFRASTRUCTURE__ADMIN_SOURCES='[\"::1\"]'"
-        ) from None
-
-
-def _overlay(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` with ``top``'s values on top, tables merged key by key."""
-    merged = dict(base)
-    for key, value in top.items():
-        below = merged.get(key)
-        merged[key] = (
-            _overlay(below, value) if isinstance(below, dict) and isinstance(value, dict) else value
-        )
-    return merged
-
-
 @dataclass(frozen=True)
 class LoadedSettings:
     """Settings plus where they came from, and warnings for the operator (the CLI shows them)."""
@@ -355,7 +322,8 @@ def load_settings(
             if isinstance(value, str):
                 file_secrets[key] = validate_token(value, f"secrets.{key}")
     try:
-        settings = Settings.model_validate(_overlay(data, _environment_values()))
+        from_environment = environment_values(Settings.model_fields, ENV_PREFIX, _environment_model)
+        settings = Settings.model_validate(overlay(data, from_environment))
     except ValidationError as exc:
         raise ConfigError(_describe_validation_error(exc, path, lines, env)) from None
     sources: dict[str, str] = {}
