@@ -11,6 +11,21 @@ from morpheus.testing.nats import kill_all, processes_mentioning
 from morpheus.testing.postgres import PostgresServer, start_postgres
 from morpheus.testing.tools import RUN_VARIABLES
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Let the processes tests start be interrupted, however the test run was started.
+
+    A shell starts background commands (``.ci/run &``, cron wrappers) with SIGINT ignored,
+    and an ignored signal stays ignored across fork and exec: every CLI a test started would
+    then shrug off the Ctrl-C the interruption tests send it. Python's own handler, set here,
+    is reset to the default in each child at exec.
+    """
+    import signal
+
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 _ISOLATED_VARIABLES = (
     "MORPHEUS_CONFIG",
     "MORPHEUS_NATS_SERVER",
