@@ -242,11 +242,14 @@ def test_migrate_moves_local_and_cloud_forests_to_postgresql_and_back_losslessly
     expected["forests"][0]["host"] = this_host
     with Registry.open(postgres_url, state_dir) as postgres:
         stored = dump(postgres)
-        assert all(
-            row[secret.column].startswith(SEALED)
+        # A forest without nodes to reach over SSH (the local one) has no client key: NULL.
+        values = [
+            row[secret.column]
             for secret in SECRET_COLUMNS
             for row in stored[secret.table]
-        )
+            if row[secret.column] is not None
+        ]
+        assert values and all(value.startswith(SEALED) for value in values)
         assert opened(stored) == expected
         assert postgres.get_forest(cloud_id).host is None
 
