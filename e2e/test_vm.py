@@ -1,9 +1,10 @@
 """Real forests of virtual machines, driven through the real CLI (marker ``vm``).
 
 Three plants start at once (a one-node forest, a three-node forest, and one whose
-bootstrap must fail); the tests then look at each from the host (the one-node forest is
-torn down as soon as it was checked, freeing its vCPU), grow the three-node forest by one
-node and tear everything down.  Order matters: pytest runs them top down.
+bootstrap must fail); the tests then look at each from the host, grow the one-node forest
+to three (node 1 reconfigured over SSH into a mutual-TLS mesh; torn down once checked,
+freeing its vCPUs), grow the three-node forest by one node and tear everything down.
+Order matters: pytest runs them top down.
 """
 
 from __future__ import annotations
@@ -72,7 +73,9 @@ def cloud_init_done(host: VmHost, address: str) -> None:
     assert not status.get("recoverable_errors"), status
 
 
-def test_one_node_forest(vm_host: VmHost, cli: Cli, plants: dict[str, Plant]) -> None:
+def test_one_node_forest_grows_to_three(
+    vm_host: VmHost, cli: Cli, plants: dict[str, Plant]
+) -> None:
     document = planted(plants["one"])
     (node,) = document["nodes"]
     address = node["host"]
@@ -87,8 +90,29 @@ def test_one_node_forest(vm_host: VmHost, cli: Cli, plants: dict[str, Plant]) ->
         "the ready marker", lambda: ssh(vm_host, address, "cat /var/lib/morpheus/ready")
     )
     assert "nats-server: v" in ready
-    # Torn down now: the other forests boot faster with its vCPU free.
-    tear_down(vm_host, cli, document["forest"]["id"])
+    # Growth from one node: two new nodes, and node 1 reconfigured in place over SSH (its
+    # Morpheus-made host key pinned) from standalone into the forest's mutual-TLS mesh.
+    forest = document["forest"]["id"]
+    started = time.monotonic()
+    result = cli.run("grow", forest, "--threshold", "1", "--yes", timeout=2700)
+    assert result.returncode == 10, describe(result)
+    print(f"grew 1 -> 3 in {time.monotonic() - started:.0f} s")
+    nodes = cli.json("status", forest)["nodes"]
+    assert len(nodes) == 3, nodes
+    names = {grown["id"] for grown in nodes}
+    assert node["id"] in names
+    for grown in nodes:
+        wait_for(
+            f"{grown['id']} seeing the other two",
+            lambda grown=grown: peers_seen(grown["host"]) == names - {grown["id"]},
+            seconds=120,
+        )
+        assert monitor(grown["host"], "/healthz").status_code == 200, grown["id"]
+        cluster = monitor(grown["host"], "/varz").json()["cluster"]
+        assert cluster.get("tls_required") and cluster.get("tls_verify"), cluster
+    assert monitor(address, "/varz").json()["server_name"] == node["id"]  # the same server
+    # Torn down now: the other forests finish faster with its vCPUs free.
+    tear_down(vm_host, cli, forest)
 
 
 def test_three_node_forest(vm_host: VmHost, plants: dict[str, Plant]) -> None:
