@@ -13,18 +13,16 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from morpheus.blueprint import RouteCredentials
 from morpheus.errors import ForestNotFoundError, RegistryError
 from morpheus.models import ForestStatus, NodeStatus
 from morpheus.registry import SCHEMA_VERSION, Registry
 from morpheus.secret_codec import KeySource, SecretCodec
-
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+from morpheus.testing.registry import NOW, new_forest
 
 
 @pytest.fixture
@@ -32,17 +30,6 @@ def registry(registry_url: str, state_dir: Path) -> Iterator[Registry]:
     secrets = SecretCodec(KeySource.find(None))  # registry_key's, on PostgreSQL
     with Registry.open(registry_url, state_dir, secrets=secrets) as opened:
         yield opened
-
-
-def new_forest(registry: Registry, now: datetime = NOW) -> str:
-    return registry.create_forest(
-        provider="local",
-        size="small",
-        location=None,
-        run_id="run-1",
-        credentials=RouteCredentials.generate(),
-        now=now,
-    ).id
 
 
 def test_file_is_private_and_versioned(state_dir: Path) -> None:
@@ -98,15 +85,7 @@ def test_forest_ca_and_node_keys_are_kept_and_go_with_their_rows(registry: Regis
     from morpheus.pki import ForestCA
 
     ca = ForestCA.generate("run-1", NOW)
-    forest_id = registry.create_forest(
-        provider="local",
-        size="small",
-        location=None,
-        run_id="run-1",
-        credentials=RouteCredentials.generate(),
-        now=NOW,
-        ca=ca,
-    ).id
+    forest_id = new_forest(registry, ca=ca)
     assert registry.forest_ca(forest_id) == ca
     first, second = registry.plan_nodes(forest_id, 2, NOW)
     for node in (first, second):
@@ -124,14 +103,7 @@ def test_forest_ca_and_node_keys_are_kept_and_go_with_their_rows(registry: Regis
 def test_ssh_keys_are_kept_public_half_only_for_hosts(registry: Registry) -> None:
     from morpheus.pki import SshKeyPair
 
-    forest_id = registry.create_forest(
-        provider="hetzner",
-        size="small",
-        location=None,
-        run_id="run-1",
-        credentials=RouteCredentials.generate(),
-        now=NOW,
-    ).id
+    forest_id = new_forest(registry, provider="hetzner")
     client, host = SshKeyPair.generate(), SshKeyPair.generate()
     registry.save_ssh_client_key(forest_id, client)
     assert registry.ssh_client_key(forest_id) == client

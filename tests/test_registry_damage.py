@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -13,8 +12,7 @@ import pytest
 from morpheus.blueprint import RouteCredentials
 from morpheus.errors import DamagedRegistryError, RegistryError
 from morpheus.registry import Registry
-
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+from morpheus.testing.registry import NOW, new_forest
 
 
 @pytest.fixture
@@ -27,17 +25,6 @@ def _sql(state_dir: Path, *statements: str) -> None:
     with sqlite3.connect(state_dir / "registry.sqlite3") as db:
         for statement in statements:
             db.execute(statement)
-
-
-def _new_forest(registry: Registry) -> str:
-    return registry.create_forest(
-        provider="local",
-        size="small",
-        location=None,
-        run_id="run-1",
-        credentials=RouteCredentials.generate(),
-        now=NOW,
-    ).id
 
 
 @pytest.mark.parametrize(
@@ -54,7 +41,7 @@ def _new_forest(registry: Registry) -> str:
 def test_a_missing_table_is_one_registry_error(
     registry: Registry, state_dir: Path, damage: str, call: object
 ) -> None:
-    forest_id = _new_forest(registry)
+    forest_id = new_forest(registry)
     registry.plan_nodes(forest_id, 1, NOW)
     _sql(state_dir, "PRAGMA foreign_keys = OFF", damage)
     with pytest.raises(DamagedRegistryError, match="registry rebuild") as caught:
@@ -85,7 +72,7 @@ def test_a_failed_write_leaves_no_planting_row(registry: Registry, state_dir: Pa
             assert db.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), table
     # The registry itself is still usable afterwards.
     _sql(state_dir, "DROP TRIGGER full")
-    assert _new_forest(registry).startswith("forest-")
+    assert new_forest(registry).startswith("forest-")
 
 
 def test_a_busy_registry_says_try_again_and_never_to_move_it(
@@ -96,7 +83,7 @@ def test_a_busy_registry_says_try_again_and_never_to_move_it(
     try:
         registry.store._db.execute("PRAGMA busy_timeout = 50")
         with pytest.raises(RegistryError, match="busy") as caught:
-            _new_forest(registry)
+            new_forest(registry)
     finally:
         holder.execute("ROLLBACK")
         holder.close()
@@ -120,7 +107,7 @@ def test_a_busy_registry_says_try_again_and_never_to_move_it(
 def test_crafted_node_rows_are_refused_before_use(
     registry: Registry, state_dir: Path, column: str, value: str
 ) -> None:
-    forest_id = _new_forest(registry)
+    forest_id = new_forest(registry)
     registry.plan_nodes(forest_id, 1, NOW)
     if column == "id":
         _sql(state_dir, "PRAGMA foreign_keys = OFF")
@@ -144,14 +131,14 @@ def test_crafted_node_rows_are_refused_before_use(
 def test_crafted_forest_rows_are_refused_before_use(
     registry: Registry, state_dir: Path, column: str, value: str
 ) -> None:
-    _new_forest(registry)
+    new_forest(registry)
     _sql(state_dir, "PRAGMA foreign_keys = OFF", f"UPDATE forests SET {column} = '{value}'")
     with pytest.raises(DamagedRegistryError, match="is damaged"):
         registry.list_forests()
 
 
 def test_text_read_back_is_made_printable(registry: Registry, state_dir: Path) -> None:
-    forest_id = _new_forest(registry)
+    forest_id = new_forest(registry)
     registry.add_event(forest_id, "note", "red \x1b[31malert\x1b[0m\r\u202eevil", NOW)
     _sql(state_dir, "UPDATE forests SET size = 'small\x1b[2J', location = 'fsn1\x07'")
     (forest,) = registry.list_forests()
