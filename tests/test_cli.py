@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -189,3 +190,37 @@ def test_brackets_in_messages_are_shown_not_parsed_as_markup() -> None:
     result = invoke("status", "forest-[2001:db8::1]")
     assert result.returncode == 1
     assert "'forest-[2001:db8::1]'" in result.stderr
+
+
+def _record_forest(state_dir: Path) -> str:
+    from morpheus.registry import Registry
+    from morpheus.testing.registry import new_forest
+
+    with Registry.in_state_dir(state_dir) as registry:
+        return new_forest(registry)
+
+
+def test_forest_may_be_left_out_when_there_is_only_one(state_dir: Path) -> None:
+    """``status``, ``grow`` and ``rotate`` resolve an omitted forest as ``grow`` always did;
+    ``teardown`` and ``reconcile`` (they delete) still require the id."""
+    for command in (["status"], ["grow"], ["rotate"]):
+        none = invoke(*command)
+        assert none.returncode == 1, command
+        assert "there are no forests; plant one with" in none.stderr
+        assert len(none.stderr.strip().splitlines()) == 1
+    first = _record_forest(state_dir)
+    status = invoke("status", "-o", "json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["forest"]["id"] == first
+    assert json.loads(invoke("grow", "-o", "json").stdout)["forest"] == first
+    assert first in invoke("rotate").stderr  # it got as far as the forest (no route CA)
+    for command in (["teardown", "--yes"], ["reconcile", "--yes"]):
+        refused = invoke(*command)
+        assert refused.returncode == 2, command
+        assert "Missing argument" in refused.stderr
+    second = _record_forest(state_dir)
+    for command in (["status"], ["grow"], ["rotate"]):
+        several = invoke(*command)
+        assert several.returncode == 2, command
+        assert several.stderr.strip() == f"error: 2 forests; name one of: {first}, {second}"
+    assert invoke("status", second).returncode == 0

@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from morpheus.cli import output as out
 from morpheus.cli.options import (
+    OptionalForestArgument,
     OutputFormat,
     OutputOption,
     QuietOption,
     YesOption,
-    complete_forest_id,
 )
 from morpheus.cli.session import (
     EXIT_BLOCKED,
-    EXIT_FAILURE,
     EXIT_GREW,
     EXIT_OK,
-    EXIT_USAGE,
     ask,
-    fail,
+    choose_forest,
     show_warnings,
     state_of,
 )
@@ -30,19 +27,12 @@ from morpheus.cli.session import (
 if TYPE_CHECKING:
     from morpheus.growth import NodeVerdict
     from morpheus.load import NodeSample
-    from morpheus.services import Context
     from morpheus.services.grow import Assessment, Expansion
 
 
 def grow(
     ctx: typer.Context,
-    forest: Annotated[
-        str | None,
-        typer.Argument(
-            help="Forest id; may be left out when there is only one.",
-            autocompletion=complete_forest_id,
-        ),
-    ] = None,
+    forest: OptionalForestArgument = None,
     auto: Annotated[
         bool, typer.Option("--auto", help="Decide and act without asking (for cron).")
     ] = False,
@@ -71,7 +61,7 @@ def grow(
 
     state = state_of(ctx)
     context = state.context()
-    forest_id = forest if forest is not None else _choose_forest(context)
+    forest_id = choose_forest(context, forest)
     policy = policy_from(context.settings.growth, threshold)
     assessment = assess(context, forest_id, policy, per_node_timeout=timeout, dry_run=dry_run)
     json_output = output != OutputFormat.table
@@ -92,27 +82,6 @@ def grow(
         raise typer.Exit(EXIT_GREW)
     if expansion.decision.action == GrowthAction.BLOCKED:
         raise typer.Exit(EXIT_BLOCKED)
-
-
-def _choose_forest(context: Context) -> str:
-    """The only forest; with several, ask at a terminal and refuse in a script."""
-    from morpheus.services.forests import forest_ids
-
-    ids = forest_ids(context)
-    if not ids:
-        fail("there are no forests; plant one with `morpheus plant local small`", EXIT_FAILURE)
-    if len(ids) == 1:
-        return ids[0]
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        fail(f"several forests; name one of: {', '.join(ids)}", EXIT_USAGE)
-    for number, forest_id in enumerate(ids, start=1):
-        typer.echo(f"  {number}) {forest_id}")
-    while True:
-        choice = typer.prompt(f"Which forest (1-{len(ids)})")
-        if choice.strip().isdigit() and 1 <= int(choice) <= len(ids):
-            return ids[int(choice) - 1]
-        if choice.strip() in ids:
-            return str(choice.strip())
 
 
 def _bar(percent: float | None, width: int = 28) -> str:

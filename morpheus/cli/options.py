@@ -35,6 +35,17 @@ ForestArgument = Annotated[
         help="Forest id, as `morpheus list` shows it.", autocompletion=complete_forest_id
     ),
 ]
+#: For commands that act on one forest and may default to the only one. Commands that may
+#: delete nodes or the forest (``teardown``, ``reconcile``) keep a required id, as ``hcloud``
+#: does for every delete: a slip of the keyboard must not pick what goes.
+OptionalForestArgument = Annotated[
+    str | None,
+    typer.Argument(
+        help="Forest id; may be left out when there is only one.",
+        autocompletion=complete_forest_id,
+        show_default=False,
+    ),
+]
 OutputOption = Annotated[
     OutputFormat, typer.Option("--output", "-o", help="table for people; json or yaml for scripts.")
 ]

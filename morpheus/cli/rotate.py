@@ -5,12 +5,14 @@ from __future__ import annotations
 import typer
 
 from morpheus.cli import output as out
-from morpheus.cli.options import ForestArgument, OutputFormat, OutputOption
-from morpheus.cli.session import state_of
+from morpheus.cli.options import OptionalForestArgument, OutputFormat, OutputOption
+from morpheus.cli.session import choose_forest, state_of
 
 
 def rotate(
-    ctx: typer.Context, forest: ForestArgument, output: OutputOption = OutputFormat.table
+    ctx: typer.Context,
+    forest: OptionalForestArgument = None,
+    output: OutputOption = OutputFormat.table,
 ) -> None:
     """Replace a forest's route password and node certificates without losing quorum.
 
@@ -22,8 +24,10 @@ def rotate(
 
     state = state_of(ctx)
     data = out.is_data(output)
+    context = state.context()
+    forest_id = choose_forest(context, forest)
     with out.NodeProgress(enabled=not (state.quiet or data)) as progress:
-        rotation = rotate_forest(state.context(), forest, progress)
+        rotation = rotate_forest(context, forest_id, progress)
     if data:
         out.emit(
             {

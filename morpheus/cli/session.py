@@ -126,6 +126,31 @@ def confirm(
         fail("nothing was created", EXIT_FAILURE)
 
 
+def choose_forest(context: Context, forest: str | None) -> str:
+    """``forest`` when given; else the only forest, or ask at a terminal which of several,
+    and refuse in a script (exit 2, naming them) or when there is none (exit 1)."""
+    if forest is not None:
+        return forest
+    from morpheus.services.forests import forest_ids
+
+    ids = forest_ids(context)
+    if not ids:
+        fail("there are no forests; plant one with `morpheus plant local small`", EXIT_FAILURE)
+    if len(ids) == 1:
+        return ids[0]
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        named = ", ".join(ids) if len(ids) <= 8 else "the ids `morpheus list` shows"
+        fail(f"{len(ids)} forests; name one of: {named}", EXIT_USAGE)
+    for number, forest_id in enumerate(ids, start=1):
+        typer.echo(f"  {number}) {forest_id}")
+    while True:
+        choice = str(typer.prompt(f"Which forest (1-{len(ids)})")).strip()
+        if choice.isdigit() and 1 <= int(choice) <= len(ids):
+            return ids[int(choice) - 1]
+        if choice in ids:
+            return choice
+
+
 def fail(message: str, code: int) -> NoReturn:
     from morpheus.cli.output import error
 

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 import typer
 
 from morpheus.cli import output as out
-from morpheus.cli.options import ForestArgument, OutputFormat, OutputOption, QuietOption
-from morpheus.cli.session import state_of
+from morpheus.cli.options import OptionalForestArgument, OutputFormat, OutputOption, QuietOption
+from morpheus.cli.session import choose_forest, state_of
 
 if TYPE_CHECKING:
     from morpheus.services.status import ForestView
@@ -16,14 +16,15 @@ if TYPE_CHECKING:
 
 def status(
     ctx: typer.Context,
-    forest: ForestArgument,
+    forest: OptionalForestArgument = None,
     output: OutputOption = OutputFormat.table,
     quiet: QuietOption = False,
 ) -> None:
     """Show a forest's nodes: platform state, NATS health, peers, addresses and events."""
     from morpheus.services.status import forest_status
 
-    show_status(forest_status(state_of(ctx).context(), forest), output)
+    context = state_of(ctx).context()
+    show_status(forest_status(context, choose_forest(context, forest)), output)
 
 
 def show_status(view: ForestView, output: OutputFormat) -> None:
