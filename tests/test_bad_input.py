@@ -936,13 +936,13 @@ def _hostile_file(kind: str, tmp_path: Path) -> str:
 )
 def test_hostile_files_given_to_import_registry(kind: str, fragment: str, tmp_path: Path) -> None:
     path = _hostile_file(kind, tmp_path)
-    started = time.monotonic()
+    # The timeout is the bound: reading endlessly (/dev/zero, a FIFO no one writes) never
+    # ends, while a loaded machine may stretch a Python start to many seconds.
     result = subprocess.run(
         [*_MORPHEUS, "import-registry", path, "--dry-run"],
         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False,
     )  # fmt: skip
     assert_one_line_error(result, 1, fragment)
-    assert time.monotonic() - started < 30
 
 
 @pytest.mark.parametrize(
@@ -955,7 +955,7 @@ def test_hostile_files_given_to_import_registry(kind: str, fragment: str, tmp_pa
 )
 def test_hostile_files_given_as_config(kind: str, fragment: str, tmp_path: Path) -> None:
     path = _hostile_file(kind, tmp_path)
-    started = time.monotonic()
+    # Each run's timeout is the bound (see test_hostile_files_given_to_import_registry).
     for args in (["-c", path, "config", "check"], ["-c", path, "check"]):
         result = subprocess.run(
             [*_MORPHEUS, *args], capture_output=True, text=True, timeout=60,
@@ -966,7 +966,6 @@ def test_hostile_files_given_as_config(kind: str, fragment: str, tmp_path: Path)
             assert "Traceback" not in result.stderr
         else:
             assert_one_line_error(result, 1, fragment)
-    assert time.monotonic() - started < 30
 
 
 # --- unusual output streams ----------------------------------------------------------------

@@ -93,7 +93,8 @@ def test_a_reported_boot_failure_ends_the_wait_long_before_the_deadline() -> Non
             failure_interval=0.1,
         )
     assert str(caught.value) == ("forest-1-node-1: bootstrap failed while installing nats-server")
-    assert time.monotonic() - started < 10
+    # Ended by the failure, far before the 60 s deadline (a loaded machine slows polls, too).
+    assert time.monotonic() - started < 30
     assert asked == ["forest-1-node-1", "forest-1-node-1"]
     # Shown as progress at once, before the caller's rollback.
     assert said[-1] == ("forest-1-node-1", "bootstrap failed while installing nats-server")
