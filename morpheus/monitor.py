@@ -41,11 +41,14 @@ from morpheus.transport import (
     ReadBudget,
     Reply,
     fetch,
+    through_httpx,
 )
 from morpheus.varz import Healthz, Jsz, Varz, VarzReply
 
 if TYPE_CHECKING:
     import httpx
+
+    from morpheus.early_requests import EarlyRequests
 
 __all__ = [
     "ForestLoad",
@@ -198,8 +201,10 @@ async def _attempt(step: Awaitable[_T]) -> _T | _EndpointError | _OutOfFiles:
 async def _poll_node(ask: _Asker, target: MonitorTarget) -> NodeSample:
     async def timed_varz() -> tuple[Varz, float]:
         started = time.perf_counter()
-        varz = await ask.parsed("/varz", Varz)
-        return varz, (time.perf_counter() - started) * 1000
+        reply = await ask.get("/varz")
+        # From asking, which may have been before this poll began (``early``).
+        seconds = time.perf_counter() - started if reply.seconds is None else reply.seconds
+        return _parse("/varz", reply, Varz), seconds * 1000
 
     # /routez is not asked for: varz.remotes already counts distinct peers (route pooling
     # only inflates varz.routes and /routez's num_routes), and a third request per node
@@ -317,32 +322,13 @@ def raise_open_file_limit() -> int | None:
     return None if soft == resource.RLIM_INFINITY else soft
 
 
-def _through_httpx(transport: httpx.AsyncBaseTransport) -> Fetch:
-    """Fetch through an httpx transport: the seam where tests put ``respx`` mocks."""
-    import httpx
-
-    async def get(host: str, port: int, path: str) -> Reply:
-        try:
-            request = httpx.Request("GET", monitor_url(host, port) + path)
-            response = await transport.handle_async_request(request)
-            return Reply(response.status_code, await response.aread())
-        except httpx.TimeoutException as exc:
-            raise TimeoutError from exc
-        except httpx.ConnectError as exc:
-            raise ConnectFailedError(str(exc) or "cannot connect") from exc
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            raise FetchError(reason) from exc
-
-    return get
-
-
 async def poll_nodes(
     targets: Sequence[MonitorTarget],
     *,
     per_node_timeout: float = 2.0,
     concurrency: int | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    early: EarlyRequests | None = None,
 ) -> list[NodeSample]:
     """Poll every target and return one sample per target, in input order.
 
@@ -351,7 +337,9 @@ async def poll_nodes(
     ``per_node_timeout`` seconds from the moment it is asked, not counting time this process
     was too busy to read its replies (see ``morpheus.pacing``). ``transport`` is the test seam
     (an httpx transport, e.g. respx's); by default each request has its own short connection
-    (see ``morpheus.transport``).
+    (see ``morpheus.transport``). ``early``: requests already sent (see
+    ``morpheus.early_requests``); a node's reply is read from there when it has one, and the
+    connections not used are closed when the poll ends.
 
     Raises ``MorpheusError`` only when this process cannot open even one node's sockets.
     """
@@ -366,10 +354,11 @@ async def poll_nodes(
         max_body, budget = max_reply_bytes(len(targets)), ReadBudget(_BODY_BUDGET)
 
         async def get(host: str, port: int, path: str) -> Reply:
-            return await fetch(host, port, path, max_body=max_body, budget=budget)
+            sent = early.take(host, port, path) if early is not None else None
+            return await fetch(host, port, path, max_body=max_body, budget=budget, sent=sent)
 
     else:
-        get = _through_httpx(transport)
+        get = through_httpx(transport)
     slots = Slots(min(concurrency, len(targets)))
 
     async def one(target: MonitorTarget, lag: LoopLag) -> NodeSample:
@@ -390,5 +379,9 @@ async def poll_nodes(
                 if not retired:
                     slots.release()
 
-    async with LoopLag() as lag:
-        return list(await asyncio.gather(*(one(target, lag) for target in targets)))
+    try:
+        async with LoopLag() as lag:
+            return list(await asyncio.gather(*(one(target, lag) for target in targets)))
+    finally:
+        if early is not None:
+            early.close()

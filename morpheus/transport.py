@@ -15,7 +15,8 @@ sharing a ``ReadBudget`` are taken from it as they arrive, a request waiting whi
 spent. So a poll holds at most its budget plus one read and one head per open connection.
 
 Timeouts are the caller's (``asyncio.timeout``). Failures are ``FetchError`` subclasses
-whose text is short and meant for the operator.
+whose text is short and meant for the operator. ``through_httpx`` gives the same interface
+over an httpx transport: the seam where tests put ``respx`` mocks.
 """
 
 from __future__ import annotations
@@ -25,9 +26,15 @@ import errno
 import ipaddress
 import os
 import socket
-from dataclasses import dataclass
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import httptools
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "HEAD_BYTES",
@@ -39,6 +46,8 @@ __all__ = [
     "ReadBudget",
     "Reply",
     "fetch",
+    "request_bytes",
+    "through_httpx",
 ]
 
 #: The most a reply's status line and headers may take (a NATS reply's take about 200).
@@ -71,6 +80,8 @@ class BodyTooLargeError(ProtocolError):
 class Reply:
     status: int
     body: bytes
+    #: Seconds from asking (connecting, or sending an early request) to the reply's end.
+    seconds: float | None = field(default=None, compare=False)
 
 
 class ReadBudget:
@@ -202,24 +213,43 @@ class _Parse:
             raise BodyTooLargeError(f"reply over the limit of {self.max_body} bytes")
 
 
-async def fetch(
-    host: str, port: int, path: str, *, max_body: int, budget: ReadBudget | None = None
-) -> Reply:
-    """GET ``path`` from ``host:port`` on a connection of its own; raises ``FetchError``."""
-    loop = asyncio.get_running_loop()
-    sock = await _connect(host, port)
+def request_bytes(host: str, port: int, path: str) -> bytes:
+    """The GET request ``fetch`` sends for ``path`` to ``host:port``."""
     authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    request = (
+    return (
         f"GET {path} HTTP/1.1\r\nHost: {authority}\r\nAccept: application/json\r\n"
         "User-Agent: morpheus\r\nConnection: close\r\n\r\n"
     ).encode()
+
+
+async def fetch(
+    host: str,
+    port: int,
+    path: str,
+    *,
+    max_body: int,
+    budget: ReadBudget | None = None,
+    sent: tuple[socket.socket, float] | None = None,
+) -> Reply:
+    """GET ``path`` from ``host:port`` on a connection of its own; raises ``FetchError``.
+
+    ``sent``: a connection on which that request was already sent, and when (see
+    ``morpheus.early_requests``); only the reply is read from it.
+    """
+    loop = asyncio.get_running_loop()
+    if sent is None:
+        asked = time.perf_counter()
+        sock = await _connect(host, port)
+    else:
+        sock, asked = sent
     reply = _Parse(max_body)
     taken = 0
     try:
-        try:
-            await loop.sock_sendall(sock, request)
-        except OSError as exc:
-            raise FetchError(f"cannot send the request ({_describe(exc)})") from exc
+        if sent is None:
+            try:
+                await loop.sock_sendall(sock, request_bytes(host, port, path))
+            except OSError as exc:
+                raise FetchError(f"cannot send the request ({_describe(exc)})") from exc
         head_bytes = 0
         while not reply.done:
             try:
@@ -242,8 +272,32 @@ async def fetch(
             if budget is not None and reply.size > taken:
                 await budget.take(reply.size - taken)
                 taken = reply.size
-        return Reply(reply.parser.get_status_code(), b"".join(reply.parts))
+        status, body = reply.parser.get_status_code(), b"".join(reply.parts)
+        return Reply(status, body, time.perf_counter() - asked)
     finally:
         sock.close()
         if budget is not None:
             budget.give(taken)
+
+
+def through_httpx(
+    transport: httpx.AsyncBaseTransport,
+) -> Callable[[str, int, str], Awaitable[Reply]]:
+    """Fetch through an httpx transport: the seam where tests put ``respx`` mocks."""
+    import httpx
+
+    async def get(host: str, port: int, path: str) -> Reply:
+        try:
+            authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            request = httpx.Request("GET", f"http://{authority}{path}")
+            response = await transport.handle_async_request(request)
+            return Reply(response.status_code, await response.aread())
+        except httpx.TimeoutException as exc:
+            raise TimeoutError from exc
+        except httpx.ConnectError as exc:
+            raise ConnectFailedError(str(exc) or "cannot connect") from exc
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise FetchError(reason) from exc
+
+    return get

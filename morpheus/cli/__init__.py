@@ -21,6 +21,12 @@ def main() -> None:
 
     if complete_forest_ids():
         return
+    early = sys.argv[1:2] == ["grow"]
+    if early:
+        # Its nodes are asked now and answer while the rest of the CLI loads.
+        from morpheus.early_requests import ask_early
+
+        ask_early(sys.argv[2:])
     # httpx imports its own command-line client (click, rich, pygments: about 85 ms) whenever
     # click is installed, as it is in the development environment; Morpheus never runs it.
     # None in sys.modules blocks an import (typeshed does not allow for that).
@@ -30,6 +36,10 @@ def main() -> None:
     try:
         run_app()
     finally:
+        if early:
+            from morpheus.early_requests import discard
+
+            discard()
         # Exit without the collector's sweeps over every object the imports made (about
         # 0.1 s of a short command's run, measured by bench/grow_monitor.py).
         gc.freeze()

@@ -56,6 +56,11 @@ def grow(
     11 growth blocked (cooldown, max_nodes, too many unreachable nodes, a one-node forest
     its provider cannot reconfigure), 1 error, 2 usage.
     """
+    from morpheus.early_requests import claim
+
+    early = claim()
+    if early is not None:
+        early.pump()  # connections that came up while the CLI loaded send their requests
     from morpheus.growth import GrowthAction
     from morpheus.services.grow import Expansion, assess, expand, policy_from
 
@@ -63,7 +68,9 @@ def grow(
     context = state.context()
     forest_id = choose_forest(context, forest)
     policy = policy_from(context.settings.growth, threshold)
-    assessment = assess(context, forest_id, policy, per_node_timeout=timeout, dry_run=dry_run)
+    assessment = assess(
+        context, forest_id, policy, per_node_timeout=timeout, dry_run=dry_run, early=early
+    )
     json_output = output != OutputFormat.table
     if not json_output:
         show_assessment(assessment)

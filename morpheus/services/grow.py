@@ -29,6 +29,7 @@ from morpheus.monitor import ForestLoad, MonitorTarget, NodeSample, aggregate, p
 from morpheus.services import Context, Progress
 
 if TYPE_CHECKING:
+    from morpheus.early_requests import EarlyRequests
     from morpheus.jetstream import RaisedStream
     from morpheus.provider import Provider
     from morpheus.settings import GrowthSettings
@@ -96,14 +97,18 @@ def assess(
     *,
     per_node_timeout: float = 2.0,
     dry_run: bool = False,
+    early: EarlyRequests | None = None,
 ) -> Assessment:
     """Poll every active node of the forest and decide; changes nothing (``dry_run`` only
-    words the decision: "would add")."""
+    words the decision: "would add"). ``early``: requests the CLI sent as it started (see
+    ``morpheus.early_requests``), read in place of asking again."""
     forest = ctx.registry.get_forest(forest_id)
     # Another host's local nodes are not reachable from here: say so before polling them.
     ctx.registry.check_changeable(forest.id, forest.host)
     nodes = [n for n in ctx.registry.nodes(forest.id) if n.status == NodeStatus.ACTIVE]
-    samples = asyncio.run(poll_nodes(_targets(nodes), per_node_timeout=per_node_timeout))
+    samples = asyncio.run(
+        poll_nodes(_targets(nodes), per_node_timeout=per_node_timeout, early=early)
+    )
     load = aggregate(samples)
     now = ctx.clock()
     decision = decide(

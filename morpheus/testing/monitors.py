@@ -47,6 +47,8 @@ class LoopbackMonitor:
     varz: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_VARZ))
     healthz_status: int | None = 200
     stream: bytes | None = None
+    #: Requests received so far (counted when a request's head has arrived).
+    requests: int = 0
 
     def targets(self, count: int, memory_bytes: int | None = 1 << 30) -> list[MonitorTarget]:
         """``count`` nodes, all answered by this port."""
@@ -71,6 +73,7 @@ class LoopbackMonitor:
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = await reader.readuntil(b"\r\n\r\n")
+            self.requests += 1
             await asyncio.sleep(self.delay)
             if self.stream is not None:
                 writer.write(self.stream)
