@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import subprocess
-from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Self
 
@@ -24,7 +23,7 @@ from pydantic import BaseModel
 from morpheus.blueprint import JetStreamLimits
 from morpheus.errors import PreflightError, ProviderError
 from morpheus.fields import path_problem
-from morpheus.models import NodeState, Ports
+from morpheus.models import NodeState
 from morpheus.provider import CheckResult, ForestPlan, NodeHandle, Provider, Reservation
 from morpheus.provider_config import ProviderContext
 from morpheus.render import render_nats_conf, tls_files
@@ -32,6 +31,7 @@ from morpheus.safe_text import PLAIN_ID
 from morpheus.waiting import poll_until
 from morpheus_local import process
 from morpheus_local.files import config_files, only_routes_differ, write_private
+from morpheus_local.ports import PortClaims, listening_ports
 from morpheus_local.process import node_environment
 from morpheus_local.settings import (
     NATS_SERVER_VARIABLE,
@@ -72,6 +72,10 @@ class LocalProvider(Provider):
         self.settings = settings
         # Absolute: it goes into configs and environments read by processes we start.
         self.root = root.absolute()
+        family = socket.AF_INET6 if settings.host.version == 6 else socket.AF_INET
+        self._claims = PortClaims(settings.address, family)
+        # The ports each node created here will listen on, once its nats-server is up.
+        self._listens: dict[str, set[int]] = {}
 
     @classmethod
     def from_config(cls, config: LocalSettings, context: ProviderContext) -> Self:
@@ -147,37 +151,20 @@ class LocalProvider(Provider):
     def reserve_addresses(
         self, forest_id: str, run_id: str, node_ids: list[str]
     ) -> list[Reservation]:
-        taken = self._ports_in_use()
-        reservations = []
-        # Hold every probe socket until all ports are chosen so no two nodes share one.
-        with ExitStack() as stack:
-
-            def free_port() -> int:
-                while True:
-                    probe = stack.enter_context(self._socket())
-                    probe.bind((self.settings.address, 0))
-                    port = int(probe.getsockname()[1])
-                    if port not in taken:
-                        taken.add(port)
-                        return port
-
-            try:
-                for node_id in node_ids:
-                    ports = Ports(client=free_port(), cluster=free_port(), monitor=free_port())
-                    reservations.append(
-                        Reservation(
-                            forest_id=forest_id,
-                            node_id=node_id,
-                            host=self.settings.address,
-                            addresses=[self.settings.address],
-                            ports=ports,
-                        )
-                    )
-            except OSError as exc:
-                raise ProviderError(
-                    f"cannot reserve ports on {self.settings.address}: {exc.strerror}"
-                ) from exc
-        return reservations
+        # Each port stays held until the node's nats-server listens on it (morpheus_local.ports).
+        try:
+            chosen = self._claims.reserve(node_ids, avoid=self._ports_in_use())
+        except OSError as exc:
+            raise ProviderError(
+                f"cannot reserve ports on {self.settings.address}: {exc.strerror}"
+            ) from exc
+        address = self.settings.address
+        return [
+            Reservation(
+                forest_id=forest_id, node_id=node_id, host=address, addresses=[address], ports=ports
+            )
+            for node_id, ports in zip(node_ids, chosen, strict=True)
+        ]
 
     def blueprint_fields(self, reservation: Reservation) -> dict[str, object]:
         return {
@@ -204,6 +191,10 @@ class LocalProvider(Provider):
             provider_id=blueprint.node_id,
             state=NodeState.STARTING,
             capacity=blueprint.capacity or machine_capacity(self.settings.node_memory),
+        )
+        ports = blueprint.ports
+        self._listens[blueprint.node_id] = {ports.client, ports.monitor} | (
+            {ports.cluster} if blueprint.clustered else set()
         )
         try:
             node_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -262,9 +253,13 @@ class LocalProvider(Provider):
                 raise ProviderError(f"{handle.node_id}: {failure}")
             with self._socket() as probe:
                 probe.settimeout(0.5)
-                if probe.connect_ex((self.settings.address, handle.ports.monitor)) == 0:
-                    return handle.model_copy(update={"state": NodeState.RUNNING})
-            return None
+                if probe.connect_ex((self.settings.address, handle.ports.monitor)) != 0:
+                    return None
+            if self._claims.held(handle.node_id):
+                if not self._listening(handle):
+                    return None
+                self._claims.release(handle.node_id)
+            return handle.model_copy(update={"state": NodeState.RUNNING})
 
         return poll_until(
             ports_open,
@@ -274,6 +269,13 @@ class LocalProvider(Provider):
                 f"nats-server of {handle.node_id} did not open its ports in time"
             ),
         )
+
+    def _listening(self, handle: NodeHandle) -> bool:
+        """Whether the node's nats-server listens on every port it was created to."""
+        server = self._process(self._node_dir(handle.forest_id, handle.node_id), "nats")
+        ports = listening_ports(server) if server is not None else set()
+        # Not ours to look at: the monitoring port's answer must do.
+        return ports is None or self._listens.get(handle.node_id, set()) <= ports
 
     @staticmethod
     def _log_tail(node_dir: Path) -> str:
@@ -306,6 +308,7 @@ class LocalProvider(Provider):
         return self.root / forest_id
 
     def delete_node(self, handle: NodeHandle) -> None:
+        self._claims.release(handle.node_id)
         node_dir = self._node_dir(handle.forest_id, handle.node_id)
         left = process.stop(self._processes(node_dir), _STOP_GRACE_SECONDS)
         if left:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import socket
 import stat
 import time
 from pathlib import Path
@@ -11,8 +13,10 @@ from pathlib import Path
 import pytest
 from morpheus_local.provider import LocalProvider, LocalSettings
 
+from morpheus.blueprint import NodeBlueprint
 from morpheus.errors import ProviderError
 from morpheus.models import host_for_url
+from morpheus.provider import NodeHandle
 from morpheus.settings import Settings
 from morpheus.testing.contract import ContractForest, ProviderContract
 from morpheus.testing.nats import healthz_ok, processes_mentioning, wait_until
@@ -77,3 +81,39 @@ def test_missing_binary_is_explained(state_dir: Path, monkeypatch: pytest.Monkey
     provider = LocalProvider(LocalSettings(), state_dir / "local")
     with pytest.raises(ProviderError, match="MORPHEUS_NATS_SERVER=/nonexistent/nats-server is not"):
         ContractForest(provider, Settings()).plant(1)
+
+
+def test_reserved_ports_are_no_one_elses_until_the_node_listens(state_dir: Path) -> None:
+    """Between choosing a node's ports and its nats-server binding them, another plant, a
+    program asking for any free port or an outgoing connection could take one, and the
+    node would exit with "address already in use": every bind of them fails meanwhile."""
+    provider = LocalProvider(LocalSettings(), state_dir / "local")
+    forest = ContractForest(provider, Settings())
+    create = provider.create_node
+    taken_by_others: list[int] = []
+    refusals: set[int | None] = set()
+
+    def create_after_others_tried(blueprint: NodeBlueprint) -> NodeHandle:
+        for handle in [*forest.handles, blueprint]:
+            for port in (handle.ports.client, handle.ports.cluster, handle.ports.monitor):
+                with socket.socket() as other:
+                    try:
+                        other.bind(("127.0.0.1", port))
+                        taken_by_others.append(port)
+                    except OSError as exc:
+                        refusals.add(exc.errno)
+        return create(blueprint)
+
+    provider.create_node = create_after_others_tried  # type: ignore[method-assign]
+    handles = forest.plant(3)
+    assert taken_by_others == []
+    assert refusals == {errno.EADDRINUSE}
+    for handle in handles:
+        provider.wait_running(handle, time.monotonic() + 30)
+        # Let go once the node listens: nothing held is left for the command's end.
+        assert not provider._claims.held(handle.node_id)
+    for handle in handles:
+        url = f"http://{host_for_url(handle.host or '')}:{handle.ports.monitor}"
+        wait_until(lambda url=url: healthz_ok(url), 30, "healthz")
+    for handle in handles:
+        provider.delete_node(handle)
