@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from morpheus.testing import network_guard
 from morpheus.testing.tools import tools_required
 
 _HERE = str(Path(__file__).parent)
@@ -39,6 +40,9 @@ def vm_host() -> VmHost:
         pytest.skip(f"{reason}: run `e2e/vm-host up` as root first")
     config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     host = VmHost(state_dir=STATE_DIR, config_path=config_path, config=config)
+    # The guests' network is the fenced bridge this host made: the network guard lets the
+    # tests (and the processes they start) reach it.
+    network_guard.allow([host.libvirt["ipv6_prefix"]])
     print(f"\nVM tests: virt_type {host.libvirt['virt_type']}, image {host.libvirt['base_image']}")
     return host
 

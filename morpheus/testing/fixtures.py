@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from morpheus.testing import network_guard
 from morpheus.testing.nats import kill_all, processes_mentioning
 from morpheus.testing.postgres import PostgresServer, start_postgres
 from morpheus.testing.tools import RUN_VARIABLES
@@ -19,11 +20,62 @@ def pytest_configure(config: pytest.Config) -> None:
     and an ignored signal stays ignored across fork and exec: every CLI a test started would
     then shrug off the Ctrl-C the interruption tests send it. Python's own handler, set here,
     is reset to the default in each child at exec.
+
+    Also installs the network guard (see :func:`_guard_network`).
     """
     import signal
 
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    _guard_network()
+
+
+def _guard_network() -> None:
+    """The network rule, enforced from here on in this process and the Python processes it
+    starts (``network_guard``; ``network_guard_site`` holds their ``sitecustomize``)."""
+    import os
+
+    network_guard.install()
+    os.environ[network_guard.NAMESPACE_VARIABLE] = network_guard.namespace()
+    site = str(Path(network_guard.__file__).parent / "network_guard_site")
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != site]
+    os.environ["PYTHONPATH"] = os.pathsep.join([site, *paths])
+
+
+class NetworkGuardReport:
+    """The refusals of the network guard during one test: in this process and in the report
+    file the processes it started write to."""
+
+    def __init__(self, report: Path) -> None:
+        self.report = report
+
+    def take(self) -> list[str]:
+        """The refusals so far (forgotten: a test that provokes one on purpose takes it)."""
+        lines = network_guard.take_refusals()
+        if self.report.exists():
+            lines += self.report.read_text(errors="replace").splitlines()
+            self.report.unlink()
+        return lines
+
+
+@pytest.fixture(autouse=True)
+def network_guard_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[NetworkGuardReport]:
+    """Fail the test if it, or a program it started, tried to reach anything but loopback
+    (or a network namespace it made) from this machine's namespace: the guard refused it
+    before a packet left, and reported it."""
+    report = NetworkGuardReport(tmp_path / "network-guard.log")
+    if earlier := report.take():
+        pytest.fail(
+            "before this test began (in a session fixture, or a thread an earlier test left "
+            "running):\n" + "\n".join(earlier),
+            pytrace=False,
+        )
+    monkeypatch.setenv(network_guard.REPORT_VARIABLE, str(report.report))
+    yield report
+    if refusals := report.take():
+        pytest.fail("\n".join(refusals), pytrace=False)
 
 
 _ISOLATED_VARIABLES = (
@@ -45,11 +97,14 @@ _ISOLATED_VARIABLES = (
 
 
 @pytest.fixture(autouse=True)
-def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def isolated_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, network_guard_report: NetworkGuardReport
+) -> Iterator[Path]:
     """Every test gets its own state dir, home and cwd, and no operator variables.
 
     Processes a test started under its state dir are killed afterwards as a safety net;
-    tests that promise "nothing left running" assert that themselves first.
+    tests that promise "nothing left running" assert that themselves first. (It comes after
+    ``network_guard_report``, whose check thus runs once those processes are gone.)
     """
     import os
 

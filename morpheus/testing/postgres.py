@@ -86,6 +86,14 @@ class PostgresServer:
         secret = f":{self.password}" if password else ""
         return f"postgresql://{SUPERUSER}{secret}@127.0.0.1:{self.port}/{database}"
 
+    def socket_url(self, database: str) -> str:
+        """``url(database)`` over the server's Unix socket: for a client in a network namespace
+        of its own (``morpheus.testing.netns``), where this machine's 127.0.0.1 is not."""
+        return (
+            f"postgresql://{SUPERUSER}:{self.password}@/{database}"
+            f"?host={self.root}&port={self.port}"
+        )
+
     def _options(self) -> dict[str, Any]:
         options: dict[str, Any] = {
             "cwd": self.root,

@@ -30,11 +30,13 @@ from typing import NoReturn
 
 import pytest
 
+from morpheus.testing import network_guard
+
 HELPER = "scripts/test-tools"
 REQUIRE_VARIABLE = "MORPHEUS_REQUIRE_TOOLS"
 CACHE_VARIABLE = "MORPHEUS_TOOLS_CACHE"
 #: Variables that steer a test run rather than Morpheus: the isolation fixture keeps them.
-RUN_VARIABLES = (REQUIRE_VARIABLE, CACHE_VARIABLE)
+RUN_VARIABLES = (REQUIRE_VARIABLE, CACHE_VARIABLE, *network_guard.VARIABLES)
 
 
 def _default_cache() -> Path:

@@ -14,6 +14,8 @@ import yaml
 from morpheus_hetzner.provider import HetznerProvider
 
 from morpheus.settings import Settings
+from morpheus.testing.cli import NAMESPACE_VARIABLE
+from morpheus.testing.netns import Lab, require_lab
 
 # This directory is not a package and pytest runs with --import-mode=importlib, so make
 # `fakeapi` importable by name for this conftest and the test modules next to it.
@@ -145,3 +147,25 @@ def cli_config(
     path = Path.cwd() / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+@pytest.fixture
+def cli_namespace(
+    fake_hetzner: FakeHetzner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Lab]:
+    """A network namespace of the test's own that its CLIs run in (``morpheus.testing.cli``),
+    where the fake answers at its usual endpoint too.
+
+    The fake's servers are only addresses (2001:db8::/32, 198.18.0.0/15): a CLI that dials them
+    (a plant's readiness polls, ``status``) would send packets off this machine from the host's
+    namespace, and the network guard fails such a test. In here no route leads to them: every
+    dial fails at once, as it would against a machine that never answers, and nothing leaves.
+    """
+    require_lab()
+    lab = Lab(tmp_path / "cli-namespace").open()
+    try:
+        fake_hetzner.serve_also_in(lab.call)
+        monkeypatch.setenv(NAMESPACE_VARIABLE, lab.operator)
+        yield lab
+    finally:
+        lab.close()

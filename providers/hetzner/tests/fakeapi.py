@@ -798,6 +798,7 @@ class FakeHetzner:
         self._stopping = threading.Event()
         self._httpd: _FakeHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._elsewhere: list[tuple[_FakeHTTPServer, threading.Thread]] = []
 
         self._servers: dict[int, FakeServer] = {}
         self._actions: dict[int, FakeAction] = {}
@@ -836,9 +837,28 @@ class FakeHetzner:
         self._thread.start()
         return self
 
+    def serve_also_in(self, call: Callable[[Callable[[], Any]], Any]) -> None:
+        """Serve at the same endpoint in another network namespace too: ``call(function)`` runs
+        ``function`` there (``Lab.call``; the listening socket belongs to that namespace)."""
+        port = self.port
+        httpd = call(lambda: _FakeHTTPServer(("127.0.0.1", port), _Handler, self))
+        thread = threading.Thread(
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fake-hetzner-api-elsewhere",
+            daemon=True,
+        )
+        thread.start()
+        self._elsewhere.append((httpd, thread))
+
     def stop(self) -> None:
         """Stop serving; wakes handlers that are sleeping in a delay fault."""
         self._stopping.set()
+        for httpd, thread in self._elsewhere:
+            httpd.shutdown()
+            httpd.server_close()
+            thread.join(timeout=5)
+        self._elsewhere.clear()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()

@@ -3,7 +3,8 @@ teardown, run the documented recovery (`morpheus teardown FOREST --yes`), and co
 servers, firewalls, placement groups, primary IPs and registry rows left.  Goal: none.
 
 The fake's servers run no NATS, so a plant here never becomes ready; the readiness timeout is
-raised so that every kill lands while the plant is still creating or waiting.
+raised so that every kill lands while the plant is still creating or waiting. The CLIs run in
+the test's own network namespace (``cli_namespace``), where the servers' addresses lead nowhere.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import json
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +20,8 @@ import pytest
 from fakeapi import FakeHetzner
 
 from morpheus.testing.campaign import kill_points, record_outcome
-from morpheus.testing.cli import cli_environment, morpheus
+from morpheus.testing.cli import cli_environment, command, morpheus
+from morpheus.testing.netns import Lab
 
 
 def kill_at_request(fake: FakeHetzner, args: list[str], requests: int) -> int:
@@ -29,22 +30,22 @@ def kill_at_request(fake: FakeHetzner, args: list[str], requests: int) -> int:
     API nothing: that wait is a kill point too, whatever its request count)."""
     start = len(fake.requests)
     with subprocess.Popen(
-        [sys.executable, "-m", "morpheus", *args],
+        command(*args),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=cli_environment(),
-    ) as command:
+    ) as process:
         deadline = time.monotonic() + 60
         seen, quiet_since = 0, time.monotonic()
-        while len(fake.requests) - start < requests and command.poll() is None:
+        while len(fake.requests) - start < requests and process.poll() is None:
             if len(fake.requests) - start != seen:
                 seen, quiet_since = len(fake.requests) - start, time.monotonic()
             elif seen and time.monotonic() - quiet_since > 2.0:
                 break
             assert time.monotonic() < deadline, "the command made too few requests"
             time.sleep(0.005)
-        command.send_signal(signal.SIGKILL)
-        command.wait(timeout=30)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
     return len(fake.requests) - start
 
 
@@ -73,7 +74,7 @@ def recover(fake: FakeHetzner, state_dir: Path, operation: str, point: int, seen
 
 
 @pytest.fixture
-def slow_readiness(cli_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def slow_readiness(cli_config: Path, cli_namespace: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MORPHEUS_PROVISIONING__READINESS_TIMEOUT", "120")
 
 
@@ -89,7 +90,7 @@ def test_plant_killed(
 
 @pytest.mark.parametrize("point", kill_points([1, 2, 3, 4, 5, 6, 8, 10, 12, 15]))
 def test_teardown_killed(
-    fake_hetzner: FakeHetzner, cli_config: Path, state_dir: Path, point: int
+    fake_hetzner: FakeHetzner, cli_config: Path, cli_namespace: Lab, state_dir: Path, point: int
 ) -> None:
     kept = morpheus("plant", "hetzner", "medium", "--yes", "--keep-on-failure", timeout=120)
     assert "kept for inspection" in kept.stderr, kept.stderr

@@ -2,7 +2,8 @@
 
 The fake's servers do not run NATS, so a plant cannot become ready here: these tests prove
 the other half, that every way a plant can fail (an API error, Ctrl-C, readiness, SIGKILL)
-leaves no server, firewall, placement group or primary IP billing.
+leaves no server, firewall, placement group or primary IP billing. CLIs that dial the
+servers' addresses run in the test's own network namespace (the ``cli_namespace`` fixture).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +26,8 @@ from morpheus.errors import PlantFailedError
 from morpheus.registry import Registry
 from morpheus.services import Context
 from morpheus.services.plant import PlantRequest, plan, plant
-from morpheus.testing.cli import cli_environment, morpheus
+from morpheus.testing.cli import cli_environment, command, morpheus
+from morpheus.testing.netns import Lab
 
 
 def assert_nothing_left(fake: FakeHetzner) -> None:
@@ -139,7 +140,7 @@ def test_ctrl_c_while_creating_rolls_back_what_was_sent(
 
 @pytest.mark.slow
 def test_cli_plant_rolls_back_when_nats_never_becomes_ready(
-    fake_hetzner: FakeHetzner, cli_config: Path
+    fake_hetzner: FakeHetzner, cli_config: Path, cli_namespace: Lab
 ) -> None:
     result = morpheus("plant", "hetzner", "medium", "--yes", timeout=60)
 
@@ -181,11 +182,11 @@ def test_cli_bad_token_fails_before_anything_is_created(
 
 @pytest.mark.slow
 def test_sigkill_mid_plant_then_teardown_leaves_nothing(
-    fake_hetzner: FakeHetzner, cli_config: Path, state_dir: Path
+    fake_hetzner: FakeHetzner, cli_config: Path, cli_namespace: Lab, state_dir: Path
 ) -> None:
     fake_hetzner.time_scale = 1.0  # creates take 10 s: the plant is surely still running
     process = subprocess.Popen(
-        [sys.executable, "-m", "morpheus", "plant", "hetzner", "large", "--yes"],
+        command("plant", "hetzner", "large", "--yes"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=cli_environment(),
@@ -219,7 +220,9 @@ def test_cli_check_asks_the_api(fake_hetzner: FakeHetzner, cli_config: Path) -> 
 
 
 @pytest.fixture
-def kept_forest(fake_hetzner: FakeHetzner, cli_config: Path) -> dict[str, object]:
+def kept_forest(
+    fake_hetzner: FakeHetzner, cli_config: Path, cli_namespace: Lab
+) -> dict[str, object]:
     """A medium forest whose plant failed (no NATS on the fake) and was kept: its `list` row."""
     kept = morpheus("plant", "hetzner", "medium", "--yes", "--keep-on-failure", timeout=120)
     assert "kept for inspection" in kept.stderr, kept.stderr

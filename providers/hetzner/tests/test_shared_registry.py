@@ -1,20 +1,26 @@
 """A cloud forest in a registry a team shares: planted by one host, listed, shown and torn
 down by another (two processes with their own state directory and HOME, one real PostgreSQL,
-the fake Hetzner API).  The local-forest half is tests/test_registry_teams.py."""
+the fake Hetzner API).  The local-forest half is tests/test_registry_teams.py.
+
+Both hosts run in the test's own network namespace (``cli_namespace``): their plant and
+status dial the fake's servers, whose addresses lead nowhere there. They reach PostgreSQL over
+its Unix socket (its 127.0.0.1 is this machine's namespace's)."""
 
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from fakeapi import FakeHetzner
 
 from morpheus.secret_codec import KEY_ENV, new_key
-from morpheus.testing.cli import cli_environment
+from morpheus.testing.cli import cli_environment, command
+from morpheus.testing.netns import Lab
+from morpheus.testing.postgres import PostgresServer
 
 
 def host_environment(tmp_path: Path, name: str, url: str, key: str) -> dict[str, str]:
@@ -34,7 +40,7 @@ def host_environment(tmp_path: Path, name: str, url: str, key: str) -> dict[str,
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "morpheus", *args],
+        command(*args),
         capture_output=True,
         text=True,
         env=env,
@@ -45,11 +51,18 @@ def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.slow
 def test_a_cloud_forest_planted_on_one_host_is_torn_down_from_another(
-    fake_hetzner: FakeHetzner, cli_config: Path, postgres_url: str, tmp_path: Path
+    fake_hetzner: FakeHetzner,
+    cli_config: Path,
+    cli_namespace: Lab,
+    postgres_server: PostgresServer,
+    tmp_path: Path,
 ) -> None:
+    database = f"test_{secrets.token_hex(6)}"
+    postgres_server.create_database(database)
+    url = postgres_server.socket_url(database)
     key = new_key()
-    a = host_environment(tmp_path, "host-a", postgres_url, key)
-    b = host_environment(tmp_path, "host-b", postgres_url, key)
+    a = host_environment(tmp_path, "host-a", url, key)
+    b = host_environment(tmp_path, "host-b", url, key)
     # The fake's servers never run NATS: the plant fails readiness and keeps what it made.
     kept = run(a, "plant", "hetzner", "medium", "--yes", "--keep-on-failure")
     assert "kept for inspection" in kept.stderr, kept.stdout + kept.stderr
