@@ -120,8 +120,9 @@ Hetzner's own create and start (~15 s) come on top. Median of {len(runs)} run(s)
 
 The requests of the last run, by route: {routes}.
 
-Three of them are spent on purpose: the SSH key, placement group and firewall are created
-idempotently (`POST`, answered 409 since the plant made them, then found by `GET`). The times
+The SSH key, placement group and firewall the plant made are looked up (one `GET` each)
+and not created again (until 2026-11-30 each cost a `POST` answered 409 first: 20 requests,
+10.0 per added node; the 409 is still handled when two runs create at once). The times
 spread with the machine's load: the two new nodes' first boot (sshd, the bootstrap,
 nats-server) and node 1's restart run on the same two cores as everything else.
 """,

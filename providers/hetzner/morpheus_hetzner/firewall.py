@@ -83,9 +83,18 @@ class Firewalls:
         self._forest_actions: dict[str, list[int]] = {}
 
     def ensure(
-        self, forest_id: str, run_id: str, networks: list[str], admin: Sequence[str]
+        self,
+        forest_id: str,
+        run_id: str,
+        networks: list[str],
+        admin: Sequence[str],
+        *,
+        look_up: bool = True,
     ) -> None:
-        """Create the forest's firewall, or (a growing forest) admit its new addresses."""
+        """Admit a growing forest's new addresses to its firewall (looked up first unless the
+        forest is new), or create the firewall, adopting one another run created meanwhile."""
+        if look_up and self.refresh(forest_id):
+            return
         name = f"morpheus-{forest_id}"
         rules = firewall_rules(list(admin), networks, Ports(), self._ssh_port)
         selector = FirewallResourceLabelSelector(selector=forest_selector(forest_id))

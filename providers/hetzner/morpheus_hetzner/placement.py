@@ -26,7 +26,9 @@ class PlacementGroups:
         with self._lock:
             return self._ids.get(forest_id)
 
-    def ensure(self, forest_id: str, run_id: str) -> None:
+    def ensure(self, forest_id: str, run_id: str, *, look_up: bool = True) -> None:
+        """The forest's group: looked up first (unless the forest is new), else created; a
+        create answered ``uniqueness_error`` (another run made it meanwhile) adopts it."""
         if self.id_of(forest_id) is not None:
             return
         name = f"morpheus-{forest_id}"
@@ -41,7 +43,7 @@ class PlacementGroups:
                 return None
             return ident(group.data_model.id)
 
-        group_id = self._api.create_or_adopt(
+        group_id = (find() if look_up else None) or self._api.create_or_adopt(
             f"creating placement group {name}",
             lambda c: ident(
                 c.placement_groups.create(

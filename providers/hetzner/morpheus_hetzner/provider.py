@@ -7,7 +7,8 @@ How a plant goes, and what each step costs in API requests:
 - ``reserve_addresses``: the SSH key (uploaded when missing), one spread placement group per
   forest, an IPv6 primary IP per node (``auto_delete``; IPv4 too with ``enable_ipv4``),
   created in parallel so every node's ``<prefix>::1`` is known before any boots, then one
-  firewall per forest applied by label selector.
+  firewall per forest applied by label selector. A grow looks the key, group and firewall
+  up (one ``GET`` each); a plant creates the new forest's at once.
 - ``create_node``: renders the user-data at once and hands the ``POST /servers`` to a bounded
   pool of worker threads (one hcloud client each, a random start jitter), then returns.
 - ``wait_running``: waits for that create and for its actions; all running actions of the
@@ -93,6 +94,7 @@ class HetznerProvider(ReconfiguredOverSsh):
         self.actions = ActionWatcher(self.api)
         self._detect_admin = detect_admin
         self._admin_sources: list[str] | None = None
+        self._planting = False  # a plant's pre-flight ran: the next reservation is a new forest
         self.catalogue = Catalogue(
             self.api, server_type=config.server_type, locations=config.locations, image=config.image
         )
@@ -145,6 +147,7 @@ class HetznerProvider(ReconfiguredOverSsh):
 
     def preflight(self, plan: ForestPlan) -> None:
         self._preflight.check(plan)
+        self._planting = plan.forest_id is None and not plan.dry_run
 
     def ipv6_only(self) -> bool:
         return not self.config.enable_ipv4
@@ -205,8 +208,11 @@ class HetznerProvider(ReconfiguredOverSsh):
         self, forest_id: str, run_id: str, node_ids: list[str]
     ) -> list[Reservation]:
         location = self.catalogue.usable_locations(self.catalogue.server_type())[0]
+        # A plant's forest is new: its group and firewall are created without a look-up
+        # first (a grow looks them up; either way a 409 adopts what another run made).
+        new, self._planting = self._planting, False
         self.key.ensure()
-        self.placement.ensure(forest_id, run_id)
+        self.placement.ensure(forest_id, run_id, look_up=not new)
         slots = self.workers.run_all(
             [
                 partial(self.addresses.reserve, forest_id, run_id, node_id, location)
@@ -214,7 +220,11 @@ class HetznerProvider(ReconfiguredOverSsh):
             ]
         )
         self.firewalls.ensure(
-            forest_id, run_id, [n for s in slots for n in s.networks], self.admin_sources()
+            forest_id,
+            run_id,
+            [n for s in slots for n in s.networks],
+            self.admin_sources(),
+            look_up=not new,
         )
         return [
             Reservation(

@@ -20,15 +20,16 @@ class ProjectKey:
         self._key_path = key_path
         self._lock = threading.Lock()
         self._id: int | None = None
+        self._absent_by_name = False  # the pre-flight looked the name up and found nothing
         self._public_key: tuple[Path, str] | None = None
 
     def check(self) -> None:
         """Pre-flight: the key is in the project, or there is a local one to upload."""
         key = self._look_up()
-        if key is not None:
-            with self._lock:
-                self._id = key
-        else:
+        with self._lock:
+            self._id = key
+            self._absent_by_name = key is None
+        if key is None:
             self.local()
 
     def words(self) -> str:
@@ -61,28 +62,43 @@ class ProjectKey:
     def ensure(self) -> int:
         """The key's id, uploading the local public key when the project has none.
 
-        Uploading is tried first (the pre-flight already looked the name up); a
-        ``uniqueness_error`` means the key is there, uploaded by another plant or earlier
-        under another name, and that one is used.
+        Looked up first, by name (unless the pre-flight just did) and by the local key's
+        fingerprint (the same key uploaded under another name), so a grow spends no refused
+        upload; a ``uniqueness_error`` still means another run uploaded it meanwhile, and
+        that one is used.
         """
         with self._lock:
             if self._id is not None:
                 return self._id
+            by_name = not self._absent_by_name
+        found = self._look_up() if by_name else None
+        if found is None:
+            found = self._upload()
+        with self._lock:
+            self._id = found
+        return found
+
+    def _upload(self) -> int:
+        """The local key's id: found by fingerprint (uploaded under another name) or
+        uploaded now; after a ``uniqueness_error`` (another run uploaded it) the one there."""
         name = self.name
         _, public_key = self.local()
 
+        def by_fingerprint() -> int | None:
+            digest = fingerprint(public_key)
+            if digest is None:
+                return None
+            key = self._api.call(
+                "looking up SSH key by fingerprint",
+                lambda c: c.ssh_keys.get_by_fingerprint(digest),
+            )
+            return None if key is None else ident(key.data_model.id)
+
         def find() -> int | None:
             found = self._look_up()
-            digest = fingerprint(public_key)
-            if found is None and digest is not None:
-                key = self._api.call(
-                    "looking up SSH key by fingerprint",
-                    lambda c: c.ssh_keys.get_by_fingerprint(digest),
-                )
-                found = None if key is None else ident(key.data_model.id)
-            return found
+            return by_fingerprint() if found is None else found
 
-        key_id = self._api.create_or_adopt(
+        return by_fingerprint() or self._api.create_or_adopt(
             f"uploading SSH key {name}",
             lambda c: ident(
                 c.ssh_keys.create(
@@ -91,9 +107,6 @@ class ProjectKey:
             ),
             find,
         )
-        with self._lock:
-            self._id = key_id
-        return key_id
 
     def check_line(self) -> str:
         """Whether nodes will let this machine's key in; raises when they would not."""

@@ -402,6 +402,42 @@ def test_requests_per_node_stay_few(fake_hetzner: FakeHetzner, forest: ContractF
     assert len(fake_hetzner.requests) / 5 <= 10, fake_hetzner.counters
 
 
+def test_a_grow_finds_the_forests_key_group_and_firewall_without_refused_creates(
+    fake_hetzner: FakeHetzner, forest: ContractForest, hetzner_factory: ProviderFactory
+) -> None:
+    """A grow runs in a new process: it looks the plant's resources up instead of creating
+    them again and being answered 409 (three wasted requests before). A plant (its
+    pre-flight names no forest) creates its new forest's group and firewall at once."""
+    forest.provider.preflight(ForestPlan(forest_id=None, node_count=1))
+    plant_running(forest, 1)
+    looks = {"GET /v1/placement_groups", "GET /v1/firewalls"}
+    assert not looks & set(fake_hetzner.counters), fake_hetzner.counters
+    fake_hetzner.clear_requests()
+    grower = hetzner_factory()
+    grower.reserve_addresses(forest.id, forest.run_id, [f"{forest.id}-node-2"])
+    assert fake_hetzner.request_count(status=409) == 0, fake_hetzner.counters
+    creates = {f"POST /v1/{kind}" for kind in ("ssh_keys", "placement_groups", "firewalls")}
+    assert not creates & set(fake_hetzner.counters), fake_hetzner.counters
+    assert len(fake_hetzner.placement_groups) == len(fake_hetzner.firewalls) == 1
+
+
+@pytest.mark.parametrize("route", ["/ssh_keys", "/placement_groups", "/firewalls"])
+def test_a_resource_another_run_just_created_is_adopted(
+    fake_hetzner: FakeHetzner, forest: ContractForest, route: str
+) -> None:
+    """The race the look-up cannot close: absent when looked up, taken when created (here
+    the create itself happened; its answer is the 409 a concurrent run's create gives)."""
+    fake_hetzner.inject(
+        method="POST", path_prefix=route, status=409, code="uniqueness_error", committed=True
+    )
+    plant_running(forest, 1)
+    assert fake_hetzner.request_count("POST", route, status=409) == 1
+    made = (fake_hetzner.ssh_keys, fake_hetzner.placement_groups, fake_hetzner.firewalls)
+    assert [len(kind) for kind in made] == [1, 1, 1]
+    (server,) = fake_hetzner.servers.values()
+    assert server.ssh_keys == list(fake_hetzner.ssh_keys)
+
+
 # --------------------------------------------------------------------------- SSH key
 
 
