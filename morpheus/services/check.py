@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import socket
 from dataclasses import replace
@@ -16,6 +17,9 @@ from morpheus.settings import LoadedSettings, cloud_provider_name, load_settings
 # An address in Google's public DNS range: connecting a UDP socket to it only asks the
 # kernel for a route, no packet is sent.
 _IPV6_PROBE = ("2001:4860:4860::8888", 53)
+#: Sources that route nowhere beyond this site: unique local (fc00::/7, as behind an IPv6 NAT
+#: or a VPN's default route), link-local and the deprecated site-local addresses.
+_LOCAL_ONLY_V6 = [ipaddress.IPv6Network(n) for n in ("fc00::/7", "fe80::/10", "fec0::/10")]
 
 
 def check_ipv6(ipv4_setting: str | None = None) -> CheckResult:
@@ -32,7 +36,17 @@ def check_ipv6(ipv4_setting: str | None = None) -> CheckResult:
             f"this machine cannot reach IPv6 addresses ({reason})",
             "enable IPv6 on this machine" + (f" or set {ipv4_setting}" if ipv4_setting else ""),
         )
-    return CheckResult("ipv6", True, f"IPv6 route found (source {source})")
+    address = ipaddress.IPv6Address(source.split("%")[0])
+    if address.is_loopback or any(address in network for network in _LOCAL_ONLY_V6):
+        return CheckResult(
+            "ipv6",
+            False,
+            f"no global IPv6 address: the IPv6 route leaves from {address}, which the "
+            "internet does not route back to",
+            "give this machine a global IPv6 address"
+            + (f" or set {ipv4_setting}" if ipv4_setting else ""),
+        )
+    return CheckResult("ipv6", True, f"IPv6 route found (source {address})")
 
 
 def check_state_dir(directory: Path) -> CheckResult:
