@@ -907,6 +907,15 @@ def test_extracted_unit_files_pass_systemd_analyze_verify(
     assert (verified.returncode, verified.stderr) == (0, "")
 
 
+def test_a_store_dir_with_a_space_is_one_path_to_systemd(tmp_path: Path) -> None:
+    """``ReadWritePaths=`` is a list split at spaces: the store dir is quoted as one word."""
+    blueprint = forest(3, store_dir="/var/lib/nats/jet stream")[0]
+    units = render_unit_files(blueprint)
+    verified = verify_units(units, tmp_path / "root", EXECUTABLES)
+    assert (verified.returncode, verified.stderr) == (0, "")
+    assert unit_settings(units["nats.service"])["ReadWritePaths"] == ['"/var/lib/nats/jet stream"']
+
+
 def test_systemd_verify_sees_the_temporary_root(tmp_path: Path) -> None:
     """The check above is real: a missing ExecStart binary or a bad value is reported."""
     units = render_unit_files(forest(3)[0])
@@ -937,7 +946,7 @@ def test_units_run_nats_hardened_and_nimsforest_after_it() -> None:
     assert nats["Restart"] == ["always"] and nats["RestartSec"] == ["5"]
     assert nats["LimitNOFILE"] == ["65536"]
     assert nats["NoNewPrivileges"] == ["yes"] and nats["ProtectSystem"] == ["strict"]
-    assert nats["ReadWritePaths"] == ["/var/lib/nats/jetstream"]
+    assert nats["ReadWritePaths"] == ['"/var/lib/nats/jetstream"']
     app = unit_settings(units["nimsforest.service"])
     assert app["After"] == ["nats.service network-online.target"]
     assert app["Requires"] == ["nats.service"]
