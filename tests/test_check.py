@@ -12,9 +12,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from morpheus.testing.cli import cli_environment
 from morpheus.testing.tools import missing, require_tool
@@ -65,3 +67,40 @@ def test_ipv6_needs_a_global_source_address(address: str | None, ok: bool, detai
     ipv6 = check_in_namespace(address)["ipv6"]
     assert ipv6["ok"] is ok, ipv6
     assert ipv6["detail"].startswith(detail), ipv6
+
+
+@pytest.mark.parametrize(
+    ("config", "address", "ok", "detail"),
+    [
+        (
+            {"infrastructure": {"admin_sources": ["2001:db8:1::/64"]}},
+            "2001:db8:1::2",
+            True,
+            "port 22 admits this machine (2001:db8:1::2 is in 2001:db8:1::/64)",
+        ),
+        (
+            {
+                "infrastructure": {"admin_sources": ["2001:db8:1::/64", "203.0.113.7/32"]},
+                "provisioning": {"ssh_port": 2222},
+            },
+            "2001:db8:9::2",
+            False,
+            "port 2222 of the nodes is closed to this machine: 2001:db8:9::2 is in none of "
+            "infrastructure.admin_sources (2001:db8:1::/64, 203.0.113.7/32)",
+        ),
+        ({}, "fd12:3456:789a::2", False, "cannot tell which public address this machine"),
+    ],
+)
+def test_check_says_whether_the_nodes_ssh_port_admits_this_machine(
+    config: dict[str, Any], address: str, ok: bool, detail: str
+) -> None:
+    """``grow`` reconfigures running cloud nodes over SSH, which their firewall opens to
+    ``infrastructure.admin_sources`` alone: ``check`` says whether this machine is in them."""
+    Path("config.yaml").write_text(yaml.safe_dump(config))
+    ssh = check_in_namespace(address)["hetzner SSH port"]
+    assert ssh["ok"] is ok, ssh
+    assert ssh["detail"].startswith(detail), ssh
+    if not ok and config:
+        assert ssh["fix"] == (
+            'add this machine\'s network to infrastructure.admin_sources, e.g. "2001:db8:9::/64"'
+        )

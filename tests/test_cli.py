@@ -132,10 +132,11 @@ def test_check_passes_on_a_local_only_machine() -> None:
     assert result.returncode == 0, result.stdout
     checks = json.loads(result.stdout)
     assert [c["name"] for c in checks] == [
-        "config", "state", "registry", "nats-server", "hetzner token", "hetzner SSH key", "ipv6",
+        "config", "state", "registry", "nats-server", "hetzner token", "hetzner SSH key",
+        "hetzner SSH port", "ipv6",
     ]  # fmt: skip
     # Every check is shown; the cloud's, failing here (no token, no key), are not needed.
-    assert [c["needed"] for c in checks] == [True] * 4 + [False] * 3
+    assert [c["needed"] for c in checks] == [True] * 4 + [False] * 4
     assert all(c["ok"] for c in checks[:4]) and not checks[4]["ok"]
     assert all("not needed for local forests" in c["detail"] for c in checks[4:])
     table = invoke("check")

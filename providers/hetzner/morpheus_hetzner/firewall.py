@@ -4,6 +4,7 @@ and NATS monitoring through it, and its route rule that follows the forest's add
 from __future__ import annotations
 
 import ipaddress
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,12 +20,20 @@ from hcloud.firewalls import (
 )
 
 from morpheus.blueprint import labels_for
-from morpheus.errors import ConfigError
+from morpheus.errors import ConfigError, MorpheusError
 from morpheus.models import Ports
+from morpheus.provider import CheckResult
 from morpheus_hetzner.actions import ActionWatcher
 from morpheus_hetzner.addresses import Addresses
 from morpheus_hetzner.api import HetznerApi, HetznerError, HetznerPreflightError
-from morpheus_hetzner.network import firewall_rules, rule_key, with_forest_routes
+from morpheus_hetzner.network import (
+    PROBE_TARGETS,
+    IpAddress,
+    firewall_rules,
+    rule_key,
+    source_address,
+    with_forest_routes,
+)
 from morpheus_hetzner.resources import forest_selector, ident
 
 
@@ -59,6 +68,46 @@ def admin_sources(
                 code="admin_sources",
             )
     return sorted(set(sources))
+
+
+def ssh_access(
+    configured: Sequence[str],
+    admitted: Callable[[], list[str]],
+    *,
+    port: int,
+    probe: Callable[[socket.AddressFamily, str], IpAddress | None] = source_address,
+) -> CheckResult:
+    """The check line: does the nodes' firewall let this machine reach their SSH port (``grow``
+    reconfigures running nodes over it)?  ``admitted``: the admin sources, as the firewall gets
+    them; nodes are reached at their IPv6 address, so this machine's IPv6 source counts."""
+    name = "hetzner SSH port"
+    try:
+        sources = admitted()
+    except MorpheusError as exc:
+        return CheckResult(name, False, str(exc))
+    if not configured:
+        detected = ", ".join(sources)
+        return CheckResult(name, True, f"port {port} admits this machine's network ({detected})")
+    here = probe(socket.AF_INET6, PROBE_TARGETS[socket.AF_INET6])
+    if here is None:
+        return CheckResult(
+            name,
+            False,
+            f"this machine has no IPv6 route; nodes are reached at IPv6 addresses on port {port}",
+            "enable IPv6 on this machine",
+        )
+    inside = next((s for s in sources if here in ipaddress.ip_network(s)), None)
+    if inside is None:
+        return CheckResult(
+            name,
+            False,
+            f"port {port} of the nodes is closed to this machine: {here} is in none of "
+            f"infrastructure.admin_sources ({', '.join(sources)}), so grow cannot reconfigure "
+            "running nodes",
+            f"add this machine's network to infrastructure.admin_sources, e.g. "
+            f'"{ipaddress.ip_network(f"{here}/64", strict=False)}"',
+        )
+    return CheckResult(name, True, f"port {port} admits this machine ({here} is in {inside})")
 
 
 class Firewalls:

@@ -51,7 +51,7 @@ from morpheus_hetzner.actions import ActionWatcher
 from morpheus_hetzner.addresses import Addresses
 from morpheus_hetzner.api import HetznerApi, HetznerError
 from morpheus_hetzner.catalogue import Catalogue
-from morpheus_hetzner.firewall import Firewalls, admin_sources
+from morpheus_hetzner.firewall import Firewalls, admin_sources, ssh_access
 from morpheus_hetzner.network import detect_admin_sources
 from morpheus_hetzner.placement import PlacementGroups
 from morpheus_hetzner.preflight import Preflight
@@ -157,9 +157,14 @@ class HetznerProvider(ReconfiguredOverSsh):
             return self._preflight.plan_lines(plan)
 
     def checks(self) -> list[CheckResult]:
-        """Token, server type, image, SSH key and admin sources, each on its own line."""
+        """Token, server type, image, SSH key, admin sources and whether they admit this
+        machine to the nodes' SSH port, each on its own line."""
         with self.api.reads.within(self.config.read_timeout):
-            return self._preflight.checks()
+            results = self._preflight.checks()
+        access = ssh_access(
+            self.context.admin_sources, self.admin_sources, port=self.context.ssh_port
+        )
+        return [*results, access]
 
     def status_notes(self) -> list[str]:
         config = self.config
