@@ -250,3 +250,23 @@ class PostgresStore(Store):
         self, forest_id: str, timeout: float, on_wait: Callable[[str], None] | None
     ) -> AbstractContextManager[ForestLock]:
         return self._forest_lock(forest_id, timeout, on_wait)
+
+
+def recorded_forest_ids(url: str) -> set[str]:
+    """The forest ids the database ``url`` holds, read in a read-only transaction: nothing is
+    created or migrated (``registry migrate --dry-run``); an empty database holds none."""
+    db = connect(url, "registry dry run")
+    try:
+        with postgres_errors(url), db.transaction():
+            read = _Transaction(db).execute
+            read("SET TRANSACTION READ ONLY")
+            if read("SELECT to_regclass('morpheus_schema')").fetchone()[0] is None:
+                return set()
+            version = int(read("SELECT version FROM morpheus_schema").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise newer_schema_error(masked_url(url), version)
+            if read("SELECT to_regclass('forests')").fetchone()[0] is None:
+                return set()
+            return {str(row[0]) for row in read("SELECT id FROM forests").fetchall()}
+    finally:
+        db.close()

@@ -118,3 +118,26 @@ class SqliteStore(Store):
         self, forest_id: str, timeout: float, on_wait: Callable[[str], None] | None
     ) -> AbstractContextManager[ForestLock]:
         return forest_lock(self.path.parent, forest_id, timeout, on_wait=on_wait)
+
+
+def recorded_forest_ids(path: Path) -> set[str]:
+    """The forest ids the registry file ``path`` holds, read without writing to it: nothing
+    is created or migrated (``registry migrate --dry-run``); no file holds none."""
+    if not path.exists():
+        return set()
+    # Read-only still makes -wal and -shm files beside a WAL file; with no WAL left by a
+    # writer every page is in the file itself, which is then read as unchangeable (no files).
+    in_use = path.with_name(f"{path.name}-wal").exists()
+    query = "mode=ro" if in_use else "immutable=1"
+    with registry_errors(path):
+        db = sqlite3.connect(f"{path.absolute().as_uri()}?{query}", uri=True, timeout=30)
+        try:
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+            if version > SCHEMA_VERSION:
+                raise newer_schema_error(str(path), version)
+            tables = db.execute("SELECT name FROM sqlite_master WHERE name = 'forests'")
+            if tables.fetchone() is None:
+                return set()
+            return {str(row[0]) for row in db.execute("SELECT id FROM forests")}
+        finally:
+            db.close()

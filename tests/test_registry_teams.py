@@ -26,6 +26,7 @@ from morpheus.secret_codec import KEY_ENV, SEALED, KeySource, SecretCodec, new_k
 from morpheus.secret_rows import SECRET_COLUMNS
 from morpheus.sqlite_schema import FOREST_TABLES, GENERATED_COLUMNS
 from morpheus.testing.cli import cli_environment, invoke
+from morpheus.testing.registry import new_forest
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 OTHER_HOST = 4
@@ -228,8 +229,7 @@ def test_migrate_moves_local_and_cloud_forests_to_postgresql_and_back_losslessly
     dry = invoke("registry", "migrate", "--to", postgres_url, "--dry-run", "-o", "json")
     assert dry.returncode == 0, dry.stderr
     assert [f["copied"] for f in json.loads(dry.stdout)["forests"]] == [True, True]
-    with Registry.open(postgres_url, state_dir) as target:
-        assert target.forest_ids() == []
+    assert tables_in(postgres_url) == []  # a dry run creates no table, not even the schema's
 
     moved = invoke("registry", "migrate", "--to", postgres_url)
     assert moved.returncode == 0, moved.stderr
@@ -238,6 +238,8 @@ def test_migrate_moves_local_and_cloud_forests_to_postgresql_and_back_losslessly
     assert password not in moved.stdout and "***" in moved.stdout
     again = invoke("registry", "migrate", "--to", postgres_url)
     assert f"already there: {local_id}" in again.stdout and "0 forest(s) copied" in again.stdout
+    dry = invoke("registry", "migrate", "--to", postgres_url, "--dry-run", "-o", "json")
+    assert [f["copied"] for f in json.loads(dry.stdout)["forests"]] == [False, False]
 
     # The local forest now names this host (it was this host's); the plain secrets of the
     # SQLite file are encrypted in the shared registry; nothing else changed.
@@ -269,6 +271,17 @@ def test_migrate_moves_local_and_cloud_forests_to_postgresql_and_back_losslessly
     assert oct(back.stat().st_mode & 0o777) == "0o600"
 
 
+def tables_in(url: str) -> list[str]:
+    """The tables of the database ``url``, asked of the server directly."""
+    import psycopg
+
+    with psycopg.connect(url) as db:
+        rows = db.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+        ).fetchall()
+    return sorted(str(row[0]) for row in rows)
+
+
 def _credentials(state_dir: Path, forest_id: str) -> RouteCredentials:
     with Registry.in_state_dir(state_dir) as original:
         return original.route_credentials(forest_id)
@@ -281,6 +294,22 @@ def test_migrate_refuses_the_registry_in_use_and_a_bad_url(state_dir: Path) -> N
     bad = invoke("registry", "migrate", "--to", "mysql://u:s3cret@db/m")
     assert bad.returncode == 2 and "not a registry URL" in bad.stderr
     assert "s3cret" not in bad.stderr
+
+
+def test_a_dry_run_into_a_sqlite_registry_changes_nothing(state_dir: Path, tmp_path: Path) -> None:
+    with Registry.in_state_dir(state_dir) as registry:
+        first, second = new_forest(registry), new_forest(registry)
+    target = tmp_path / "other" / "registry.sqlite3"
+    with Registry.open(f"sqlite://{target}", state_dir, recover=True) as other:
+        assert new_forest(other) == first  # the same id: already there
+    files = sorted(target.parent.iterdir())
+    before = [path.read_bytes() for path in files]
+    dry = invoke("registry", "migrate", "--to", f"sqlite://{target}", "--dry-run", "-o", "json")
+    assert dry.returncode == 0, dry.stderr
+    forests = json.loads(dry.stdout)["forests"]
+    assert [(f["forest"], f["copied"]) for f in forests] == [(first, False), (second, True)]
+    assert sorted(target.parent.iterdir()) == files
+    assert [path.read_bytes() for path in files] == before
 
 
 def test_every_table_of_the_schema_is_copied_by_migrate(state_dir: Path) -> None:

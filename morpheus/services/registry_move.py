@@ -15,7 +15,7 @@ from morpheus.errors import MorpheusError, UsageError
 from morpheus.provider import load_provider_class
 from morpheus.registry import Registry
 from morpheus.registry_rows import ForestRows, read_forest_rows, write_forest_rows
-from morpheus.registry_url import parse_registry_url
+from morpheus.registry_url import RegistryUrl, parse_registry_url
 from morpheus.secret_rows import seal_plain_secrets
 from morpheus.sqlite_schema import SCHEMA_VERSION
 
@@ -75,11 +75,12 @@ def migrate_registry(
     result = Migration(source.store.location, where.masked, dry_run)
     if where.path is not None and source.store.location == str(where.path):
         raise UsageError(f"--to names the registry in use ({where.path}): name another one")
-    if dry_run and where.path is not None and not where.path.exists():
-        # Nothing to compare with, and a dry run creates no file.
+    if dry_run:
+        # Read-only: a dry run creates no file, table or schema in the target.
+        present = _recorded_ids(source.store.location, where)
         for forest_id in source.forest_ids():
             rows = read_forest_rows(source.store, forest_id)
-            result.forests.append(_moved(True, rows))
+            result.forests.append(_moved(forest_id not in present, rows))
         return result
     # A new file beside local forests is wanted here, not a lost registry: recover=True.
     with Registry.open(target_url, state_dir, recover=True, secrets=source.secrets) as target:
@@ -87,12 +88,24 @@ def migrate_registry(
             raise UsageError(f"--to names the registry in use ({target.store.location})")
         present = set(target.forest_ids())
         for forest_id in source.forest_ids():
-            if forest_id in present or dry_run:
-                rows = read_forest_rows(source.store, forest_id)
-                result.forests.append(_moved(forest_id not in present, rows))
+            if forest_id in present:
+                result.forests.append(_moved(False, read_forest_rows(source.store, forest_id)))
                 continue
             result.forests.append(_copy(source, target, forest_id))
     return result
+
+
+def _recorded_ids(source_location: str, where: RegistryUrl) -> set[str]:
+    """The forest ids already in the target, read without creating or migrating anything."""
+    if where.path is not None:
+        from morpheus.sqlite_store import recorded_forest_ids
+
+        return recorded_forest_ids(where.path)
+    if where.masked == source_location:
+        raise UsageError(f"--to names the registry in use ({where.masked})")
+    from morpheus.postgres_store import recorded_forest_ids as recorded_in_postgres
+
+    return recorded_in_postgres(where.url)
 
 
 def _copy(source: Registry, target: Registry, forest_id: str) -> MovedForest:
