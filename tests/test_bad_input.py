@@ -302,7 +302,7 @@ USAGE_CASES = [
     (["config", "check", "--output", "toml"], "'toml' is not one of"),
     (["list", "-o", ""], "'' is not one of"),
     (["sprout"], "No such command 'sprout'"),
-    (["status"], "Missing argument"),
+    (["teardown"], "Missing argument"),
     (["list", "extra"], "unexpected extra argument"),
     (["plant", "local", "small", "--dry-run", "--user-data-dir", "config.yaml"], "is a file"),
 ]

@@ -115,8 +115,10 @@ def test_a_session_never_shows_the_token_or_the_route_password(
 
     run("config", "check")
     run("config", "check", "-o", "json")
-    run("check")
-    run("check", "-o", "yaml")
+    # check's exit status depends on this machine's routes (global IPv6, the admin sources
+    # admitting it: tests/test_check.py); only its output matters here.
+    run("check", expect=None)
+    run("check", "-o", "yaml", expect=None)
     run("plant", "cloud", "small", "--dry-run", "--user-data-dir", "cloud-user-data")
     forest = json.loads(run("plant", "local", "medium", "-o", "json"))["forest"]["id"]
     for output in ("table", "json", "yaml"):
