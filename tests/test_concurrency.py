@@ -36,8 +36,9 @@ def test_mixed_operations_keep_the_registry_true(state_dir: Path) -> None:
     commands = [
         start("plant", "local", "small"),
         start("plant", "local", "medium"),
-        start("grow", growing, "--auto", "--threshold", "3"),
-        start("grow", growing, "--auto", "--threshold", "3"),
+        # A long --timeout: a slow answer on a loaded machine is not an unreachable node.
+        start("grow", growing, "--auto", "--threshold", "3", "--timeout", "30"),
+        start("grow", growing, "--auto", "--threshold", "3", "--timeout", "30"),
         start("teardown", doomed, "--yes"),
         start("teardown", doomed, "--yes"),
     ]

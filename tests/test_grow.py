@@ -9,8 +9,9 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -18,6 +19,13 @@ from morpheus.testing.cli import invoke, morpheus
 from morpheus.testing.nats import healthz_ok, peers_seen, processes_mentioning, wait_until
 
 GREW, BLOCKED = 10, 11
+# How long grow waits for each node: far more than a local nats-server on a machine at load 30
+# needs, so a slow answer is never taken for an unreachable node (and another decision).
+# A stopped node is refused at once, whatever the timeout.
+POLL = ("--timeout", "30")
+# How long a forest that just gained or lost a node may take to serve JetStream again.
+SETTLE_SECONDS = 60
+T = TypeVar("T")
 
 
 @pytest.fixture(autouse=True)
@@ -34,13 +42,29 @@ def plant(size: str) -> dict[str, Any]:
 
 
 def grow_json(*args: str) -> tuple[int, dict[str, Any]]:
-    result = morpheus("grow", *args, "--output", "json")
+    result = morpheus("grow", *args, *POLL, "--output", "json")
     assert result.stdout, result.stderr
     return result.returncode, dict(json.loads(result.stdout))
 
 
 def status(forest_id: str) -> dict[str, Any]:
     return dict(json.loads(invoke("status", forest_id, "-o", "json").stdout))
+
+
+async def _when_served(request: Callable[[], Awaitable[T]], what: str) -> T:
+    """``request()`` once JetStream serves it: a forest that just gained or lost a node
+    elects leaders first, and says "temporarily unavailable" (503) or nothing meanwhile."""
+    import nats
+    from nats.js.errors import ServiceUnavailableError
+
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while True:
+        try:
+            return await request()
+        except (ServiceUnavailableError, nats.errors.TimeoutError) as exc:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what}: not served within {SETTLE_SECONDS} s") from exc
+        await asyncio.sleep(0.2)
 
 
 async def _jetstream(client_url: str, publish: int) -> tuple[int, str | None]:
@@ -50,10 +74,12 @@ async def _jetstream(client_url: str, publish: int) -> tuple[int, str | None]:
     try:
         js = connection.jetstream()
         if publish:
-            await js.add_stream(name="ORDERS", subjects=["orders.>"])
+            await _when_served(
+                lambda: js.add_stream(name="ORDERS", subjects=["orders.>"]), "creating ORDERS"
+            )
             for number in range(publish):
                 await js.publish("orders.new", f"order {number}".encode())
-        info = await js.stream_info("ORDERS")
+        info = await _when_served(lambda: js.stream_info("ORDERS"), f"ORDERS at {client_url}")
         return info.state.messages, info.cluster.leader if info.cluster else None
     finally:
         await connection.close()
@@ -78,18 +104,27 @@ async def _read_all(client_url: str, count: int, leader_not: str) -> list[str]:
     connection = await nats.connect(client_url)
     try:
         js = connection.jetstream()
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + SETTLE_SECONDS
+        seen: object = "nothing"
         while True:
             try:
                 info = await js.stream_info("ORDERS")
+                seen = info.cluster.leader if info.cluster else "no cluster"
                 if info.cluster and info.cluster.leader not in (None, leader_not):
-                    break
-            except (APIError, nats.errors.TimeoutError):
-                pass
-            assert time.monotonic() < deadline, "no new ORDERS leader within 60 s"
+                    assert info.state.messages == count
+                    # Until the rest of the cluster has settled too, a read may still be
+                    # refused ("temporarily unavailable"): read them all again then.
+                    return [
+                        (await js.get_msg("ORDERS", seq)).data.decode()
+                        for seq in range(1, count + 1)
+                    ]
+            except (APIError, nats.errors.TimeoutError) as exc:
+                seen = repr(exc)
+            assert time.monotonic() < deadline, (
+                f"ORDERS not served by a leader other than {leader_not} within "
+                f"{SETTLE_SECONDS} s (last: {seen})"
+            )
             await asyncio.sleep(0.2)
-        assert info.state.messages == count
-        return [(await js.get_msg("ORDERS", seq)).data.decode() for seq in range(1, count + 1)]
     finally:
         await connection.close()
 
@@ -185,7 +220,7 @@ def test_disabled_policy_never_grows(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_interactive_grow_needs_yes_from_a_script(state_dir: Path) -> None:
     plant("medium")
-    result = morpheus("grow", "--threshold", "3")
+    result = morpheus("grow", "--threshold", "3", *POLL)
     assert result.returncode == 2
     assert "pass --yes or --auto" in result.stderr
     assert "Memory above 3% threshold" in result.stdout
@@ -205,7 +240,7 @@ def test_unreachable_nodes_are_shown_and_block_when_most_are(state_dir: Path) ->
         node_dir = next(state_dir.glob(f"local/*/{node['id']}"))
         for pid in processes_mentioning(str(node_dir)):
             os.kill(pid, 9)
-    result = morpheus("grow", "--threshold", "3")
+    result = morpheus("grow", "--threshold", "3", *POLL)
     assert result.returncode == BLOCKED
     assert result.stdout.count("unreachable") >= 2
     code, report = grow_json("--auto", "--threshold", "3")
@@ -231,8 +266,8 @@ def test_a_lone_node_its_provider_cannot_reconfigure_is_blocked_with_the_reason(
     monkeypatch.setattr(HetznerProvider, "can_reconfigure", False)
     provider_of_forest("hetzner")
     try:
-        run = invoke("grow", "--auto", "--threshold", "3", "--output", "json")
-        interactive = invoke("grow", "--threshold", "3")
+        run = invoke("grow", "--auto", "--threshold", "3", *POLL, "--output", "json")
+        interactive = invoke("grow", "--threshold", "3", *POLL)
     finally:
         provider_of_forest("local")
     code, report = run.returncode, json.loads(run.stdout)
@@ -246,29 +281,37 @@ def test_a_lone_node_its_provider_cannot_reconfigure_is_blocked_with_the_reason(
     assert len(status(forest_id)["nodes"]) == 1
 
 
-def test_failed_growth_removes_only_the_new_node(monkeypatch: pytest.MonkeyPatch) -> None:
+def cannot_start(state_dir: Path, forest_id: str, name: str) -> None:
+    """The node ``name`` that grow is about to add fails to start, however loaded the machine:
+    its JetStream store is a file, so its nats-server exits (a readiness timeout as short as
+    a millisecond is met all the same when a slow machine checks only once the node is up)."""
+    node_dir = state_dir / "local" / forest_id / f"{forest_id}-{name}"
+    node_dir.mkdir(parents=True)
+    (node_dir / "jetstream").write_text("not a directory\n")
+
+
+def test_failed_growth_removes_only_the_new_node(state_dir: Path) -> None:
     forest_id = plant("medium")["forest"]["id"]
-    monkeypatch.setenv("MORPHEUS_PROVISIONING__READINESS_TIMEOUT", "0.001")
-    result = morpheus("grow", "--auto", "--threshold", "3")
-    assert result.returncode == 1
+    cannot_start(state_dir, forest_id, "node-4")
+    result = morpheus("grow", "--auto", "--threshold", "3", *POLL)
+    assert result.returncode == 1, result.stdout + result.stderr
     assert "the new node(s) were removed" in result.stderr
-    monkeypatch.delenv("MORPHEUS_PROVISIONING__READINESS_TIMEOUT")
+    assert f"{forest_id}-node-4: nats-server exited" in result.stderr, result.stderr
     nodes = status(forest_id)["nodes"]
     assert [n["name"] for n in nodes] == ["node-1", "node-2", "node-3"]
     assert all(n["nats"]["healthy"] and n["nats"]["peers"] == 2 for n in nodes)
     assert not list(Path(os.environ["MORPHEUS_STATE_DIR"]).glob(f"local/{forest_id}/*node-4"))
 
 
-def test_failed_growth_of_a_lone_node_puts_it_back_standalone(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_failed_growth_of_a_lone_node_puts_it_back_standalone(state_dir: Path) -> None:
     planted = plant("small")
     (node,) = planted["nodes"]
     client = f"nats://127.0.0.1:{node['ports']['client']}"
     asyncio.run(_jetstream(client, publish=5))
-    monkeypatch.setenv("MORPHEUS_PROVISIONING__READINESS_TIMEOUT", "0.001")
-    assert morpheus("grow", "--auto", "--threshold", "3").returncode == 1
-    monkeypatch.delenv("MORPHEUS_PROVISIONING__READINESS_TIMEOUT")
+    cannot_start(state_dir, planted["forest"]["id"], "node-2")
+    result = morpheus("grow", "--auto", "--threshold", "3", *POLL)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "the new node(s) were removed" in result.stderr
     (after,) = status(planted["forest"]["id"])["nodes"]
     assert after["nats"]["healthy"]
     assert asyncio.run(_jetstream(client, publish=0))[0] == 5
@@ -287,6 +330,7 @@ def test_ten_concurrent_cron_runs_add_exactly_one_node(state_dir: Path) -> None:
                 "--auto",
                 "--threshold",
                 "3",
+                *POLL,
                 "--output",
                 "json",
             ],

@@ -99,7 +99,9 @@ def test_without_the_right_key_a_forest_lists_shows_and_tears_down_but_does_not_
     stored = json.loads(run("registry", "key", "check", "-o", "json", expect=0))["secrets"]
     assert stored["plain"] == 0 and stored["encrypted"] >= len(secrets)
     assert f"re-encrypted {stored['encrypted']}" in run("registry", "encrypt", expect=0)
-    run("grow", forest_id, "--auto", "--threshold", "3", expect=GREW, process=True)
+    # A long --timeout: a slow answer on a loaded machine is not an unreachable node.
+    grow = ("grow", forest_id, "--auto", "--threshold", "3", "--timeout", "30")
+    run(*grow, expect=GREW, process=True)
     checked = json.loads(run("registry", "key", "check", "-o", "json", expect=0))
     # One more node: one more key, encrypted with the new key.
     grown = {"plain": 0, "encrypted": stored["encrypted"] + 1, "unreadable": 0}
