@@ -34,18 +34,31 @@ class ForestSummary:
     last_expansion: str | None
     cluster_name: str
     node_count: int
+    #: Whether its secrets are stored encrypted (known without the key; not in the JSON).
+    secrets_sealed: bool = False
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        shown = asdict(self)
+        del shown["secrets_sealed"]
+        return shown
 
 
-#: One row per forest; ``{locations}`` is the engine's way to join its nodes' locations.
+#: One row per forest; ``{locations}`` is the engine's way to join its nodes' locations,
+#: ``{sealed}`` the prefix of an encrypted secret (``morpheus.secret_codec.SEALED``).
 _SUMMARY_SQL = (
     "SELECT f.id, f.provider, f.size, coalesce(f.location, {locations}), f.status,"
-    " f.created_at, f.last_expansion, f.cluster_name, count(n.id)"
+    " f.created_at, f.last_expansion, f.cluster_name, count(n.id),"
+    " EXISTS (SELECT 1 FROM route_credentials r WHERE r.forest_id = f.id"
+    " AND substr(r.password, 1, {length}) = '{sealed}')"
     " FROM forests f LEFT JOIN nodes n ON n.forest_id = f.id"
     " GROUP BY f.id ORDER BY f.created_at, f.id"
 )
+
+
+def _summary_sql(locations: str) -> str:
+    from morpheus.secret_codec import SEALED
+
+    return _SUMMARY_SQL.format(locations=locations, length=len(SEALED), sealed=SEALED)
 
 
 def _where(state_dir: Path, url: str | None) -> RegistryUrl:
@@ -90,6 +103,7 @@ def forest_summaries(state_dir: Path, url: str | None = None) -> list[ForestSumm
             last_expansion=row[6],
             cluster_name=row[7],
             node_count=row[8],
+            secrets_sealed=bool(row[9]),
         )
         for row in cleaned
     ]
@@ -105,7 +119,7 @@ def _sqlite_rows(path: Path) -> list[Any]:
             try:
                 (tables,) = db.execute("SELECT count(*) FROM sqlite_master").fetchone()
                 if tables:
-                    sql = _SUMMARY_SQL.format(locations="group_concat(DISTINCT n.location)")
+                    sql = _summary_sql("group_concat(DISTINCT n.location)")
                     return db.execute(sql).fetchall()
             finally:
                 db.close()
@@ -120,7 +134,7 @@ def _postgres_rows(url: str) -> list[Any]:
 
     store = PostgresStore(url)
     try:
-        sql = _SUMMARY_SQL.format(locations="string_agg(DISTINCT n.location, ',')")
+        sql = _summary_sql("string_agg(DISTINCT n.location, ',')")
         return [list(row) for row in store.read(sql)]
     finally:
         store.close()

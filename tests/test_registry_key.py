@@ -82,6 +82,13 @@ def test_without_the_right_key_a_forest_lists_shows_and_tears_down_but_does_not_
         else:
             monkeypatch.setenv(KEY_ENV, setting)
         assert forest_id in run("list", expect=0)
+        # Listing needs no secret; like `status`, it says what tending the forest will need.
+        listing = invoke("list")
+        assert (
+            "1 forest(s) keep their secrets encrypted and no registry key is set here"
+            in listing.stderr
+        ) == (setting is None), listing.stderr
+        assert invoke("list", "-q").stderr == ""
         shown = run("status", forest_id, expect=0)
         assert "node-3" in shown
         assert ("no registry key is set here" in shown) == (setting is None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -32,4 +33,25 @@ def list_forests(
         from morpheus.services.reconcile import refresh_all
 
         show_drift(refresh_all(state.context()))
-    show_forests(forest_summaries(state_dir(), registry_url(state.config)), output.value)
+    forests = forest_summaries(state_dir(), registry_url(state.config))
+    show_forests(forests, output.value)
+    sealed = sum(forest.secrets_sealed for forest in forests)
+    if sealed and _no_registry_key(state.config):
+        # As `status` says it: listing needs no secret, tending the forest does.
+        state.notice(
+            f"{sealed} forest(s) keep their secrets encrypted and no registry key is set here: "
+            "grow, rotate and reconcile need MORPHEUS_REGISTRY_KEY or registry.key_file"
+        )
+
+
+def _no_registry_key(config: Path | None) -> bool:
+    """Whether no registry key is configured (the settings are loaded only when neither the
+    variable nor the default key file gives one)."""
+    from morpheus.secret_codec import KeyOrigin, KeySource
+
+    if KeySource.find(None).origin is not KeyOrigin.NONE:
+        return False
+    from morpheus.settings import load_settings
+
+    key_file = load_settings(config).settings.registry.key_file
+    return KeySource.find(key_file).origin is KeyOrigin.NONE
