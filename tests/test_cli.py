@@ -11,13 +11,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from morpheus import __version__
 from morpheus.cli.app import complete_forest_id
-from morpheus.testing.cli import invoke, morpheus
+from morpheus.testing.cli import cli_environment, invoke, morpheus
 
 
 def test_version() -> None:
@@ -225,3 +226,40 @@ def test_forest_may_be_left_out_when_there_is_only_one(state_dir: Path) -> None:
         assert several.returncode == 2, command
         assert several.stderr.strip() == f"error: 2 forests; name one of: {first}, {second}"
     assert invoke("status", second).returncode == 0
+
+
+def test_at_a_terminal_a_left_out_forest_is_asked_for(state_dir: Path) -> None:
+    """A real process on a pseudo-terminal: several forests are listed and one is chosen by
+    number (an answer that is neither a number nor an id is asked again)."""
+    import pty
+    import select
+
+    first, second = _record_forest(state_dir), _record_forest(state_dir)
+    controller, terminal = pty.openpty()
+    shown = b""
+    try:
+        with subprocess.Popen(
+            [sys.executable, "-m", "morpheus", "status"],
+            stdin=terminal,
+            stdout=terminal,
+            stderr=subprocess.PIPE,
+            env=cli_environment(),
+        ) as run:
+            os.write(controller, b"seven\n2\n")  # typed ahead, read line by line
+            deadline = time.monotonic() + 120
+            while run.poll() is None or select.select([controller], [], [], 0)[0]:
+                if time.monotonic() > deadline:
+                    run.kill()
+                    pytest.fail(f"status still waits at the prompt: {shown!r}")
+                if select.select([controller], [], [], 1)[0]:
+                    shown += os.read(controller, 65536)
+            assert run.stderr is not None
+            errors = run.stderr.read().decode()
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert run.returncode == 0, errors
+    text = shown.decode()
+    assert f"1) {first}" in text and f"2) {second}" in text
+    assert text.count("Which forest (1-2)") == 2
+    assert f"Forest: {second}" in text
