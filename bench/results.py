@@ -11,10 +11,13 @@ HEADER = (
 
 
 def write_section(heading: str, text: str, page: Path = PAGE) -> None:
-    """Replace the section that starts with ``heading``; other sections are kept."""
+    """Replace the section that starts with ``heading`` where it stands (a new one goes at
+    the end); other sections are kept as they are."""
     old = page.read_text() if page.exists() else HEADER
     parts = old.split("\n## ")
-    kept = [parts[0].rstrip("\n")] + [
-        "## " + part.rstrip("\n") for part in parts[1:] if not ("## " + part).startswith(heading)
-    ]
-    page.write_text("\n\n".join([*kept, text.rstrip("\n")]) + "\n")
+    sections = [parts[0].rstrip("\n")] + ["## " + part.rstrip("\n") for part in parts[1:]]
+    new = text.rstrip("\n")
+    replaced = [new if section.startswith(heading) else section for section in sections]
+    if replaced == sections:
+        replaced.append(new)
+    page.write_text("\n\n".join(replaced) + "\n")
