@@ -14,6 +14,18 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 
+#: IPv6 sources the internet does not route back to: unique local (fc00::/7: an IPv6 NAT, a
+#: VPN), link-local, the deprecated site-local range and loopback.
+_SITE_ONLY_V6 = tuple(
+    ipaddress.IPv6Network(network) for network in ("fc00::/7", "fe80::/10", "fec0::/10", "::1/128")
+)
+
+
+def stays_on_site(address: ipaddress.IPv6Address) -> bool:
+    """Whether nothing on the internet can answer ``address`` (a unique local address, ...)."""
+    return any(address in network for network in _SITE_ONLY_V6)
+
+
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")]
 LabelValue = Annotated[
     str, StringConstraints(pattern=r"^(?:[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")

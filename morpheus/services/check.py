@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from morpheus.errors import MorpheusError
+from morpheus.fields import stays_on_site
 from morpheus.provider import CheckResult, Provider, load_provider_class
 from morpheus.provider_config import deprecated_values
 from morpheus.settings import LoadedSettings, cloud_provider_name, load_settings
@@ -17,9 +18,6 @@ from morpheus.settings import LoadedSettings, cloud_provider_name, load_settings
 # An address in Google's public DNS range: connecting a UDP socket to it only asks the
 # kernel for a route, no packet is sent.
 _IPV6_PROBE = ("2001:4860:4860::8888", 53)
-#: Sources that route nowhere beyond this site: unique local (fc00::/7, as behind an IPv6 NAT
-#: or a VPN's default route), link-local and the deprecated site-local addresses.
-_LOCAL_ONLY_V6 = [ipaddress.IPv6Network(n) for n in ("fc00::/7", "fe80::/10", "fec0::/10")]
 
 
 def check_ipv6(ipv4_setting: str | None = None) -> CheckResult:
@@ -37,7 +35,7 @@ def check_ipv6(ipv4_setting: str | None = None) -> CheckResult:
             "enable IPv6 on this machine" + (f" or set {ipv4_setting}" if ipv4_setting else ""),
         )
     address = ipaddress.IPv6Address(source.split("%")[0])
-    if address.is_loopback or any(address in network for network in _LOCAL_ONLY_V6):
+    if stays_on_site(address):
         return CheckResult(
             "ipv6",
             False,

@@ -21,6 +21,7 @@ from hcloud.firewalls import (
 
 from morpheus.blueprint import labels_for
 from morpheus.errors import ConfigError, MorpheusError
+from morpheus.fields import stays_on_site
 from morpheus.models import Ports
 from morpheus.provider import CheckResult
 from morpheus_hetzner.actions import ActionWatcher
@@ -95,6 +96,14 @@ def ssh_access(
             False,
             f"this machine has no IPv6 route; nodes are reached at IPv6 addresses on port {port}",
             "enable IPv6 on this machine",
+        )
+    if isinstance(here, ipaddress.IPv6Address) and stays_on_site(here):
+        return CheckResult(
+            name,
+            False,
+            f"this machine's IPv6 source {here} is a local address that nodes cannot answer "
+            "(see the ipv6 line)",
+            "give this machine a global IPv6 address",
         )
     inside = next((s for s in sources if here in ipaddress.ip_network(s)), None)
     if inside is None:

@@ -139,6 +139,15 @@ def test_detected_admin_source_is_this_machines_network(hetzner_factory: Provide
     assert provider.admin_sources() == ["2a01:4f8:1:2::/64"]
 
 
+def test_unknown_admin_sources_are_said_once(hetzner_factory: ProviderFactory) -> None:
+    provider = hetzner_factory(infrastructure={"admin_sources": []})
+    provider._detect_admin = lambda **_: []  # no global address to detect
+    results = {r.name: r for r in provider.checks()}
+    assert "cannot tell which public address" in results["hetzner admin sources"].detail
+    ssh = results["hetzner SSH port"]
+    assert (ssh.ok, ssh.detail) == (False, "not known until the admin sources are")
+
+
 def test_checks_pass_for_a_good_setup(hetzner: HetznerProvider) -> None:
     results = {r.name: r for r in hetzner.checks()}
     # Whether the admin sources admit this machine depends on its routes: tests/test_check.py
