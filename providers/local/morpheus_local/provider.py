@@ -283,7 +283,13 @@ class LocalProvider(Provider):
             lines = (node_dir / "nats.log").read_text(errors="replace").strip().splitlines()
         except OSError:
             return "no log written"
-        return lines[-1] if lines else "no log written"
+        if not lines:
+            return "no log written"
+        # Its fatal error, if it logged one; else it was stopped from outside (a signal).
+        errors = [line for line in lines if "[FTL]" in line or "[ERR]" in line]
+        if errors:
+            return errors[-1]
+        return f"its log ends without an error (stopped by a signal?): {lines[-1]}"
 
     def list_nodes(self, forest_id: str) -> list[NodeHandle]:
         handles = []

@@ -117,3 +117,19 @@ def test_reserved_ports_are_no_one_elses_until_the_node_listens(state_dir: Path)
         wait_until(lambda url=url: healthz_ok(url), 30, "healthz")
     for handle in handles:
         provider.delete_node(handle)
+
+
+def test_an_exited_node_is_explained_by_its_fatal_line_or_as_stopped_from_outside(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "nats.log"
+    log.write_text(
+        "[1] [INF] Starting nats-server\n"
+        '[1] [FTL] Error listening on port: [::1]:4222, "address already in use"\n'
+        "[1] [INF] Server Exiting..\n"
+    )
+    assert "[FTL] Error listening on port" in LocalProvider._log_tail(tmp_path)
+    log.write_text("[1] [INF] Router connection closed: Client Closed\n")
+    explained = LocalProvider._log_tail(tmp_path)
+    assert explained.startswith("its log ends without an error (stopped by a signal?)")
+    assert explained.endswith("Router connection closed: Client Closed")
