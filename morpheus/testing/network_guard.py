@@ -24,16 +24,21 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import ipaddress
 import os
 import socket
 import sys
 import threading
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # kept off the start-up of every program a test runs
+# Every Python program a test starts loads this module: what only a check needs (ipaddress)
+# is imported when a check runs, and typing not at all (mypy knows this constant's name).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ipaddress
     from collections.abc import Callable, Iterable
     from typing import Any
+
+    _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+    _IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 #: The network namespace the guard applies in (``net:[<inode>]``, as /proc names it).
 NAMESPACE_VARIABLE = "MORPHEUS_NETWORK_GUARD"
@@ -43,8 +48,6 @@ REPORT_VARIABLE = "MORPHEUS_NETWORK_GUARD_REPORT"
 ALLOW_VARIABLE = "MORPHEUS_NETWORK_GUARD_ALLOW"
 VARIABLES = (NAMESPACE_VARIABLE, REPORT_VARIABLE, ALLOW_VARIABLE)
 
-_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-_IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: ioctl: a descriptor of the network namespace a socket belongs to (Linux >= 4.9).
 _SIOCGSKNS = 0x894C
 
@@ -79,6 +82,8 @@ def namespace(sock: socket.socket | None = None) -> str:
 
 
 def _allowed_networks() -> list[_Network]:
+    import ipaddress
+
     text = os.environ.get(ALLOW_VARIABLE, "")
     return [ipaddress.ip_network(part.strip()) for part in text.split(",") if part.strip()]
 
@@ -90,6 +95,8 @@ def allow(networks: Iterable[str]) -> None:
 
 
 def _local(address: _IpAddress) -> bool:
+    import ipaddress
+
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     if address.is_loopback or address.is_unspecified:
@@ -103,6 +110,8 @@ def _guarded(sock: socket.socket | None = None) -> bool:
 
 
 def _parse(host: object) -> _IpAddress | None:
+    import ipaddress
+
     if isinstance(host, bytes):
         host = host.decode(errors="replace")
     if not isinstance(host, str):
