@@ -80,7 +80,8 @@ def stubborn_forest(state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
     stubborn.write_text(
         f"#!{sys.executable}\n"
         "import os, pathlib, signal, time\n"
-        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        f"told = pathlib.Path({str(ignoring)!r}, f'{{os.getpid()}}.sigterm')\n"
+        "signal.signal(signal.SIGTERM, lambda *_: told.touch())  # noted, then ignored\n"
         f"pathlib.Path({str(ignoring)!r}, str(os.getpid())).touch()\n"
         "time.sleep(300)\n"
     )
@@ -97,12 +98,16 @@ def stubborn_forest(state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
     return found.group(1)
 
 
-def test_an_interrupted_teardown_says_how_to_finish(stubborn_forest: str, state_dir: Path) -> None:
+def test_an_interrupted_teardown_says_how_to_finish(
+    stubborn_forest: str, state_dir: Path, tmp_path: Path
+) -> None:
     command = _start("teardown", stubborn_forest, "--yes")
     assert command.stderr is not None
     seen: list[str] = []
     _lines_until(command.stderr, "deleting", seen)
-    time.sleep(0.5)  # inside the 10 s SIGTERM grace of the stubborn process
+    # Interrupted while it waits out the stubborn process's 10 s SIGTERM grace.
+    told = tmp_path / "ignoring-sigterm"
+    wait_until(lambda: any(told.glob("*.sigterm")) or None, 60, "teardown to send SIGTERM")
     command.send_signal(signal.SIGINT)
     _, err = command.communicate(timeout=60)
     assert command.returncode == 130, err
