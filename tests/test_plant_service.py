@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,10 +49,20 @@ def test_plant_records_active_nodes_with_capacity(context: Context) -> None:
     assert context.registry.list_forests() == []
 
 
-def test_readiness_timeout_rolls_back_everything(context: Context) -> None:
+def never_ready(context: Context, directory: Path) -> LocalProvider:
+    """Local nodes whose "nats-server" never opens a port: a real one may be up before a
+    slow machine first checks, and a deadline already past is met by a node found ready."""
+    silent = directory / "nats-server"
+    silent.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(300)\n")
+    silent.chmod(0o755)
+    return LocalProvider(LocalSettings(nats_server=silent), context.state_dir / "local")
+
+
+def test_readiness_timeout_rolls_back_everything(context: Context, tmp_path: Path) -> None:
     context.settings.provisioning.readiness_timeout = 0.001
     with pytest.raises(PlantFailedError, match="rolled back, 3 node") as caught:
-        plant_with(context, local(context), 3)
+        plant_with(context, never_ready(context, tmp_path), 3)
+    assert "did not open its ports in time" in str(caught.value)
     assert caught.value.removal is not None and not caught.value.removal.failed
     assert context.registry.list_forests() == []
     assert processes_mentioning(str(context.state_dir)) == []
@@ -87,10 +98,10 @@ def test_a_server_answering_for_another_is_caught(context: Context) -> None:
     assert processes_mentioning(f"{context.state_dir}/local/{first}")
 
 
-def test_keep_on_failure_keeps_rows_and_nodes(context: Context) -> None:
+def test_keep_on_failure_keeps_rows_and_nodes(context: Context, tmp_path: Path) -> None:
     context.settings.provisioning.readiness_timeout = 0.001
     with pytest.raises(PlantFailedError, match="kept for inspection"):
-        plant_with(context, local(context), 2, keep=True)
+        plant_with(context, never_ready(context, tmp_path), 2, keep=True)
     (forest,) = context.registry.list_forests()
     assert forest.status == ForestStatus.FAILED
     assert {n.status for n in context.registry.nodes(forest.id)} == {NodeStatus.FAILED}
