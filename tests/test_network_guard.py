@@ -89,8 +89,7 @@ def test_a_namespace_the_test_made_is_its_own(
     """In a lab's namespace (here: no route anywhere) the guard stands aside: the kernel
     answers, for a thread that entered it and for a program started in it."""
     require_lab()
-    lab = Lab(tmp_path / "lab").open()
-    try:
+    with Lab(tmp_path / "lab") as lab:
         with pytest.raises(OSError, match="Network is unreachable"):
             lab.call(lambda: socket.create_connection(OFF_MACHINE, timeout=5))
         dial = f"import socket; socket.create_connection({OFF_MACHINE!r}, timeout=5)"
@@ -103,8 +102,6 @@ def test_a_namespace_the_test_made_is_its_own(
             check=False,
         )
         assert "Network is unreachable" in run.stderr, run.stderr
-    finally:
-        lab.close()
     assert network_guard_report.take() == []
 
 

@@ -13,12 +13,10 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from ipaddress import IPv6Interface
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -48,7 +46,7 @@ from morpheus.remote import (
 )
 from morpheus.render import NODE_PATHS, render_nats_conf, render_user_data
 from morpheus.testing.first_boot import first_boot
-from morpheus.testing.netns import OPERATOR_V6, Lab, Machine, require_lab
+from morpheus.testing.netns import OPERATOR_V6, Lab, Machine
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -119,16 +117,6 @@ def forest() -> Forest:
         ca=ForestCA.generate("forest-1", NOW),
         credentials=RouteCredentials.generate(),
     )
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    require_lab()
-    lab = Lab(tmp_path / "lab").open()
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 def boot(lab: Lab, forest: Forest, blueprint: NodeBlueprint) -> Machine:

@@ -223,12 +223,8 @@ def test_unknown_name_is_a_connect_failure(tmp_path: Path) -> None:
         await fetch("no-such-host.invalid", 8222, "/varz", max_body=1024)
 
     require_lab()
-    lab = Lab(tmp_path / "lab").open()
-    try:
-        with pytest.raises(ConnectFailedError):
-            lab.call(lambda: asyncio.run(run()))
-    finally:
-        lab.close()
+    with Lab(tmp_path / "lab") as lab, pytest.raises(ConnectFailedError):
+        lab.call(lambda: asyncio.run(run()))
 
 
 def test_silent_server_times_out_and_frees_the_socket() -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from morpheus.testing import network_guard
 from morpheus.testing.nats import kill_all, processes_mentioning
+from morpheus.testing.netns import Lab, require_lab
 from morpheus.testing.postgres import PostgresServer, start_postgres
 from morpheus.testing.tools import RUN_VARIABLES
 
@@ -127,6 +128,15 @@ def isolated_environment(
 @pytest.fixture
 def state_dir(isolated_environment: Path) -> Path:
     return isolated_environment
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    """A network of simulated machines of the test's own (``morpheus.testing.netns``); the
+    test skips locally, and fails in CI, where namespaces cannot be made."""
+    require_lab()
+    with Lab(tmp_path / "lab") as made:
+        yield made
 
 
 @pytest.fixture(scope="session")

@@ -378,6 +378,12 @@ class Lab:
         """``function()`` on a thread in the operator namespace (see :func:`call_in`)."""
         return call_in(self.operator, function, timeout)
 
+    def __enter__(self) -> Lab:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Shut every machine down and remove the operator namespace; check none is left."""
         for name in list(self.machines):

@@ -162,10 +162,7 @@ def cli_namespace(
     dial fails at once, as it would against a machine that never answers, and nothing leaves.
     """
     require_lab()
-    lab = Lab(tmp_path / "cli-namespace").open()
-    try:
+    with Lab(tmp_path / "cli-namespace") as lab:
         fake_hetzner.serve_also_in(lab.call)
         monkeypatch.setenv(NAMESPACE_VARIABLE, lab.operator)
         yield lab
-    finally:
-        lab.close()

@@ -37,22 +37,12 @@ from simulated_cloud import run_morpheus as morpheus
 
 from morpheus.pki import ForestCA
 from morpheus.testing.nats import nats_server_binary
-from morpheus.testing.netns import OPERATOR_V6, Lab, LabError, Machine, call_in, require_lab
+from morpheus.testing.netns import OPERATOR_V6, Lab, LabError, Machine, call_in
 from morpheus.testing.sshd import HOST_KEY
 
 #: Raft elections on a loaded machine can take several seconds: readiness gets a real bound.
 READINESS_TIMEOUT = 60
 MESH_TIMEOUT = 60
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    require_lab()
-    lab = Lab(tmp_path / "lab").open()
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 @pytest.fixture
