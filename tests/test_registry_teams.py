@@ -25,29 +25,16 @@ from morpheus.registry import Registry
 from morpheus.secret_codec import KEY_ENV, SEALED, KeySource, SecretCodec, new_key
 from morpheus.secret_rows import SECRET_COLUMNS
 from morpheus.sqlite_schema import FOREST_TABLES, GENERATED_COLUMNS
-from morpheus.testing.cli import cli_environment, invoke
+from morpheus.testing.cli import host_environment, invoke
 from morpheus.testing.registry import new_forest
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 OTHER_HOST = 4
 GREW, BLOCKED = 10, 11
+#: Small local nodes, so an idle nats-server is over `--threshold 3` of its memory.
+NODE_MEMORY = {"MORPHEUS_PROVIDERS__LOCAL__NODE_MEMORY": "256M"}
 
 Host = Callable[..., subprocess.CompletedProcess[str]]
-
-
-def make_host(tmp_path: Path, name: str, url: str, key: str) -> dict[str, str]:
-    """The environment of one host: its own state directory and HOME, the shared registry."""
-    home = tmp_path / name / "home"
-    home.mkdir(parents=True)
-    return dict(
-        cli_environment(),
-        HOME=str(home),
-        XDG_CONFIG_HOME=str(home / ".config"),
-        MORPHEUS_STATE_DIR=str(tmp_path / name / "state"),
-        MORPHEUS_REGISTRY__URL=url,
-        MORPHEUS_PROVIDERS__LOCAL__NODE_MEMORY="256M",
-        **{KEY_ENV: key},
-    )
 
 
 def run(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -65,8 +52,8 @@ def run(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.Com
 def hosts(tmp_path: Path, postgres_url: str) -> tuple[dict[str, str], dict[str, str]]:
     key = new_key()
     return (
-        make_host(tmp_path, "host-a", postgres_url, key),
-        make_host(tmp_path, "host-b", postgres_url, key),
+        host_environment(tmp_path, "host-a", postgres_url, key, **NODE_MEMORY),
+        host_environment(tmp_path, "host-b", postgres_url, key, **NODE_MEMORY),
     )
 
 

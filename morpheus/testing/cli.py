@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 
 def cli_environment() -> dict[str, str]:
@@ -30,6 +31,24 @@ def cli_environment() -> dict[str, str]:
     env = os.environ.copy()
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
+
+
+def host_environment(tmp_path: Path, name: str, url: str, key: str, **extra: str) -> dict[str, str]:
+    """The environment of one host sharing the registry ``url`` (sealed with ``key``): its own
+    HOME and state directory under ``tmp_path / name``; ``extra`` adds variables."""
+    from morpheus.secret_codec import KEY_ENV
+
+    home = tmp_path / name / "home"
+    home.mkdir(parents=True)
+    return dict(
+        cli_environment(),
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        MORPHEUS_STATE_DIR=str(tmp_path / name / "state"),
+        MORPHEUS_REGISTRY__URL=url,
+        **{KEY_ENV: key},
+        **extra,
+    )
 
 
 #: The network namespace (a name under /run/netns) the test's CLIs run in, when it set one.

@@ -17,25 +17,18 @@ from pathlib import Path
 import pytest
 from fakeapi import FakeHetzner
 
-from morpheus.secret_codec import KEY_ENV, new_key
-from morpheus.testing.cli import cli_environment, command
+from morpheus.secret_codec import new_key
+from morpheus.testing.cli import command
+from morpheus.testing.cli import host_environment as shared_host
 from morpheus.testing.netns import Lab
 from morpheus.testing.postgres import PostgresServer
 
 
 def host_environment(tmp_path: Path, name: str, url: str, key: str) -> dict[str, str]:
-    home = tmp_path / name / "home"
-    home.mkdir(parents=True)
+    env = shared_host(tmp_path, name, url, key)
     # The operator's public key (the public_key fixture's), as each host would have its own.
-    shutil.copytree(Path.home() / ".ssh", home / ".ssh")
-    return dict(
-        cli_environment(),
-        HOME=str(home),
-        XDG_CONFIG_HOME=str(home / ".config"),
-        MORPHEUS_STATE_DIR=str(tmp_path / name / "state"),
-        MORPHEUS_REGISTRY__URL=url,
-        **{KEY_ENV: key},
-    )
+    shutil.copytree(Path.home() / ".ssh", Path(env["HOME"]) / ".ssh")
+    return env
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
