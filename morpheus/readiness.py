@@ -6,10 +6,14 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from morpheus.errors import ReadinessError
 from morpheus.monitor import MonitorTarget, NodeSample, poll_nodes
 from morpheus.waiting import poll_until
+
+if TYPE_CHECKING:
+    from morpheus.models import Node
 
 
 @dataclass(frozen=True)
@@ -20,6 +24,17 @@ class ReadinessTarget:
     expected_peers: int
     #: Ready once its own NATS server answers, healthy or not (its first boot is done).
     serving_only: bool = False
+
+    @classmethod
+    def for_node(cls, node: Node, mesh_size: int, *, serving_only: bool = False) -> ReadinessTarget:
+        """A recorded node that should see every other node of a mesh of ``mesh_size``."""
+        return cls(
+            node_id=node.id,
+            host=node.host or "",
+            monitor_port=node.ports.monitor,
+            expected_peers=max(mesh_size - 1, 0),
+            serving_only=serving_only,
+        )
 
 
 def describe(

@@ -269,13 +269,7 @@ def provision_nodes(
     def wait(*, serving_only: bool = False) -> None:
         wait_nats_ready(
             [
-                ReadinessTarget(
-                    node_id=node.id,
-                    host=node.host or "",
-                    monitor_port=node.ports.monitor,
-                    expected_peers=len(peers) - 1 if len(peers) >= 2 else 0,
-                    serving_only=serving_only,
-                )
+                ReadinessTarget.for_node(node, len(peers), serving_only=serving_only)
                 for node in (*reconfigure, *placed)
             ],
             deadline=deadline,

@@ -163,16 +163,7 @@ def _rejoin(
     reached = [node for node in keep if node.id in convergence.applied]
     handles = {node.id: handle_for(forest, node) for node in reached}
     wait_nats_ready(
-        [
-            ReadinessTarget(
-                node_id=node.id,
-                host=node.host or "",
-                monitor_port=node.ports.monitor,
-                # Every kept node is in the mesh, reached or not: those behind still route.
-                expected_peers=len(reached) - 1 if len(reached) >= 2 else 0,
-            )
-            for node in reached
-        ],
+        [ReadinessTarget.for_node(node, len(reached)) for node in reached],
         deadline=time.monotonic() + ctx.settings.provisioning.readiness_timeout,
         max_interval=ctx.settings.provisioning.readiness_interval,
         progress=progress,

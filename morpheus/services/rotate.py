@@ -126,15 +126,7 @@ def _apply(
 def _wait_ready(ctx: Context, nodes: Sequence[Node], progress: Progress, *, seconds: float) -> None:
     """Every node healthy and seeing all the others."""
     wait_nats_ready(
-        [
-            ReadinessTarget(
-                node_id=node.id,
-                host=node.host or "",
-                monitor_port=node.ports.monitor,
-                expected_peers=len(nodes) - 1,
-            )
-            for node in nodes
-        ],
+        [ReadinessTarget.for_node(node, len(nodes)) for node in nodes],
         deadline=time.monotonic() + seconds,
         max_interval=ctx.settings.provisioning.readiness_interval,
         progress=progress,
