@@ -15,8 +15,9 @@ that `grow` does not ask for is simply asked again the usual way, so results and
 messages are those of a run without it.  It stays out of the way whenever it cannot be sure:
 any option it does not know, a registry named in a config file or on PostgreSQL, a forest of
 another host, more nodes than it may open sockets for (``MAX_EARLY_NODES``), host names that
-would need the resolver.  Standard library only (plus the request line from
-``morpheus.transport``), so it costs almost nothing when it stands aside.
+would need the resolver.  It imports only the standard library and Morpheus's modules that
+do (paths, the registry URL, the request line of ``morpheus.transport``), so it costs almost
+nothing when it stands aside.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from morpheus.limits import RESERVED_FILES
+
 __all__ = [
     "MAX_EARLY_NODES",
     "EarlyRequests",
@@ -46,8 +49,6 @@ __all__ = [
 #: 1,024, and more than a forest may have (``MAX_FOREST_NODES``); bigger imported forests
 #: are polled the usual way.
 MAX_EARLY_NODES = 256
-#: File descriptors left for everything else (the registry, the CLI's own files).
-_RESERVED_FILES = 64
 PATHS = ("/varz", "/healthz")
 #: `grow`'s options that take no value, and those that take one.
 _FLAGS = frozenset({"--auto", "--dry-run", "-y", "--yes", "-q", "--quiet"})
@@ -105,13 +106,14 @@ class EarlyRequests:
         for fd, _ in poller.poll(0):
             key = pending[fd]
             entry = self._requests[key]
+            asked = time.perf_counter()  # before sending: a reply may come before send returns
             try:
                 failed = entry.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 sent = 0 if failed else entry.sock.send(entry.request)
             except OSError:
                 sent = 0
             if sent == len(entry.request):
-                entry.sent_at = time.perf_counter()
+                entry.sent_at = asked
             else:
                 self._drop(key)
 
@@ -184,34 +186,22 @@ def early_forest(args: Sequence[str]) -> tuple[str | None] | None:
     return None if waiting_for_value else (forest,)
 
 
-def _registry_file() -> Path | None:
+def _registry_file(state: Path) -> Path | None:
     """The default-backend SQLite registry when the environment alone says where it is."""
-    from morpheus.paths import state_dir
     from morpheus.registry_url import SQLITE, configured_url, parse_registry_url
 
     url = configured_url()
     if url is True:
         return None  # a config file names it: only the settings know
     try:
-        where = parse_registry_url(url or None, state_dir())
+        where = parse_registry_url(url or None, state)
     except ValueError:
         return None  # the usual path says what is wrong with it
     return where.path if where.backend == SQLITE else None
 
 
-def _this_host(state: Path) -> str | None:
-    """This host as ``morpheus.paths.host_identity`` names it, without creating its id."""
-    try:
-        found = (state / "host-id").read_text().strip()
-    except OSError:
-        return None
-    return f"{socket.gethostname()}:{found}"
-
-
-def _nodes(path: Path, forest: str | None) -> list[tuple[str, int]] | None:
+def _nodes(path: Path, forest: str | None, this_host: str | None) -> list[tuple[str, int]] | None:
     """(host, monitoring port) of the forest's active nodes; None when it cannot tell."""
-    from morpheus.paths import state_dir
-
     uri = f"{path.resolve().as_uri()}?mode=ro"
     with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=0.2)) as db:
         if forest is None:
@@ -220,7 +210,7 @@ def _nodes(path: Path, forest: str | None) -> list[tuple[str, int]] | None:
                 return None
             forest = str(ids[0][0])
         row = db.execute("SELECT host FROM forests WHERE id = ?", (forest,)).fetchone()
-        if row is None or (row[0] is not None and row[0] != _this_host(state_dir())):
+        if row is None or (row[0] is not None and row[0] != this_host):
             return None  # unknown, or another host's local forest: not ours to ask
         rows = db.execute(
             "SELECT host, ports FROM nodes WHERE forest_id = ? AND status = 'active'"
@@ -243,7 +233,7 @@ def _room_for(count: int) -> bool:
     except ImportError:
         return False
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    return soft == resource.RLIM_INFINITY or count * len(PATHS) + _RESERVED_FILES <= soft
+    return soft == resource.RLIM_INFINITY or count * len(PATHS) + RESERVED_FILES <= soft
 
 
 def ask_early(args: Sequence[str]) -> EarlyRequests | None:
@@ -253,9 +243,14 @@ def ask_early(args: Sequence[str]) -> EarlyRequests | None:
     parsed = early_forest(args)
     if parsed is None:
         return None
+    from morpheus.paths import known_host_identity, state_dir
+
+    state = state_dir()
     try:
-        path = _registry_file()
-        nodes = _nodes(path, parsed[0]) if path is not None and path.is_file() else None
+        path = _registry_file(state)
+        if path is None or not path.is_file():
+            return None
+        nodes = _nodes(path, parsed[0], known_host_identity(state))
     except (sqlite3.Error, OSError, ValueError, KeyError, TypeError):
         return None  # the usual path reads the registry and reports what is wrong
     if not nodes or not _room_for(len(nodes)):

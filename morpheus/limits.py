@@ -1,5 +1,9 @@
 """Limits the whole product shares; no imports, so the CLI can read them as it starts."""
 
+RESERVED_FILES = 64
+"""File descriptors a process keeps for everything but the sockets it polls nodes with (state
+files, logs, the event loop): what sizing a poll from the open-file limit leaves aside."""
+
 MAX_FOREST_NODES = 230
 """The most nodes a forest may have (``plant --nodes``, ``growth.max_nodes``).
 

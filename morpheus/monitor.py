@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from morpheus.boot_report import failure_in_reply
 from morpheus.errors import MorpheusError
+from morpheus.limits import RESERVED_FILES
 from morpheus.load import ForestLoad, NodeSample, aggregate, clamp_percent
 from morpheus.models import Node, host_for_url
 from morpheus.pacing import LoopLag, NodeDeadline, Slots
@@ -280,8 +281,6 @@ async def _poll_node(ask: _Asker, target: MonitorTarget) -> NodeSample:
 
 # A node is asked for /varz and /healthz at once (and /jsz after /varz, if needed).
 _CONNECTIONS_PER_NODE = 2
-# Descriptors left for everything else a process has open (state files, logs, the loop).
-_RESERVED_FILES = 64
 # All reply bodies together; every body is reserved from it in full before it is read.
 _BODY_BUDGET = 32 << 20
 # Nodes asked at once, at most: besides the budget, a connection holds at most one read
@@ -303,7 +302,7 @@ def concurrency_within(open_file_limit: int | None) -> int:
     """How many nodes to ask at once without running out of file descriptors or memory."""
     if open_file_limit is None:
         return MAX_CONCURRENCY
-    room = (open_file_limit - _RESERVED_FILES) // _CONNECTIONS_PER_NODE
+    room = (open_file_limit - RESERVED_FILES) // _CONNECTIONS_PER_NODE
     return max(1, min(MAX_CONCURRENCY, room))
 
 

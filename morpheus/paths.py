@@ -74,16 +74,31 @@ def host_identity(state_dir: Path) -> str:
     import secrets
     import socket
 
-    path = state_dir / "host-id"
-    try:
-        found = path.read_text().strip()
-    except OSError:
-        found = ""
-    if len(found) != 8 or not all(c in "0123456789abcdef" for c in found):
+    found = _host_id(state_dir)
+    if found is None:
         found = secrets.token_hex(4)
         try:
             state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            path.write_text(found + "\n")
+            (state_dir / "host-id").write_text(found + "\n")
         except OSError:
             pass  # a read-only state directory: still one id for this process
     return f"{socket.gethostname()}:{found}"
+
+
+def known_host_identity(state_dir: Path) -> str | None:
+    """``host_identity`` when this host's id is already recorded; None (creating nothing)
+    when it is not."""
+    import socket
+
+    found = _host_id(state_dir)
+    return None if found is None else f"{socket.gethostname()}:{found}"
+
+
+def _host_id(state_dir: Path) -> str | None:
+    try:
+        found = (state_dir / "host-id").read_text().strip()
+    except OSError:
+        return None
+    if len(found) != 8 or not all(c in "0123456789abcdef" for c in found):
+        return None
+    return found

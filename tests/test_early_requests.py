@@ -17,7 +17,6 @@ import pytest
 
 from morpheus.early_requests import (
     MAX_EARLY_NODES,
-    EarlyRequests,
     ask_early,
     claim,
     discard,
@@ -185,12 +184,17 @@ def test_two_nodes_at_one_address_are_asked_once_early_and_once_the_usual_way(
     state_dir: Path,
 ) -> None:
     with loopback_monitor() as monitor:
-        early = EarlyRequests()
-        request = {"/varz": b"GET /varz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"}
-        early.open("127.0.0.1", monitor.port, request)
-        early.open("127.0.0.1", monitor.port, request)
-        assert len(early) == 1
-        early.close()
+        forest_id = record_forest(state_dir, [monitor.port, monitor.port])
+        early = ask_early([forest_id])
+        assert early is not None and len(early) == 2  # /varz and /healthz, once
+        targets = [
+            MonitorTarget(node_name=f"node-{i}", host="127.0.0.1", port=monitor.port)
+            for i in (1, 2)
+        ]
+        samples = asyncio.run(poll_nodes(targets, per_node_timeout=5, early=claim()))
+        assert [s.reachable for s in samples] == [True, True]
+        assert monitor.requests == 4  # two early, two the usual way
+        assert len(early) == 0
 
 
 def test_the_cli_reports_every_node_and_leaves_no_connection_open(
